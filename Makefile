@@ -1,0 +1,79 @@
+# rfevents — plain GNU Makefile (see README.md).
+#   make            build bin/rfevents.fcgi and bin/rfevents
+#   make run        start MariaDB + lighttpd + the app on 127.0.0.1:$(PORT)
+#   make test       unit + integration tests; ends with "N passed, N failed"
+#   make fuzz       libFuzzer targets for FUZZ_SECONDS each
+#   make SANITIZE=address,undefined test
+PORT     ?= 8080
+CONF     ?= conf
+SANITIZE ?=
+FUZZ_SECONDS ?= 10
+
+CC      ?= cc
+PKGS     = json-c yaml-0.1 libmariadb
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+WARN     = -Wall -Wextra -Wstrict-prototypes -Wshadow -Wno-unused-parameter -Werror
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(WARN) $(PKG_CFLAGS) -I. -MMD -MP
+LDLIBS  += $(PKG_LIBS) -lfcgi -lgmp -lcrypto -lm
+
+ifneq ($(SANITIZE),)
+BUILD   ?= build-san
+CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=$(SANITIZE)
+else
+BUILD   ?= build
+endif
+BIN      = bin
+
+LIB_SRC  = $(wildcard core/*.c rules/*.c conf/*.c db/*.c) $(filter-out fcgi/main.c fcgi/cli.c,$(wildcard fcgi/*.c))
+LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC = $(wildcard tests/unit/test_*.c)
+TEST_BIN = $(TEST_SRC:tests/unit/%.c=$(BIN)/%)
+FUZZ_SRC = $(wildcard tests/fuzz/fuzz_*.c)
+
+all: $(BIN)/rfevents.fcgi $(BIN)/rfevents
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/librfevents.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN)/rfevents.fcgi: $(BUILD)/fcgi/main.o $(BUILD)/librfevents.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN)/rfevents: $(BUILD)/fcgi/cli.o $(BUILD)/librfevents.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN)/test_%: $(BUILD)/tests/unit/test_%.o $(BUILD)/librfevents.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+unit: $(TEST_BIN)
+
+deps:
+	@tests/stack.sh deps
+
+run: deps all
+	PORT=$(PORT) CONF=$(CONF) tests/stack.sh run
+
+test: deps all unit
+	SANITIZE=$(SANITIZE) tests/run.sh
+
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
+
+bench: deps all
+	tests/bench/run.sh
+
+clean:
+	rm -rf build build-san build-fuzz $(BIN)
+
+.PHONY: all unit deps run test fuzz bench clean
+-include $(LIB_OBJ:.o=.d) $(BUILD)/fcgi/main.d $(BUILD)/fcgi/cli.d $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)

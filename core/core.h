@@ -1,0 +1,302 @@
+/*
+ * core/ — the event model: strict JSON, RFC 3339 timestamps, identity
+ * normalisation, validation against the registry, fingerprints, public ids
+ * and the ingest pipeline. No I/O of its own besides calls into db/.
+ * Public names carry ev_, json_, ts_ or ident_ prefixes.
+ */
+#ifndef CORE_H
+#define CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <json-c/json.h>
+
+/* ---- errors: one enum for the application, see ev_err_*() ---- */
+enum ev_err {
+	EV_OK,
+	EV_MALFORMED_JSON,        /* 400 */
+	EV_UNAUTHORIZED,          /* 401 */
+	EV_FORBIDDEN,             /* 403 */
+	EV_NOT_FOUND,             /* 404 */
+	EV_IDENTITY_NOT_FOUND,    /* 404 */
+	EV_METHOD_NOT_ALLOWED,    /* 405 */
+	EV_CONFLICT,              /* 409 */
+	EV_PAYLOAD_TOO_LARGE,     /* 413 */
+	EV_UNSUPPORTED_MEDIA,     /* 415 */
+	EV_VALIDATION_FAILED,     /* 422 */
+	EV_INVALID_IDENTITY,      /* 422 */
+	EV_UNKNOWN_EVENT_TYPE,    /* 422 */
+	EV_BATCH_TOO_LARGE,       /* 422 */
+	EV_RATE_LIMITED,          /* 429 */
+	EV_INTERNAL,              /* 500 */
+	EV_UNAVAILABLE,           /* 503 */
+	EV_ERR__MAX
+};
+int         ev_err_status(enum ev_err e);   /* HTTP status */
+const char *ev_err_code(enum ev_err e);     /* "malformed_json", ... */
+
+/* ---- strict JSON (RFC 8259) ---- */
+
+#define JSON_MAX_DEPTH 64
+
+struct json_perr {
+	size_t      offset;   /* byte offset of the problem */
+	const char *msg;      /* static string, e.g. "invalid UTF-8" */
+};
+
+/*
+ * Parse exactly one JSON text (RFC 8259) from buf[0..len): only the four
+ * whitespace bytes, no BOM, no trailing data, strict number grammar, valid
+ * UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF), valid escapes
+ * with paired surrogates, control characters escaped, nesting at most
+ * max_depth. Object keys containing U+0000 are rejected; U+0000 inside
+ * string values is kept (json_object_get_string_len() tells the length).
+ * Every number becomes a json-c double built with json_object_new_double_s()
+ * so that json_object_get_string() returns its exact original text.
+ * Duplicate keys: the last one wins (as json-c and ECMAScript do).
+ * Returns a new tree (caller frees with json_object_put()) or NULL with *err.
+ */
+json_object *json_parse_strict(const char *buf, size_t len, unsigned max_depth,
+    struct json_perr *err);
+
+/* 1 if `o` is a number produced by json_parse_strict() (a json-c double). */
+int json_is_number(const json_object *o);
+
+/* ---- RFC 3339 timestamps ---- */
+
+/*
+ * Parse an RFC 3339 date-time (§5.6): YYYY-MM-DDTHH:MM:SS[.fraction](Z|±hh:mm);
+ * 'T'/'Z' may be lower case; fraction 1-9 digits (kept to microseconds,
+ * truncated); seconds 00-59 (a leap second 60 is rejected); year 0001-9999;
+ * day checked against the month and leap years; offset at most ±23:59.
+ * Returns 0 and microseconds since the Unix epoch (UTC) in *us, or -1.
+ */
+int ts_parse(const char *s, size_t len, int64_t *us);
+
+/* Format microseconds since the epoch as "YYYY-MM-DDTHH:MM:SS.ffffffZ"
+ * (fraction omitted when 0). out needs 32 bytes. Returns out. */
+char *ts_format(int64_t us, char out[32]);
+
+/* Current time in microseconds since the epoch. */
+int64_t ts_now(void);
+
+/* ---- identities (API.md §3) ---- */
+
+enum ident_type {
+	IDENT_EXTERNAL,   /* externalUserId, highest precedence */
+	IDENT_EMAIL,
+	IDENT_PHONE,
+	IDENT_DEVICE_KEY,
+	IDENT__MAX
+};
+extern const char *const ident_type_name[IDENT__MAX];  /* "EXTERNAL", ... */
+extern const char *const ident_json_key[IDENT__MAX];   /* "externalUserId", ... */
+
+#define IDENT_MAX_CHARS 255
+
+/*
+ * Normalise one identity value. All return a malloc'd NUL-terminated string
+ * (caller frees) or NULL when the value is invalid, with *why set to a static
+ * message. Input is valid UTF-8 of `len` bytes (may contain U+0000: invalid).
+ *  - ident_norm_text: externalUserId, deviceKey. Trim ASCII whitespace
+ *    (space, \t, \n, \r, \f, \v) at both ends, keep case; 1-255 code points.
+ *  - ident_norm_email: trim as above, lower-case ASCII letters; 1-255 code
+ *    points; one '@' with something on both sides; no whitespace or control
+ *    characters inside.
+ *  - ident_norm_phone: drop spaces, '-', '.', '(', ')'; a leading "00"
+ *    becomes '+'; without '+', prefix '+' and default_cc (digits, may be
+ *    NULL or "" meaning none); result must be '+' then 8-15 digits (E.164).
+ */
+char *ident_norm_text(const char *s, size_t len, const char **why);
+char *ident_norm_email(const char *s, size_t len, const char **why);
+char *ident_norm_phone(const char *s, size_t len, const char *default_cc,
+    const char **why);
+
+/* Number of Unicode code points in valid UTF-8 s[0..len). */
+size_t utf8_count(const char *s, size_t len);
+
+/* ---- misc ---- */
+
+/* Fill buf with n cryptographically random bytes; 0 or -1. */
+int ev_random(unsigned char *buf, size_t n);
+
+/* New public id: prefix ("evt_", "prf_", "key_") then 22 random base-32
+ * characters [0-9a-z without i,l,o,u]. out needs 32 bytes. */
+int ev_public_id(const char *prefix, char out[32]);
+
+/* SHA-256 of data as 64 lower-case hex characters + NUL. */
+void ev_sha256_hex(const void *data, size_t len, char out[65]);
+
+/* Constant-time comparison of n bytes: 1 equal, 0 not. */
+int ev_ct_equal(const void *a, const void *b, size_t n);
+
+
+/* ---- events: parse + validate (API.md §2.1) ---- */
+
+struct conf_tenant;
+struct db;
+
+#define EV_MAX_PROBLEMS 32
+
+/* One validation problem, for the `details` array of an error body. */
+struct ev_problem {
+	char        field[160];   /* "properties.amount" */
+	const char *problem;      /* static: "required", "type", "max_length", ... */
+};
+
+/* Why an event or request was refused: an error code, a message and details. */
+struct ev_verr {
+	enum ev_err        err;
+	char               msg[256];
+	struct ev_problem  probs[EV_MAX_PROBLEMS];
+	size_t             nprobs;
+};
+
+/* A validated event, all strings NUL-terminated and checked. */
+struct ev_event {
+	char          *source;                 /* [A-Za-z0-9_.:-]{1,64} */
+	char          *ext_id;                 /* 1-255 code points, as given */
+	size_t         ext_id_len;
+	char          *type;                   /* registered event type */
+	int            occurred_given;
+	int64_t        occurred_us;            /* UTC microseconds */
+	char          *occurred_text;          /* as given, or formatted default */
+	int64_t        received_us;
+	char          *ident[IDENT__MAX];      /* normalised; NULL when absent */
+	json_object   *properties;             /* object (owned reference) */
+	unsigned char  fingerprint[32];
+};
+
+/*
+ * Turn one parsed JSON value into a validated event for tenant t (may be NULL
+ * when the tenant has no loaded configuration: every event type is then
+ * unknown). now_us is the receipt time. Returns EV_OK with *ev filled (free
+ * with ev_event_free()), or an error in *verr (EV_VALIDATION_FAILED,
+ * EV_UNKNOWN_EVENT_TYPE, EV_INVALID_IDENTITY, EV_MALFORMED_JSON when not an
+ * object) and *ev left empty.
+ */
+enum ev_err ev_parse(const json_object *o, const struct conf_tenant *t,
+    int64_t now_us, struct ev_event *ev, struct ev_verr *verr);
+void ev_event_free(struct ev_event *ev);
+
+/* The stored document of an event (API.md §4 "event" minus outcome):
+ * a new json-c object, caller puts it. */
+json_object *ev_event_doc(const struct ev_event *ev);
+
+/* Canonical text used for the fingerprint (keys sorted, numbers
+ * normalised); caller frees. Exposed for tests. */
+char *ev_canonical(const struct ev_event *ev);
+
+/* Append a problem to verr (ignored beyond EV_MAX_PROBLEMS). */
+void ev_problem_add(struct ev_verr *verr, const char *field, const char *problem);
+
+/* ---- ingest (core/ingest.c) ---- */
+
+enum ev_status {
+	EV_ST_ACCEPTED,
+	EV_ST_DUPLICATE,
+	EV_ST_CONFLICT,
+	EV_ST_DRY_RUN,
+	EV_ST_ERROR,
+	EV_ST__MAX
+};
+
+/* Result of one event. `body` is the JSON answer for this event (the
+ * response body of a single ingest, one element of a batch), built by
+ * ev_ingest*(); caller puts it. */
+struct ev_result {
+	enum ev_status  st;
+	struct ev_verr  verr;                  /* when st == EV_ST_ERROR */
+	char            event_id[32];
+	json_object    *body;
+};
+
+/* Who is asking: the tenant of the key and its settings. */
+struct ev_tenant {
+	int64_t                   id;          /* tenants.id */
+	const char               *slug;
+	const struct conf_tenant *conf;        /* NULL if not configured */
+};
+
+/*
+ * Ingest events into the database: each at most once per (tenant, source,
+ * externalEventId). `evs[i]` NULL means the item already failed (its
+ * res[i] was filled by the caller). With dry_run nothing is written.
+ * One transaction for all items with a savepoint per item. Returns EV_OK
+ * (then every res[i] is filled), or EV_UNAVAILABLE when the database could
+ * not commit (nothing applied), or EV_INTERNAL.
+ * `retries` (may be NULL) gets the number of transaction retries.
+ */
+enum ev_err ev_ingest(struct db *db, const struct ev_tenant *t,
+    struct ev_event **evs, struct ev_result *res, size_t n, int dry_run,
+    const char *request_id, unsigned *retries);
+
+/* Fill res as an error result with body {"status":"error",...}. */
+void ev_result_error(struct ev_result *res, const struct ev_verr *verr);
+
+/* Error body {"status":"error","error_code","message"[,"details"]}; new
+ * object, caller puts it. */
+json_object *ev_error_body(const struct ev_verr *verr);
+
+/* Set verr to err with a printf-style message and no details. */
+void ev_verr_set(struct ev_verr *verr, enum ev_err err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* GET /v1/cdp/events/{id}: the event document with profile, outcome and
+ * rules version, or NULL with *err (EV_NOT_FOUND, EV_UNAVAILABLE, ...). */
+json_object *ev_event_get(struct db *db, const struct ev_tenant *t,
+    const char *public_id, enum ev_err *err);
+
+/* ---- API keys (core/keys.c) ---- */
+
+enum ev_scope {
+	EV_SCOPE_EVENTS_WRITE,
+	EV_SCOPE_EVENTS_READ,
+	EV_SCOPE_PROFILES_READ,
+	EV_SCOPE_ADMIN,
+	EV_SCOPE__MAX
+};
+extern const char *const ev_scope_name[EV_SCOPE__MAX];
+
+#define EV_KEY_MAX_SOURCES 64
+
+/* An authenticated key. */
+struct ev_key {
+	int64_t   tenant_id;
+	char      tenant[65];
+	char      key_id[32];
+	unsigned  scopes;                       /* bit per enum ev_scope */
+	int       all_sources;                  /* no allow-list */
+	char     *sources[EV_KEY_MAX_SOURCES];  /* allow-list */
+	size_t    nsources;
+	char     *sources_buf;
+};
+void ev_key_clear(struct ev_key *k);
+
+/* 1 if the key carries scope s (admin carries all). */
+int ev_key_has_scope(const struct ev_key *k, enum ev_scope s);
+/* 1 if the key may ingest events of this source. */
+int ev_key_allows_source(const struct ev_key *k, const char *source);
+
+/*
+ * Check an Authorization header value ("Bearer <key>"). Returns EV_OK with
+ * *k filled (free with ev_key_clear()), EV_UNAUTHORIZED (missing, malformed,
+ * unknown, revoked) or EV_UNAVAILABLE (database). Digests are compared in
+ * constant time; the key itself is never logged or stored.
+ */
+enum ev_err ev_key_check(struct db *db, const char *authz, struct ev_key *k,
+    int64_t now_us);
+
+/*
+ * Create a key for tenant slug (the tenant row is created when missing).
+ * scopes/sources are comma-separated (sources may be NULL). Returns 0 and
+ * the key in out (shown once; caller wipes it), or -1 with a message.
+ */
+int ev_key_create(struct db *db, const char *slug, const char *scopes,
+    const char *sources, const char *name, char *out, size_t outsz,
+    char *err, size_t errsz);
+
+/* Look the tenant row up (creating it when `create`); 0 and *id, or -1. */
+int ev_tenant_id(struct db *db, const char *slug, int create, int64_t *id);
+
+#endif /* CORE_H */

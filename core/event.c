@@ -1,0 +1,631 @@
+/*
+ * One event: from a parsed JSON object to a validated struct ev_event
+ * (API.md §2.1, CONF.md property types), its stored document and its
+ * fingerprint (SHA-256 over a canonical form).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "conf/conf.h"
+#include "rules/rules.h"
+#include "core/core.h"
+
+#define EV_SOURCE_MAX   64
+#define EV_EXTID_MAX    255
+#define EV_FUTURE_US    (24LL * 3600 * 1000000)   /* occurredAt limit */
+#define EV_MIN_US       (-2208988800LL * 1000000) /* 1900-01-01T00:00:00Z */
+
+static const char *const top_fields[] = {
+	"source", "externalEventId", "eventType", "occurredAt", "identity",
+	"properties", NULL
+};
+
+/* The string of o when it is a string without U+0000; else NULL. */
+static const char *
+str_of(const json_object *o, size_t *len)
+{
+	const char *s;
+	int         n;
+
+	if (o == NULL || !json_object_is_type(o, json_type_string))
+		return NULL;
+	s = json_object_get_string((json_object *)o);
+	n = json_object_get_string_len(o);
+	if (n < 0 || strlen(s) != (size_t)n)
+		return NULL;
+	*len = (size_t)n;
+	return s;
+}
+
+/* Problem name for a string field that str_of() refused. */
+static const char *
+str_problem(const json_object *o)
+{
+	if (o != NULL && json_object_is_type(o, json_type_string))
+		return "contains_nul";
+	return "type";
+}
+
+static int
+source_ok(const char *s, size_t len)
+{
+	size_t i;
+
+	if (len == 0 || len > EV_SOURCE_MAX)
+		return 0;
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '_' || c == '.' || c == ':' ||
+		    c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+void
+ev_event_free(struct ev_event *ev)
+{
+	size_t i;
+
+	if (ev == NULL)
+		return;
+	free(ev->source);
+	free(ev->ext_id);
+	free(ev->type);
+	free(ev->occurred_text);
+	for (i = 0; i < IDENT__MAX; i++)
+		free(ev->ident[i]);
+	if (ev->properties != NULL)
+		json_object_put(ev->properties);
+	memset(ev, 0, sizeof(*ev));
+}
+
+/* Compare a JSON number's text against an exact bound; -2 on bad number. */
+static int
+num_cmp(const mpq_t v, const mpq_t bound)
+{
+	return mpq_cmp(v, bound);
+}
+
+/*
+ * Check one property value against its registered definition. Adds problems
+ * to verr under "properties.NAME".
+ */
+static void
+check_prop(const struct conf_prop *p, json_object *v, struct ev_verr *verr)
+{
+	char        field[160];
+	size_t      len, i;
+	const char *s;
+	mpq_t       q;
+	int         isnum = 0;
+
+	snprintf(field, sizeof(field), "properties.%s", p->name);
+	switch (p->type) {
+	case CONF_PT_STRING:
+	case CONF_PT_TIMESTAMP:
+		if ((s = str_of(v, &len)) == NULL) {
+			ev_problem_add(verr, field, str_problem(v));
+			return;
+		}
+		if (p->type == CONF_PT_TIMESTAMP) {
+			int64_t us;
+			if (ts_parse(s, len, &us) != 0) {
+				ev_problem_add(verr, field, "timestamp");
+				return;
+			}
+		}
+		if (p->max_length >= 0 && utf8_count(s, len) > (size_t)p->max_length)
+			ev_problem_add(verr, field, "max_length");
+		if (p->enum_vals != NULL) {
+			for (i = 0; i < p->nenum; i++)
+				if (strlen(p->enum_vals[i]) == len &&
+				    memcmp(p->enum_vals[i], s, len) == 0)
+					break;
+			if (i == p->nenum)
+				ev_problem_add(verr, field, "enum");
+		}
+		return;
+	case CONF_PT_BOOLEAN:
+		if (!json_object_is_type(v, json_type_boolean))
+			ev_problem_add(verr, field, "type");
+		return;
+	case CONF_PT_NUMBER:
+	case CONF_PT_INTEGER:
+		break;
+	default:
+		ev_problem_add(verr, field, "type");
+		return;
+	}
+
+	if (!json_is_number(v)) {
+		ev_problem_add(verr, field, "type");
+		return;
+	}
+	s = json_object_get_string(v);
+	mpq_init(q);
+	if (rule_dec_parse(s, strlen(s), q) != 0 || !rule_dec_in_double_range(q)) {
+		ev_problem_add(verr, field, "out_of_range");
+		goto out;
+	}
+	isnum = 1;
+	if (p->type == CONF_PT_INTEGER && mpz_cmp_ui(mpq_denref(q), 1) != 0) {
+		ev_problem_add(verr, field, "integer");
+		goto out;
+	}
+	if (p->has_min && num_cmp(q, p->min) < 0)
+		ev_problem_add(verr, field, "min");
+	if (p->has_max && num_cmp(q, p->max) > 0)
+		ev_problem_add(verr, field, "max");
+	if (p->enum_vals != NULL) {
+		for (i = 0; i < p->nenum; i++) {
+			mpq_t e;
+			int   eq;
+			mpq_init(e);
+			eq = rule_dec_parse(p->enum_vals[i], strlen(p->enum_vals[i]), e) == 0 &&
+			    mpq_equal(e, q);
+			mpq_clear(e);
+			if (eq)
+				break;
+		}
+		if (i == p->nenum)
+			ev_problem_add(verr, field, "enum");
+	}
+out:
+	(void)isnum;
+	mpq_clear(q);
+}
+
+/* Validate `properties` against the event type; unknown keys per tenant. */
+static void
+check_props(const struct conf_tenant *t, const struct conf_event_type *et,
+    json_object *props, struct ev_verr *verr)
+{
+	size_t i;
+
+	for (i = 0; i < et->nprops; i++) {
+		const struct conf_prop *p = &et->props[i];
+		json_object            *v = NULL;
+		char                    field[160];
+
+		if (!json_object_object_get_ex(props, p->name, &v) || v == NULL) {
+			/* absent or null */
+			if (p->required) {
+				snprintf(field, sizeof(field), "properties.%s", p->name);
+				ev_problem_add(verr, field, "required");
+			}
+			continue;
+		}
+		check_prop(p, v, verr);
+	}
+	if (t->allow_unknown_props)
+		return;
+	json_object_object_foreach(props, key, val) {
+		(void)val;
+		for (i = 0; i < et->nprops; i++)
+			if (strcmp(et->props[i].name, key) == 0)
+				break;
+		if (i == et->nprops) {
+			char field[160];
+			snprintf(field, sizeof(field), "properties.%s", key);
+			ev_problem_add(verr, field, "unknown_property");
+		}
+	}
+}
+
+/*
+ * Normalise the identity object into ev->ident[]. Structural problems are
+ * validation problems; values that do not normalise are invalid_identity.
+ * Returns the error kind found (EV_OK when all is well).
+ */
+static enum ev_err
+parse_identity(json_object *id, const struct conf_tenant *t,
+    struct ev_event *ev, struct ev_verr *verr)
+{
+	size_t      i, n = 0, len;
+	const char *s, *why;
+	char        field[160];
+	enum ev_err kind = EV_OK;
+
+	if (id == NULL) {
+		ev_problem_add(verr, "identity", "required");
+		return EV_VALIDATION_FAILED;
+	}
+	if (!json_object_is_type(id, json_type_object)) {
+		ev_problem_add(verr, "identity", "type");
+		return EV_VALIDATION_FAILED;
+	}
+	json_object_object_foreach(id, key, val) {
+		(void)val;
+		for (i = 0; i < IDENT__MAX; i++)
+			if (strcmp(ident_json_key[i], key) == 0)
+				break;
+		if (i == IDENT__MAX) {
+			snprintf(field, sizeof(field), "identity.%s", key);
+			ev_problem_add(verr, field, "unknown_field");
+			kind = EV_VALIDATION_FAILED;
+		}
+	}
+	for (i = 0; i < IDENT__MAX; i++) {
+		json_object *v;
+		if (!json_object_object_get_ex(id, ident_json_key[i], &v) || v == NULL)
+			continue;
+		snprintf(field, sizeof(field), "identity.%s", ident_json_key[i]);
+		if ((s = str_of(v, &len)) == NULL) {
+			ev_problem_add(verr, field, str_problem(v));
+			kind = EV_VALIDATION_FAILED;
+			continue;
+		}
+		n++;
+		switch (i) {
+		case IDENT_EMAIL:
+			ev->ident[i] = ident_norm_email(s, len, &why);
+			break;
+		case IDENT_PHONE:
+			ev->ident[i] = ident_norm_phone(s, len,
+			    t != NULL ? t->default_cc : NULL, &why);
+			break;
+		default:
+			ev->ident[i] = ident_norm_text(s, len, &why);
+			break;
+		}
+		if (ev->ident[i] == NULL) {
+			ev_problem_add(verr, field, why != NULL ? why : "invalid");
+			if (kind == EV_OK)
+				kind = EV_INVALID_IDENTITY;
+		}
+	}
+	if (n == 0 && kind == EV_OK) {
+		ev_problem_add(verr, "identity", "required");
+		kind = EV_VALIDATION_FAILED;
+	}
+	return kind;
+}
+
+enum ev_err
+ev_parse(const json_object *co, const struct conf_tenant *t, int64_t now_us,
+    struct ev_event *ev, struct ev_verr *verr)
+{
+	json_object                  *o = (json_object *)co, *v;
+	const struct conf_event_type *et = NULL;
+	const char                   *s;
+	size_t                        len, i;
+	enum ev_err                   idk;
+	char                          buf[32];
+
+	memset(ev, 0, sizeof(*ev));
+	verr->nprobs = 0;
+	verr->err = EV_OK;
+	verr->msg[0] = '\0';
+	ev->received_us = now_us;
+	if (o == NULL || !json_object_is_type(o, json_type_object)) {
+		ev_verr_set(verr, EV_MALFORMED_JSON, "the event must be a JSON object");
+		return verr->err;
+	}
+	json_object_object_foreach(o, key, val) {
+		(void)val;
+		for (i = 0; top_fields[i] != NULL; i++)
+			if (strcmp(top_fields[i], key) == 0)
+				break;
+		if (top_fields[i] == NULL) {
+			char field[160];
+			snprintf(field, sizeof(field), "%s", key);
+			ev_problem_add(verr, field, "unknown_field");
+		}
+	}
+
+	/* source */
+	if (!json_object_object_get_ex(o, "source", &v) || v == NULL)
+		ev_problem_add(verr, "source", "required");
+	else if ((s = str_of(v, &len)) == NULL)
+		ev_problem_add(verr, "source", str_problem(v));
+	else if (!source_ok(s, len))
+		ev_problem_add(verr, "source", len == 0 || len > EV_SOURCE_MAX ?
+		    "length" : "pattern");
+	else
+		ev->source = strndup(s, len);
+
+	/* externalEventId */
+	if (!json_object_object_get_ex(o, "externalEventId", &v) || v == NULL)
+		ev_problem_add(verr, "externalEventId", "required");
+	else if ((s = str_of(v, &len)) == NULL)
+		ev_problem_add(verr, "externalEventId", str_problem(v));
+	else if (len == 0 || utf8_count(s, len) > EV_EXTID_MAX)
+		ev_problem_add(verr, "externalEventId", "length");
+	else {
+		ev->ext_id = strndup(s, len);
+		ev->ext_id_len = len;
+	}
+
+	/* occurredAt */
+	if (json_object_object_get_ex(o, "occurredAt", &v) && v != NULL) {
+		if ((s = str_of(v, &len)) == NULL)
+			ev_problem_add(verr, "occurredAt", str_problem(v));
+		else if (len > 64 || ts_parse(s, len, &ev->occurred_us) != 0)
+			ev_problem_add(verr, "occurredAt", "timestamp");
+		else if (ev->occurred_us > now_us &&
+		    ev->occurred_us - now_us > EV_FUTURE_US)
+			ev_problem_add(verr, "occurredAt", "too_far_in_future");
+		else if (ev->occurred_us < EV_MIN_US)
+			ev_problem_add(verr, "occurredAt", "too_far_in_past");
+		else {
+			ev->occurred_given = 1;
+			ev->occurred_text = strndup(s, len);
+		}
+	} else {
+		ev->occurred_us = now_us;
+		ev->occurred_text = strdup(ts_format(now_us, buf));
+	}
+
+	/* properties (validated once the type is known) */
+	if (json_object_object_get_ex(o, "properties", &v) && v != NULL) {
+		if (!json_object_is_type(v, json_type_object))
+			ev_problem_add(verr, "properties", "type");
+		else
+			ev->properties = json_object_get(v);
+	} else
+		ev->properties = json_object_new_object();
+
+	/* eventType */
+	if (!json_object_object_get_ex(o, "eventType", &v) || v == NULL)
+		ev_problem_add(verr, "eventType", "required");
+	else if ((s = str_of(v, &len)) == NULL)
+		ev_problem_add(verr, "eventType", str_problem(v));
+	else if (t == NULL || (et = conf_type_find(t, s)) == NULL) {
+		if (verr->nprobs == 0) {
+			ev_verr_set(verr, EV_UNKNOWN_EVENT_TYPE,
+			    "event type is not registered for this tenant");
+			ev_problem_add(verr, "eventType", "unknown_event_type");
+			goto fail;
+		}
+		ev_problem_add(verr, "eventType", "unknown_event_type");
+	} else
+		ev->type = strdup(s);
+
+	idk = parse_identity(json_object_object_get_ex(o, "identity", &v) ? v : NULL,
+	    t, ev, verr);
+
+	if (verr->nprobs == 0 && et != NULL && ev->properties != NULL)
+		check_props(t, et, ev->properties, verr);
+
+	if (verr->nprobs > 0) {
+		/* An identity value that does not normalise is invalid_identity
+		 * when it is the only kind of problem. */
+		int only_ident = idk == EV_INVALID_IDENTITY;
+		for (i = 0; only_ident && i < verr->nprobs; i++)
+			if (strncmp(verr->probs[i].field, "identity.", 9) != 0)
+				only_ident = 0;
+		if (only_ident) {
+			verr->err = EV_INVALID_IDENTITY;
+			snprintf(verr->msg, sizeof(verr->msg),
+			    "an identity value is not valid");
+		} else {
+			verr->err = EV_VALIDATION_FAILED;
+			snprintf(verr->msg, sizeof(verr->msg),
+			    "the event does not match the contract (%s: %s)",
+			    verr->probs[0].field, verr->probs[0].problem);
+		}
+		goto fail;
+	}
+	if (ev->source == NULL || ev->ext_id == NULL || ev->type == NULL ||
+	    ev->occurred_text == NULL || ev->properties == NULL) {
+		ev_verr_set(verr, EV_INTERNAL, "out of memory");
+		goto fail;
+	}
+	{
+		char          *canon = ev_canonical(ev);
+		unsigned int   mdlen = 0;
+		if (canon == NULL) {
+			ev_verr_set(verr, EV_INTERNAL, "out of memory");
+			goto fail;
+		}
+		EVP_Digest(canon, strlen(canon), ev->fingerprint, &mdlen,
+		    EVP_sha256(), NULL);
+		free(canon);
+	}
+	return EV_OK;
+fail:
+	ev_event_free(ev);
+	return verr->err;
+}
+
+/* ---- canonical form ---- */
+
+struct sbuf {
+	char   *p;
+	size_t  len, cap;
+	int     oom;
+};
+
+static void
+sb_put(struct sbuf *b, const char *s, size_t n)
+{
+	if (b->oom)
+		return;
+	if (n > b->cap - b->len - 1 || b->p == NULL) {
+		size_t nc = b->cap ? b->cap : 256;
+		char  *np;
+		while (n > nc - b->len - 1)
+			nc *= 2;
+		if ((np = realloc(b->p, nc)) == NULL) {
+			b->oom = 1;
+			return;
+		}
+		b->p = np;
+		b->cap = nc;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void
+sb_str(struct sbuf *b, const char *s)
+{
+	sb_put(b, s, strlen(s));
+}
+
+/* A JSON string literal with a fixed escaping: only '"', '\\' and control
+ * characters are escaped (as \u00XX); UTF-8 is copied as is. */
+static void
+sb_json_str(struct sbuf *b, const char *s, size_t len)
+{
+	size_t i, start = 0;
+	char   esc[8];
+
+	sb_put(b, "\"", 1);
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c == '"' || c == '\\') {
+			sb_put(b, s + start, i - start);
+			snprintf(esc, sizeof(esc), "\\u%04x", c);
+			sb_str(b, esc);
+			start = i + 1;
+		}
+	}
+	sb_put(b, s + start, len - start);
+	sb_put(b, "\"", 1);
+}
+
+static int
+cmp_keys(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Canonical JSON of any value: keys sorted by bytes, numbers canonical. */
+static void
+canon_value(struct sbuf *b, json_object *v)
+{
+	size_t i, n;
+
+	switch (json_object_get_type(v)) {
+	case json_type_null:
+		sb_str(b, "null");
+		break;
+	case json_type_boolean:
+		sb_str(b, json_object_get_boolean(v) ? "true" : "false");
+		break;
+	case json_type_double:
+	case json_type_int: {
+		const char *s = json_object_get_string(v);
+		char       *c = rule_dec_canon(s, strlen(s));
+		if (c == NULL)
+			sb_str(b, s);
+		else {
+			sb_str(b, c);
+			free(c);
+		}
+		break;
+	}
+	case json_type_string:
+		sb_json_str(b, json_object_get_string(v),
+		    (size_t)json_object_get_string_len(v));
+		break;
+	case json_type_array:
+		sb_put(b, "[", 1);
+		n = json_object_array_length(v);
+		for (i = 0; i < n; i++) {
+			if (i > 0)
+				sb_put(b, ",", 1);
+			canon_value(b, json_object_array_get_idx(v, i));
+		}
+		sb_put(b, "]", 1);
+		break;
+	case json_type_object: {
+		const char **keys;
+		n = (size_t)json_object_object_length(v);
+		if ((keys = calloc(n ? n : 1, sizeof(*keys))) == NULL) {
+			b->oom = 1;
+			break;
+		}
+		i = 0;
+		json_object_object_foreach(v, k, val) {
+			(void)val;
+			keys[i++] = k;
+		}
+		qsort(keys, n, sizeof(*keys), cmp_keys);
+		sb_put(b, "{", 1);
+		for (i = 0; i < n; i++) {
+			if (i > 0)
+				sb_put(b, ",", 1);
+			sb_json_str(b, keys[i], strlen(keys[i]));
+			sb_put(b, ":", 1);
+			canon_value(b, json_object_object_get(v, keys[i]));
+		}
+		sb_put(b, "}", 1);
+		free(keys);
+		break;
+	}
+	}
+}
+
+char *
+ev_canonical(const struct ev_event *ev)
+{
+	struct sbuf b = { NULL, 0, 0, 0 };
+	char        tbuf[32];
+	size_t      i;
+	int         first = 1;
+
+	sb_str(&b, "{\"eventType\":");
+	sb_json_str(&b, ev->type, strlen(ev->type));
+	sb_str(&b, ",\"identity\":{");
+	for (i = 0; i < IDENT__MAX; i++) {
+		if (ev->ident[i] == NULL)
+			continue;
+		if (!first)
+			sb_put(&b, ",", 1);
+		first = 0;
+		sb_json_str(&b, ident_type_name[i], strlen(ident_type_name[i]));
+		sb_put(&b, ":", 1);
+		sb_json_str(&b, ev->ident[i], strlen(ev->ident[i]));
+	}
+	/* The given occurredAt counts as the instant it names; a defaulted
+	 * one (receipt time) does not count at all. */
+	sb_str(&b, "},\"occurredAt\":");
+	if (ev->occurred_given)
+		sb_json_str(&b, ts_format(ev->occurred_us, tbuf),
+		    strlen(ts_format(ev->occurred_us, tbuf)));
+	else
+		sb_str(&b, "null");
+	sb_str(&b, ",\"properties\":");
+	canon_value(&b, ev->properties);
+	sb_put(&b, "}", 1);
+	if (b.oom) {
+		free(b.p);
+		return NULL;
+	}
+	return b.p;
+}
+
+json_object *
+ev_event_doc(const struct ev_event *ev)
+{
+	json_object *o = json_object_new_object(), *id;
+	char         buf[32];
+	size_t       i;
+
+	json_object_object_add(o, "source", json_object_new_string(ev->source));
+	json_object_object_add(o, "externalEventId",
+	    json_object_new_string_len(ev->ext_id, (int)ev->ext_id_len));
+	json_object_object_add(o, "eventType", json_object_new_string(ev->type));
+	json_object_object_add(o, "occurredAt",
+	    json_object_new_string(ev->occurred_text));
+	json_object_object_add(o, "occurredAtUtc",
+	    json_object_new_string(ts_format(ev->occurred_us, buf)));
+	json_object_object_add(o, "receivedAt",
+	    json_object_new_string(ts_format(ev->received_us, buf)));
+	id = json_object_new_object();
+	for (i = 0; i < IDENT__MAX; i++)
+		if (ev->ident[i] != NULL)
+			json_object_object_add(id, ident_json_key[i],
+			    json_object_new_string(ev->ident[i]));
+	json_object_object_add(o, "identity", id);
+	json_object_object_add(o, "properties", json_object_get(ev->properties));
+	return o;
+}

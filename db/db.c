@@ -1,0 +1,873 @@
+/*
+ * MariaDB access through MariaDB Connector/C prepared statements.
+ *
+ * One connection per process (FastCGI workers are single-threaded). All SQL
+ * sits in stmt_sql[] below, indexed by enum db_stmt, prepared lazily once
+ * per connection. Parameters are always bound, never pasted into SQL.
+ * Failures are classified into enum db_rc so that callers can retry a
+ * transaction (deadlock, lock wait, Galera certification failure), reconnect
+ * (connection lost) or give up.
+ */
+#include <sys/types.h>
+#include <sys/stat.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mysql.h>
+#include <mysqld_error.h>
+#include <errmsg.h>
+
+#include "db/db.h"
+
+#define DB_MAX_HOSTS 8
+
+static const char *const stmt_sql[DB_STMT__MAX] = {
+	/* DB_KEY_BY_PREFIX */
+	"SELECT k.id, k.key_id, k.tenant_id, t.slug, k.digest, k.scopes, k.sources,"
+	" k.revoked_at IS NOT NULL FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
+	" WHERE k.prefix = ?",
+	/* DB_KEY_INSERT */
+	"INSERT INTO api_keys (key_id, tenant_id, prefix, digest, scopes, sources,"
+	" name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))",
+	/* DB_KEY_LIST */
+	"SELECT k.key_id, k.prefix, k.scopes, k.sources, k.name,"
+	" DATE_FORMAT(k.created_at, '%Y-%m-%dT%H:%i:%sZ'),"
+	" DATE_FORMAT(k.revoked_at, '%Y-%m-%dT%H:%i:%sZ')"
+	" FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE t.slug = ?"
+	" ORDER BY k.created_at, k.key_id",
+	/* DB_KEY_REVOKE */
+	"UPDATE api_keys SET revoked_at = UTC_TIMESTAMP(6)"
+	" WHERE key_id = ? AND revoked_at IS NULL",
+	/* DB_TENANT_INSERT */
+	"INSERT IGNORE INTO tenants (slug, created_at) VALUES (?, UTC_TIMESTAMP(6))",
+	/* DB_TENANT_BY_SLUG */
+	"SELECT id FROM tenants WHERE slug = ?",
+	/* DB_EVENT_INSERT */
+	"INSERT IGNORE INTO events (tenant_id, source, external_event_id, public_id,"
+	" fingerprint, event_type, occurred_at, received_at, doc, request_id)"
+	" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	/* DB_EVENT_BY_KEY */
+	"SELECT id, public_id, fingerprint FROM events"
+	" WHERE tenant_id = ? AND source = ? AND external_event_id = ?",
+	/* DB_EVENT_SET_OUTCOME */
+	"UPDATE events SET profile_id = ?, outcome = ?, rules_version = ? WHERE id = ?",
+	/* DB_EVENT_BY_PUBLIC_ID */
+	"SELECT e.doc, e.outcome, e.rules_version, p.public_id FROM events e"
+	" LEFT JOIN profiles p ON p.id = e.profile_id"
+	" WHERE e.tenant_id = ? AND e.public_id = ?",
+	/* DB_IDENT_FIND */
+	"SELECT type, value, profile_id FROM identities WHERE tenant_id = ? AND ("
+	" (type = 0 AND value = ?) OR (type = 1 AND value = ?) OR"
+	" (type = 2 AND value = ?) OR (type = 3 AND value = ?))",
+	/* DB_IDENT_INSERT */
+	"INSERT INTO identities (tenant_id, type, value, profile_id, ext_profile_id,"
+	" created_at) VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6))",
+	/* DB_IDENT_EXTERNAL_OF */
+	"SELECT value FROM identities WHERE ext_profile_id = ?",
+	/* DB_IDENT_OF_PROFILE */
+	"SELECT type, value FROM identities WHERE profile_id = ? ORDER BY type, value",
+	/* DB_PROFILE_INSERT */
+	"INSERT INTO profiles (tenant_id, public_id, tier, created_at, updated_at)"
+	" VALUES (?, ?, ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
+	/* DB_PROFILE_BY_ID */
+	"SELECT public_id, tier, DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%s.%fZ')"
+	" FROM profiles WHERE id = ?",
+	/* DB_PROFILE_BY_PUBLIC_ID */
+	"SELECT id, public_id, tier, DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%s.%fZ')"
+	" FROM profiles WHERE tenant_id = ? AND public_id = ?",
+	/* DB_PROFILE_LOCK */
+	"SELECT public_id, tier FROM profiles WHERE id = ? FOR UPDATE",
+	/* DB_PING_QUERY */
+	"SELECT 1",
+	/* DB_MIGRATION_DONE */
+	"SELECT 1 FROM schema_migrations WHERE version = ?",
+	/* DB_MIGRATION_INSERT */
+	"INSERT INTO schema_migrations (version, applied_at) VALUES (?, UTC_TIMESTAMP(6))",
+};
+_Static_assert(sizeof(stmt_sql) / sizeof(stmt_sql[0]) == DB_STMT__MAX,
+    "stmt_sql must have one entry per enum db_stmt");
+
+/* Statements run with INSERT IGNORE: a duplicate-key warning is expected
+ * there, any other warning (truncation, bad value) is an error. */
+static int
+stmt_is_ignore(enum db_stmt st)
+{
+	return strncmp(stmt_sql[st], "INSERT IGNORE", 13) == 0;
+}
+
+struct db_host {
+	char     *host;
+	unsigned  port;
+};
+
+struct db {
+	char           *user, *pass, *name, *socket;
+	struct db_host  hosts[DB_MAX_HOSTS];
+	size_t          nhosts;
+	size_t          cur;                     /* host in use / to try first */
+	MYSQL          *conn;                    /* NULL when not connected */
+	MYSQL_STMT     *stmts[DB_STMT__MAX];     /* prepared lazily */
+	unsigned        last_errno;
+	char            last_error[256];
+};
+
+/* ---- URL parsing ---- */
+
+static int
+hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = tolower(c);
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Percent-decode s[0..len) into a new string; NULL on bad escapes or NUL. */
+static char *
+pct_decode(const char *s, size_t len)
+{
+	char   *out;
+	size_t  i, o = 0;
+
+	if ((out = malloc(len + 1)) == NULL)
+		return NULL;
+	for (i = 0; i < len; i++) {
+		if (s[i] == '%') {
+			int hi, lo;
+			if (len - i < 3 || (hi = hexval(s[i + 1])) < 0 ||
+			    (lo = hexval(s[i + 2])) < 0 || (hi == 0 && lo == 0)) {
+				free(out);
+				return NULL;
+			}
+			out[o++] = (char)(hi * 16 + lo);
+			i += 2;
+		} else
+			out[o++] = s[i];
+	}
+	out[o] = '\0';
+	return out;
+}
+
+static void
+db_free_fields(struct db *db)
+{
+	size_t i;
+
+	free(db->user);
+	free(db->pass);
+	free(db->name);
+	free(db->socket);
+	for (i = 0; i < db->nhosts; i++)
+		free(db->hosts[i].host);
+}
+
+/*
+ * Parse mariadb://user[:pass]@host[:port][,host[:port]...]/db[?socket=path]
+ * into db. Returns 0 or -1 with a message in err.
+ */
+static int
+parse_url(struct db *db, const char *url, char *err, size_t errsz)
+{
+	const char *p, *at, *slash, *q, *hp, *end;
+
+	if (strncmp(url, "mariadb://", 10) == 0)
+		p = url + 10;
+	else if (strncmp(url, "mysql://", 8) == 0)
+		p = url + 8;
+	else {
+		snprintf(err, errsz, "RFEVENTS_DB must start with mariadb://");
+		return -1;
+	}
+	slash = strchr(p, '/');
+	if (slash == NULL) {
+		snprintf(err, errsz, "RFEVENTS_DB has no /database");
+		return -1;
+	}
+	at = memchr(p, '@', (size_t)(slash - p));
+	if (at != NULL) {
+		const char *colon = memchr(p, ':', (size_t)(at - p));
+		if (colon != NULL) {
+			db->user = pct_decode(p, (size_t)(colon - p));
+			db->pass = pct_decode(colon + 1, (size_t)(at - colon - 1));
+			if (db->pass == NULL)
+				goto bad;
+		} else
+			db->user = pct_decode(p, (size_t)(at - p));
+		if (db->user == NULL)
+			goto bad;
+		hp = at + 1;
+	} else
+		hp = p;
+
+	/* host list up to the slash */
+	while (hp < slash) {
+		const char *comma = memchr(hp, ',', (size_t)(slash - hp));
+		const char *hend = comma ? comma : slash;
+		const char *colon = memchr(hp, ':', (size_t)(hend - hp));
+		struct db_host *h;
+
+		if (db->nhosts == DB_MAX_HOSTS) {
+			snprintf(err, errsz, "RFEVENTS_DB lists more than %d hosts",
+			    DB_MAX_HOSTS);
+			return -1;
+		}
+		h = &db->hosts[db->nhosts];
+		h->port = 0;
+		if (colon != NULL) {
+			char  *e;
+			long   v;
+			char   buf[8];
+			size_t n = (size_t)(hend - colon - 1);
+			if (n == 0 || n >= sizeof(buf))
+				goto bad;
+			memcpy(buf, colon + 1, n);
+			buf[n] = '\0';
+			v = strtol(buf, &e, 10);
+			if (*e != '\0' || v <= 0 || v > 65535)
+				goto bad;
+			h->port = (unsigned)v;
+		} else
+			colon = hend;
+		if (colon == hp)
+			goto bad;
+		if ((h->host = pct_decode(hp, (size_t)(colon - hp))) == NULL)
+			goto bad;
+		db->nhosts++;
+		hp = comma ? comma + 1 : slash;
+	}
+	if (db->nhosts == 0) {
+		db->hosts[0].host = strdup("localhost");
+		db->hosts[0].port = 0;
+		db->nhosts = 1;
+	}
+
+	q = strchr(slash, '?');
+	end = q ? q : slash + strlen(slash);
+	if (end - slash <= 1) {
+		snprintf(err, errsz, "RFEVENTS_DB has an empty database name");
+		return -1;
+	}
+	if ((db->name = pct_decode(slash + 1, (size_t)(end - slash - 1))) == NULL)
+		goto bad;
+	while (q != NULL && *q != '\0') {
+		const char *amp, *pend;
+		q++;
+		amp = strchr(q, '&');
+		pend = amp ? amp : q + strlen(q);
+		if (strncmp(q, "socket=", 7) == 0) {
+			free(db->socket);
+			if ((db->socket = pct_decode(q + 7, (size_t)(pend - q - 7))) == NULL)
+				goto bad;
+		} else {
+			snprintf(err, errsz, "RFEVENTS_DB: unknown option");
+			return -1;
+		}
+		q = amp;
+	}
+	return 0;
+bad:
+	snprintf(err, errsz, "RFEVENTS_DB is not a valid mariadb:// URL");
+	return -1;
+}
+
+struct db *
+db_open(const char *url, char *err, size_t errsz)
+{
+	struct db *db;
+
+	if (url == NULL || *url == '\0') {
+		snprintf(err, errsz, "RFEVENTS_DB is not set");
+		return NULL;
+	}
+	if ((db = calloc(1, sizeof(*db))) == NULL) {
+		snprintf(err, errsz, "out of memory");
+		return NULL;
+	}
+	if (parse_url(db, url, err, errsz) == -1) {
+		db_free_fields(db);
+		free(db);
+		return NULL;
+	}
+	return db;
+}
+
+/* Close the connection and its statements; keep the settings. */
+static void
+db_disconnect(struct db *db)
+{
+	size_t i;
+
+	for (i = 0; i < DB_STMT__MAX; i++)
+		if (db->stmts[i] != NULL) {
+			mysql_stmt_close(db->stmts[i]);
+			db->stmts[i] = NULL;
+		}
+	if (db->conn != NULL) {
+		mysql_close(db->conn);
+		db->conn = NULL;
+	}
+}
+
+void
+db_close(struct db *db)
+{
+	if (db == NULL)
+		return;
+	db_disconnect(db);
+	db_free_fields(db);
+	free(db);
+}
+
+static void
+set_error(struct db *db, unsigned no, const char *msg)
+{
+	db->last_errno = no;
+	snprintf(db->last_error, sizeof(db->last_error), "%s", msg ? msg : "");
+}
+
+/* Map a server/client error number to what the caller should do. */
+static enum db_rc
+classify(unsigned no)
+{
+	switch (no) {
+	case ER_LOCK_DEADLOCK:          /* 1213, also Galera certification */
+	case ER_LOCK_WAIT_TIMEOUT:      /* 1205 */
+	case ER_UNKNOWN_COM_ERROR:      /* 1047: Galera node not ready */
+	case ER_CHECKREAD:              /* 1020: record changed since last read */
+		return DB_RETRY;
+	case ER_DUP_ENTRY:              /* 1062 */
+		return DB_DUPKEY;
+	case CR_SERVER_GONE_ERROR:      /* 2006 */
+	case CR_SERVER_LOST:            /* 2013 */
+	case CR_CONNECTION_ERROR:       /* 2002 */
+	case CR_CONN_HOST_ERROR:        /* 2003 */
+	case CR_SERVER_LOST_EXTENDED:   /* 2055 */
+	case ER_CONNECTION_KILLED:      /* 1927 */
+	case ER_SERVER_SHUTDOWN:        /* 1053 */
+	case 4031:                      /* disconnected for inactivity */
+		return DB_GONE;
+	default:
+		return DB_ERROR;
+	}
+}
+
+static enum db_rc
+conn_fail(struct db *db)
+{
+	enum db_rc rc;
+
+	set_error(db, mysql_errno(db->conn), mysql_error(db->conn));
+	rc = classify(db->last_errno);
+	if (rc == DB_GONE)
+		db_disconnect(db);
+	return rc;
+}
+
+/* Try one host; 0 on success. */
+static int
+connect_host(struct db *db, size_t hi)
+{
+	unsigned int  timeout_connect = 3, timeout_rw = 30;
+	my_bool       off = 0;
+	const char   *host = db->hosts[hi].host;
+	const char   *init =
+	    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED,"
+	    " SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION',"
+	    " SESSION innodb_lock_wait_timeout = 10, time_zone = '+00:00'";
+
+	if ((db->conn = mysql_init(NULL)) == NULL)
+		return -1;
+	mysql_optionsv(db->conn, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+	mysql_optionsv(db->conn, MYSQL_OPT_CONNECT_TIMEOUT, &timeout_connect);
+	mysql_optionsv(db->conn, MYSQL_OPT_READ_TIMEOUT, &timeout_rw);
+	mysql_optionsv(db->conn, MYSQL_OPT_WRITE_TIMEOUT, &timeout_rw);
+	mysql_optionsv(db->conn, MYSQL_OPT_RECONNECT, &off);
+	mysql_optionsv(db->conn, MYSQL_INIT_COMMAND, init);
+	if (mysql_real_connect(db->conn, host, db->user, db->pass, db->name,
+	    db->hosts[hi].port, db->socket, CLIENT_FOUND_ROWS) == NULL) {
+		set_error(db, mysql_errno(db->conn), mysql_error(db->conn));
+		mysql_close(db->conn);
+		db->conn = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+enum db_rc
+db_connect(struct db *db)
+{
+	size_t i;
+
+	if (db->conn != NULL)
+		return DB_OK;
+	/* Start with the host that worked last, then the others in order. */
+	for (i = 0; i < db->nhosts; i++) {
+		size_t hi = (db->cur + i) % db->nhosts;
+		if (connect_host(db, hi) == 0) {
+			db->cur = hi;
+			return DB_OK;
+		}
+	}
+	/* Next time begin with the next host. */
+	db->cur = (db->cur + 1) % db->nhosts;
+	return DB_GONE;
+}
+
+void
+db_res_free(struct db_res *r)
+{
+	size_t i;
+
+	if (r == NULL || r->cells == NULL)
+		return;
+	for (i = 0; i < r->nrows * r->ncols; i++)
+		free(r->cells[i].v);
+	free(r->cells);
+	r->cells = NULL;
+	r->nrows = r->ncols = 0;
+}
+
+int64_t
+db_cell_i64(const struct db_cell *c)
+{
+	if (c == NULL || c->v == NULL)
+		return 0;
+	return strtoll(c->v, NULL, 10);
+}
+
+static MYSQL_STMT *
+get_stmt(struct db *db, enum db_stmt st)
+{
+	MYSQL_STMT *s;
+	my_bool     upd = 1;
+
+	if (db->stmts[st] != NULL)
+		return db->stmts[st];
+	if ((s = mysql_stmt_init(db->conn)) == NULL)
+		return NULL;
+	if (mysql_stmt_prepare(s, stmt_sql[st], strlen(stmt_sql[st])) != 0) {
+		set_error(db, mysql_stmt_errno(s), mysql_stmt_error(s));
+		mysql_stmt_close(s);
+		return NULL;
+	}
+	mysql_stmt_attr_set(s, STMT_ATTR_UPDATE_MAX_LENGTH, &upd);
+	db->stmts[st] = s;
+	return s;
+}
+
+static enum db_rc
+stmt_fail(struct db *db, MYSQL_STMT *s)
+{
+	enum db_rc rc;
+
+	set_error(db, mysql_stmt_errno(s), mysql_stmt_error(s));
+	rc = classify(db->last_errno);
+	if (rc == DB_GONE)
+		db_disconnect(db);
+	return rc;
+}
+
+/*
+ * Fetch every row of an executed statement into res, all columns as byte
+ * strings (numbers in their decimal text). Uses mysql_stmt_store_result so
+ * max_length tells the buffer size of each column.
+ */
+static enum db_rc
+fetch_all(struct db *db, MYSQL_STMT *s, struct db_res *res)
+{
+	MYSQL_RES   *meta;
+	MYSQL_FIELD *f;
+	MYSQL_BIND  *b = NULL;
+	unsigned long *lens = NULL;
+	my_bool     *nulls = NULL;
+	char       **bufs = NULL;
+	size_t       ncols, nrows, i, r;
+	enum db_rc   rc = DB_ERROR;
+
+	memset(res, 0, sizeof(*res));
+	if ((meta = mysql_stmt_result_metadata(s)) == NULL)
+		return DB_OK;
+	if (mysql_stmt_store_result(s) != 0) {
+		mysql_free_result(meta);
+		return stmt_fail(db, s);
+	}
+	ncols = mysql_num_fields(meta);
+	nrows = (size_t)mysql_stmt_num_rows(s);
+	f = mysql_fetch_fields(meta);
+	b = calloc(ncols ? ncols : 1, sizeof(*b));
+	lens = calloc(ncols ? ncols : 1, sizeof(*lens));
+	nulls = calloc(ncols ? ncols : 1, sizeof(*nulls));
+	bufs = calloc(ncols ? ncols : 1, sizeof(*bufs));
+	res->cells = calloc((nrows && ncols) ? nrows * ncols : 1, sizeof(*res->cells));
+	if (b == NULL || lens == NULL || nulls == NULL || bufs == NULL ||
+	    res->cells == NULL)
+		goto out;
+	res->ncols = ncols;
+	for (i = 0; i < ncols; i++) {
+		size_t sz = (size_t)f[i].max_length + 1;
+		if (sz < 32)
+			sz = 32;       /* numbers: max_length may be 0 */
+		if ((bufs[i] = malloc(sz)) == NULL)
+			goto out;
+		b[i].buffer_type = MYSQL_TYPE_STRING;
+		b[i].buffer = bufs[i];
+		b[i].buffer_length = sz;
+		b[i].length = &lens[i];
+		b[i].is_null = &nulls[i];
+	}
+	if (mysql_stmt_bind_result(s, b) != 0) {
+		rc = stmt_fail(db, s);
+		goto out;
+	}
+	for (r = 0; r < nrows; r++) {
+		int fr = mysql_stmt_fetch(s);
+		if (fr == 1) {
+			rc = stmt_fail(db, s);
+			goto out;
+		}
+		if (fr == MYSQL_NO_DATA)
+			break;
+		for (i = 0; i < ncols; i++) {
+			struct db_cell *c = &res->cells[r * ncols + i];
+			if (nulls[i])
+				continue;
+			if (lens[i] >= b[i].buffer_length) {
+				/* cannot happen with max_length; refuse rather than truncate */
+				set_error(db, 0, "column longer than max_length");
+				goto out;
+			}
+			if ((c->v = malloc(lens[i] + 1)) == NULL)
+				goto out;
+			memcpy(c->v, bufs[i], lens[i]);
+			c->v[lens[i]] = '\0';
+			c->len = lens[i];
+		}
+		res->nrows++;
+	}
+	rc = DB_OK;
+out:
+	/* frees: column buffers, binds; res on failure */
+	if (bufs != NULL)
+		for (i = 0; i < ncols; i++)
+			free(bufs[i]);
+	free(bufs);
+	free(b);
+	free(lens);
+	free(nulls);
+	mysql_stmt_free_result(s);
+	mysql_free_result(meta);
+	if (rc != DB_OK) {
+		/* cells beyond nrows are zeroed, so freeing all is safe */
+		res->nrows = res->ncols ? (nrows) : 0;
+		db_res_free(res);
+	}
+	return rc;
+}
+
+enum db_rc
+db_exec(struct db *db, enum db_stmt st, const struct db_param *p, size_t np,
+    struct db_res *res, uint64_t *affected, uint64_t *insert_id)
+{
+	MYSQL_STMT    *s;
+	MYSQL_BIND     b[16];
+	unsigned long  lens[16];
+	my_bool        isnull[16];
+	size_t         i;
+	enum db_rc     rc;
+
+	if (res != NULL)
+		memset(res, 0, sizeof(*res));
+	if (np > sizeof(b) / sizeof(b[0])) {
+		set_error(db, 0, "too many parameters");
+		return DB_ERROR;
+	}
+	if ((rc = db_connect(db)) != DB_OK)
+		return rc;
+	if ((s = get_stmt(db, st)) == NULL) {
+		if (db->conn != NULL && db->last_errno == 0)
+			return conn_fail(db);
+		rc = classify(db->last_errno);
+		if (rc == DB_GONE)
+			db_disconnect(db);
+		return rc == DB_OK ? DB_ERROR : rc;
+	}
+	if (mysql_stmt_param_count(s) != np) {
+		set_error(db, 0, "parameter count mismatch");
+		return DB_ERROR;
+	}
+	memset(b, 0, sizeof(b));
+	for (i = 0; i < np; i++) {
+		isnull[i] = 0;
+		b[i].is_null = &isnull[i];
+		switch (p[i].type) {
+		case DB_P_STR:
+			b[i].buffer_type = MYSQL_TYPE_BLOB;
+			b[i].buffer = (void *)(uintptr_t)p[i].s;
+			lens[i] = (unsigned long)p[i].len;
+			b[i].buffer_length = lens[i];
+			b[i].length = &lens[i];
+			break;
+		case DB_P_I64:
+			b[i].buffer_type = MYSQL_TYPE_LONGLONG;
+			b[i].buffer = (void *)(uintptr_t)&p[i].i;
+			break;
+		default:
+			b[i].buffer_type = MYSQL_TYPE_NULL;
+			isnull[i] = 1;
+			break;
+		}
+	}
+	if (np > 0 && mysql_stmt_bind_param(s, b) != 0)
+		return stmt_fail(db, s);
+	if (mysql_stmt_execute(s) != 0)
+		return stmt_fail(db, s);
+	if (affected != NULL)
+		*affected = (uint64_t)mysql_stmt_affected_rows(s);
+	if (insert_id != NULL)
+		*insert_id = (uint64_t)mysql_stmt_insert_id(s);
+	if (stmt_is_ignore(st) && mysql_stmt_affected_rows(s) > 0 &&
+	    mysql_warning_count(db->conn) > 0) {
+		/* INSERT IGNORE stored a row but warned: truncated or converted */
+		set_error(db, 0, "INSERT IGNORE stored a row with warnings");
+		return DB_ERROR;
+	}
+	if (res != NULL)
+		return fetch_all(db, s, res);
+	/* Drain a result set nobody asked for. */
+	mysql_stmt_free_result(s);
+	return DB_OK;
+}
+
+enum db_rc
+db_simple(struct db *db, const char *sql)
+{
+	enum db_rc rc;
+	MYSQL_RES *r;
+
+	if ((rc = db_connect(db)) != DB_OK)
+		return rc;
+	if (mysql_real_query(db->conn, sql, strlen(sql)) != 0)
+		return conn_fail(db);
+	if ((r = mysql_store_result(db->conn)) != NULL)
+		mysql_free_result(r);
+	return DB_OK;
+}
+
+/* Sleep a short, randomised, growing time before a retry. */
+static void
+backoff(unsigned attempt)
+{
+	struct timespec ts;
+	long ms = (long)(1u << (attempt < 6 ? attempt : 6));
+
+	ms += rand() % (ms + 1);
+	ts.tv_sec = ms / 1000;
+	ts.tv_nsec = (ms % 1000) * 1000000L;
+	nanosleep(&ts, NULL);
+}
+
+enum db_rc
+db_txn(struct db *db, enum db_rc (*fn)(struct db *, void *), void *arg,
+    unsigned *retries)
+{
+	unsigned   attempt, reconnects = 0;
+	enum db_rc rc = DB_ERROR;
+
+	if (retries != NULL)
+		*retries = 0;
+	for (attempt = 0; attempt < DB_MAX_ATTEMPTS; attempt++) {
+		if (attempt > 0) {
+			if (retries != NULL)
+				(*retries)++;
+			backoff(attempt);
+		}
+		rc = db_simple(db, "START TRANSACTION");
+		if (rc == DB_OK)
+			rc = fn(db, arg);
+		if (rc == DB_OK) {
+			if (mysql_commit(db->conn) != 0)
+				rc = conn_fail(db);
+			else
+				return DB_OK;
+		}
+		if (db->conn != NULL)
+			mysql_rollback(db->conn);
+		if (rc == DB_ROLLBACK)
+			return rc;
+		if (rc == DB_RETRY || rc == DB_DUPKEY)
+			continue;
+		if (rc == DB_GONE) {
+			/* reconnect (maybe to another node) once, then give up */
+			if (reconnects++ > 0)
+				return DB_GONE;
+			db_disconnect(db);
+			continue;
+		}
+		return rc;
+	}
+	return rc == DB_DUPKEY ? DB_RETRY : rc;
+}
+
+const char *
+db_last_error(const struct db *db)
+{
+	return db->last_error;
+}
+
+unsigned
+db_last_errno(const struct db *db)
+{
+	return db->last_errno;
+}
+
+/* ---- migrations ---- */
+
+static int
+cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Split a migration file into statements on ';' at the end of a line,
+ * skipping "--" comment lines, and run each. Returns DB_OK or the failure.
+ */
+static enum db_rc
+run_sql_file(struct db *db, const char *text)
+{
+	char       *buf, *line, *save = NULL, *stmt;
+	size_t      cap = strlen(text) + 1, used = 0;
+	enum db_rc  rc = DB_OK;
+
+	if ((buf = strdup(text)) == NULL || (stmt = malloc(cap)) == NULL) {
+		free(buf);
+		return DB_ERROR;
+	}
+	stmt[0] = '\0';
+	for (line = strtok_r(buf, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
+		char  *t = line;
+		size_t n;
+		while (*t == ' ' || *t == '\t')
+			t++;
+		if (strncmp(t, "--", 2) == 0 || *t == '\0')
+			continue;
+		n = strlen(line);
+		memcpy(stmt + used, line, n);
+		used += n;
+		stmt[used++] = '\n';
+		stmt[used] = '\0';
+		while (n > 0 && (line[n - 1] == ' ' || line[n - 1] == '\r'))
+			n--;
+		if (n > 0 && line[n - 1] == ';') {
+			if ((rc = db_simple(db, stmt)) != DB_OK)
+				break;
+			used = 0;
+			stmt[0] = '\0';
+		}
+	}
+	if (rc == DB_OK && used > 0)
+		rc = db_simple(db, stmt);
+	free(stmt);
+	free(buf);
+	return rc;
+}
+
+int
+db_migrate(struct db *db, const char *dir)
+{
+	DIR           *d;
+	struct dirent *de;
+	char         **names = NULL, *text = NULL;
+	size_t         n = 0, cap = 0, i;
+	int            ret = -1;
+
+	if (db_connect(db) != DB_OK) {
+		fprintf(stderr, "rfevents: cannot connect to the database: %s\n",
+		    db->last_error);
+		return -1;
+	}
+	if (db_simple(db, "CREATE TABLE IF NOT EXISTS schema_migrations ("
+	    " version VARCHAR(255) NOT NULL PRIMARY KEY,"
+	    " applied_at DATETIME(6) NOT NULL) ENGINE=InnoDB") != DB_OK) {
+		fprintf(stderr, "rfevents: %s\n", db->last_error);
+		return -1;
+	}
+	if ((d = opendir(dir)) == NULL) {
+		fprintf(stderr, "rfevents: %s: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	while ((de = readdir(d)) != NULL) {
+		size_t len = strlen(de->d_name);
+		if (len < 5 || !isdigit((unsigned char)de->d_name[0]) ||
+		    strcmp(de->d_name + len - 4, ".sql") != 0)
+			continue;
+		if (n == cap) {
+			char **nn = realloc(names, (cap = cap ? cap * 2 : 16) * sizeof(*nn));
+			if (nn == NULL)
+				goto out;
+			names = nn;
+		}
+		if ((names[n] = strdup(de->d_name)) == NULL)
+			goto out;
+		n++;
+	}
+	qsort(names, n, sizeof(*names), cmp_str);
+	for (i = 0; i < n; i++) {
+		struct db_param p = DBP_CSTR(names[i]);
+		struct db_res   r;
+		char            path[4096];
+		FILE           *f;
+		long            sz;
+
+		if (db_exec(db, DB_MIGRATION_DONE, &p, 1, &r, NULL, NULL) != DB_OK) {
+			fprintf(stderr, "rfevents: %s\n", db->last_error);
+			goto out;
+		}
+		sz = (long)r.nrows;
+		db_res_free(&r);
+		if (sz > 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		if ((f = fopen(path, "rb")) == NULL) {
+			fprintf(stderr, "rfevents: %s: %s\n", path, strerror(errno));
+			goto out;
+		}
+		fseek(f, 0, SEEK_END);
+		sz = ftell(f);
+		fseek(f, 0, SEEK_SET);
+		if (sz < 0 || (text = malloc((size_t)sz + 1)) == NULL ||
+		    fread(text, 1, (size_t)sz, f) != (size_t)sz) {
+			fclose(f);
+			fprintf(stderr, "rfevents: %s: read error\n", path);
+			goto out;
+		}
+		fclose(f);
+		text[sz] = '\0';
+		if (run_sql_file(db, text) != DB_OK ||
+		    db_exec(db, DB_MIGRATION_INSERT, &p, 1, NULL, NULL, NULL) != DB_OK) {
+			fprintf(stderr, "rfevents: %s: %s\n", names[i], db->last_error);
+			goto out;
+		}
+		free(text);
+		text = NULL;
+		printf("applied %s\n", names[i]);
+	}
+	ret = 0;
+out:
+	/* frees: file names, directory handle, file text */
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	free(text);
+	closedir(d);
+	return ret;
+}

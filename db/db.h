@@ -1,0 +1,122 @@
+/*
+ * db/ — MariaDB access: the connection from RFEVENTS_DB, one enum-indexed
+ * table of prepared statements, transactions retried on deadlock and lock
+ * wait, reconnect, migrations. Knows nothing of JSON requests or HTTP.
+ * Public names carry the db_ prefix.
+ */
+#ifndef DB_H
+#define DB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct db; /* opaque: connection + prepared statements */
+
+/* Every statement the application runs. SQL text in db.c, same order. */
+enum db_stmt {
+	DB_KEY_BY_PREFIX,
+	DB_KEY_INSERT,
+	DB_KEY_LIST,
+	DB_KEY_REVOKE,
+	DB_TENANT_INSERT,
+	DB_TENANT_BY_SLUG,
+	DB_EVENT_INSERT,
+	DB_EVENT_BY_KEY,
+	DB_EVENT_SET_OUTCOME,
+	DB_EVENT_BY_PUBLIC_ID,
+	DB_IDENT_FIND,
+	DB_IDENT_INSERT,
+	DB_IDENT_EXTERNAL_OF,
+	DB_IDENT_OF_PROFILE,
+	DB_PROFILE_INSERT,
+	DB_PROFILE_BY_ID,
+	DB_PROFILE_BY_PUBLIC_ID,
+	DB_PROFILE_LOCK,
+	DB_PING_QUERY,
+	DB_MIGRATION_DONE,
+	DB_MIGRATION_INSERT,
+	DB_STMT__MAX
+};
+
+/* A parameter: string (pointer + length), 64-bit integer, or NULL. */
+enum db_ptype { DB_P_STR, DB_P_I64, DB_P_NULL, DB_P__MAX };
+struct db_param {
+	enum db_ptype  type;
+	const char    *s;
+	size_t         len;
+	int64_t        i;
+};
+#define DBP_STR(p, l) ((struct db_param){ DB_P_STR, (p), (l), 0 })
+#define DBP_CSTR(p)   ((struct db_param){ DB_P_STR, (p), strlen(p), 0 })
+#define DBP_I64(v)    ((struct db_param){ DB_P_I64, NULL, 0, (v) })
+#define DBP_NULL      ((struct db_param){ DB_P_NULL, NULL, 0, 0 })
+
+/* A materialised result: nrows × ncols cells, each NUL-terminated bytes
+ * with a length, or NULL (v == NULL). Free with db_res_free(). */
+struct db_cell { char *v; size_t len; };
+struct db_res {
+	size_t          nrows, ncols;
+	struct db_cell *cells;
+};
+#define DB_CELL(r, row, col) (&(r)->cells[(row) * (r)->ncols + (col)])
+void    db_res_free(struct db_res *r);
+int64_t db_cell_i64(const struct db_cell *c);  /* 0 for NULL */
+
+/* Outcome of a database call. */
+enum db_rc {
+	DB_OK,
+	DB_RETRY,      /* deadlock, lock wait, node not ready, duplicate race:
+	                  roll back and run the whole transaction again */
+	DB_GONE,       /* connection lost or cannot connect */
+	DB_DUPKEY,     /* 1062 on a plain INSERT */
+	DB_ERROR,      /* anything else: a bug or bad data */
+	DB_ROLLBACK,   /* returned by a transaction body: roll back, do not
+	                  retry (the answer is already decided) */
+	DB_RC__MAX
+};
+
+/*
+ * Open a connection from a URL: mariadb://user[:pass]@host[:port][,host2[:port]...]/db
+ * [?socket=/path]. Returns NULL on a bad URL (message in err). Connects
+ * lazily: the first db_* call connects. Caller frees with db_close().
+ */
+struct db *db_open(const char *url, char *err, size_t errsz);
+void       db_close(struct db *db);
+
+/* Connect now if not connected. DB_OK or DB_GONE. */
+enum db_rc db_connect(struct db *db);
+
+/*
+ * Run a prepared statement with parameters. When res is not NULL the result
+ * set is materialised into *res (caller frees with db_res_free()).
+ * *affected (may be NULL) gets the affected rows; *insert_id (may be NULL)
+ * the auto-increment id. Warnings other than a duplicate key on an
+ * INSERT IGNORE are errors (DB_ERROR).
+ */
+enum db_rc db_exec(struct db *db, enum db_stmt st, const struct db_param *p,
+    size_t np, struct db_res *res, uint64_t *affected, uint64_t *insert_id);
+
+/*
+ * Run fn(db, arg) inside a transaction: BEGIN, fn, COMMIT. When fn or COMMIT
+ * returns DB_RETRY the transaction is rolled back and run again (at most
+ * DB_MAX_ATTEMPTS times, with a short randomised backoff); DB_GONE
+ * reconnects and runs it again once. fn must not cause effects outside the
+ * transaction that a second run would duplicate. Returns the last rc;
+ * *retries (may be NULL) counts the extra attempts.
+ */
+#define DB_MAX_ATTEMPTS 8
+enum db_rc db_txn(struct db *db, enum db_rc (*fn)(struct db *, void *), void *arg,
+    unsigned *retries);
+
+/* Plain SQL without parameters (migrations, BEGIN, ...). */
+enum db_rc db_simple(struct db *db, const char *sql);
+
+/* Apply db/migrations/NNN_*.sql from dir that are not yet recorded.
+ * Prints applied names to stdout. Returns 0 or -1 (message on stderr). */
+int db_migrate(struct db *db, const char *dir);
+
+/* The last server error, for logs (never contains parameters). */
+const char *db_last_error(const struct db *db);
+unsigned    db_last_errno(const struct db *db);
+
+#endif /* DB_H */

@@ -1,0 +1,830 @@
+/*
+ * One HTTP request: route table, method / auth / scope / content type /
+ * size checks done once before dispatch, JSON parsing, the handlers, and
+ * the JSON response with its fixed headers (API.md §1, §2, §4, §5).
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "conf/conf.h"
+#include "core/core.h"
+#include "rules/rules.h"
+#include "db/db.h"
+#include "fcgi/fcgi.h"
+
+#define JSON_FLAGS    (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+#define REQID_MAX     128
+#define RETRY_AFTER   "1"
+
+enum body_kind { BODY_NONE, BODY_SINGLE, BODY_BATCH, BODY__MAX };
+
+/* What a handler hands back: status, optional headers, a JSON body. */
+struct resp {
+	int          status;
+	json_object *body;
+	char         location[96];
+	const char  *allow;
+	int          www_auth;
+	int          retry_after;
+};
+
+/* Everything a handler may need about the request. */
+struct req {
+	struct fcgi_app     *app;
+	const struct fcgi_io *io;
+	const struct conf   *conf;
+	const char          *method;
+	char                 path[512];
+	const char          *query;
+	char                 reqid[REQID_MAX + 1];
+	char                 param[64];      /* {id} of the route */
+	struct ev_key        key;
+	struct ev_tenant     tenant;
+	json_object         *json;           /* parsed body */
+	int64_t              now_us;
+};
+
+typedef void (*handler_fn)(struct req *, struct resp *);
+
+static void h_health(struct req *, struct resp *);
+static void h_ingest(struct req *, struct resp *);
+static void h_batch(struct req *, struct resp *);
+static void h_event_get(struct req *, struct resp *);
+static void h_event_types(struct req *, struct resp *);
+
+/* A route: method, path pattern ("{id}" matches one segment), handler,
+ * body kind (limit and parsing), and the scope required (-1: none). */
+struct route {
+	const char *method;
+	const char *pattern;
+	handler_fn  fn;
+	enum body_kind body;
+	int         scope;
+};
+
+static const struct route routes[] = {
+	{ "GET",  "/v1/health",            h_health,      BODY_NONE,   -1 },
+	{ "POST", "/v1/cdp/events",        h_ingest,      BODY_SINGLE, EV_SCOPE_EVENTS_WRITE },
+	{ "POST", "/v1/cdp/events/batch",  h_batch,       BODY_BATCH,  EV_SCOPE_EVENTS_WRITE },
+	{ "GET",  "/v1/cdp/events/{id}",   h_event_get,   BODY_NONE,   EV_SCOPE_EVENTS_READ },
+	{ "GET",  "/v1/cdp/event-types",   h_event_types, BODY_NONE,   EV_SCOPE_EVENTS_WRITE },
+};
+#define NROUTES (sizeof(routes) / sizeof(routes[0]))
+
+static const char *
+status_text(int st)
+{
+	switch (st) {
+	case 200: return "OK";
+	case 201: return "Created";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 409: return "Conflict";
+	case 413: return "Payload Too Large";
+	case 415: return "Unsupported Media Type";
+	case 422: return "Unprocessable Entity";
+	case 429: return "Too Many Requests";
+	case 503: return "Service Unavailable";
+	default:  return "Internal Server Error";
+	}
+}
+
+/* Make r an error response from verr. */
+static void
+resp_error(struct resp *r, const struct ev_verr *verr)
+{
+	if (r->body != NULL)
+		json_object_put(r->body);
+	r->status = ev_err_status(verr->err);
+	r->body = ev_error_body(verr);
+	if (verr->err == EV_UNAUTHORIZED)
+		r->www_auth = 1;
+	if (verr->err == EV_UNAVAILABLE || verr->err == EV_RATE_LIMITED)
+		r->retry_after = 1;
+}
+
+static void
+resp_err(struct resp *r, enum ev_err e, const char *msg)
+{
+	struct ev_verr verr;
+
+	ev_verr_set(&verr, e, "%s", msg);
+	resp_error(r, &verr);
+}
+
+/* Match path against pattern; a "{id}" segment is copied into param. */
+static int
+route_match(const char *pattern, const char *path, char *param, size_t psz)
+{
+	while (*pattern != '\0') {
+		if (strncmp(pattern, "{id}", 4) == 0) {
+			size_t n = strcspn(path, "/");
+			if (n == 0 || n >= psz)
+				return 0;
+			memcpy(param, path, n);
+			param[n] = '\0';
+			path += n;
+			pattern += 4;
+			continue;
+		}
+		if (*pattern++ != *path++)
+			return 0;
+	}
+	return *path == '\0';
+}
+
+/* The request id: the client's when it is sane, else a new random one. */
+static void
+request_id(const struct fcgi_io *io, char out[REQID_MAX + 1])
+{
+	const char *s = io->getenv(io->ctx, "HTTP_X_REQUEST_ID");
+	size_t      i, n;
+
+	if (s != NULL && (n = strlen(s)) > 0 && n <= REQID_MAX) {
+		for (i = 0; i < n; i++)
+			if (!isgraph((unsigned char)s[i]))
+				break;
+		if (i == n) {
+			memcpy(out, s, n + 1);
+			return;
+		}
+	}
+	if (ev_public_id("req_", out) != 0)
+		snprintf(out, REQID_MAX + 1, "req_unknown");
+}
+
+/* 1 when the Content-Type is application/json (charset utf-8 or none). */
+static int
+is_json_type(const char *ct)
+{
+	const char *p;
+
+	if (ct == NULL)
+		return 0;
+	while (*ct == ' ')
+		ct++;
+	if (strncasecmp(ct, "application/json", 16) != 0)
+		return 0;
+	p = ct + 16;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p == '\0')
+		return 1;
+	if (*p != ';')
+		return 0;
+	/* parameters: only charset=utf-8 (any case, maybe quoted) is allowed */
+	for (p++; *p != '\0';) {
+		const char *e;
+		while (*p == ' ' || *p == '\t' || *p == ';')
+			p++;
+		if (*p == '\0')
+			break;
+		e = strchr(p, ';');
+		if (strncasecmp(p, "charset=", 8) == 0) {
+			const char *v = p + 8;
+			size_t      n = e ? (size_t)(e - v) : strlen(v);
+			while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+				n--;
+			if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
+				v++;
+				n -= 2;
+			}
+			if (!((n == 5 && strncasecmp(v, "utf-8", 5) == 0) ||
+			    (n == 4 && strncasecmp(v, "utf8", 4) == 0)))
+				return 0;
+		}
+		if (e == NULL)
+			break;
+		p = e + 1;
+	}
+	return 1;
+}
+
+/* Value of a query parameter (not decoded: our values are plain words);
+ * copies at most outsz-1 bytes. 1 found, 0 not. */
+static int
+query_param(const char *q, const char *name, char *out, size_t outsz)
+{
+	size_t nl = strlen(name);
+
+	while (q != NULL && *q != '\0') {
+		const char *amp = strchr(q, '&');
+		size_t      n = amp ? (size_t)(amp - q) : strlen(q);
+		if (n >= nl && strncmp(q, name, nl) == 0 &&
+		    (n == nl || q[nl] == '=')) {
+			size_t vl = n > nl ? n - nl - 1 : 0;
+			if (vl >= outsz)
+				vl = outsz - 1;
+			memcpy(out, q + (n > nl ? nl + 1 : nl), vl);
+			out[vl] = '\0';
+			return 1;
+		}
+		q = amp ? amp + 1 : NULL;
+	}
+	return 0;
+}
+
+/* ?dry_run=true|false|1|0; -1 for anything else. */
+static int
+dry_run_flag(const struct req *rq)
+{
+	char v[16];
+
+	if (!query_param(rq->query, "dry_run", v, sizeof(v)))
+		return 0;
+	if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0 || v[0] == '\0')
+		return 1;
+	if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
+		return 0;
+	return -1;
+}
+
+/*
+ * Read the request body: at most `limit` bytes. Returns a malloc'd buffer
+ * (caller frees) with *len, or NULL with the error in r (413, 400).
+ */
+static char *
+read_body(struct req *rq, size_t limit, size_t *len, struct resp *r)
+{
+	const char *cl = rq->io->getenv(rq->io->ctx, "CONTENT_LENGTH");
+	char       *buf, *end;
+	size_t      want, got = 0;
+	long long   v = -1;
+
+	if (cl != NULL && *cl != '\0') {
+		v = strtoll(cl, &end, 10);
+		if (*end != '\0' || v < 0) {
+			resp_err(r, EV_MALFORMED_JSON, "bad Content-Length");
+			return NULL;
+		}
+		if ((unsigned long long)v > limit) {
+			resp_err(r, EV_PAYLOAD_TOO_LARGE, "the body is larger than the limit");
+			return NULL;
+		}
+	}
+	want = v >= 0 ? (size_t)v : limit + 1;
+	if ((buf = malloc(want + 1)) == NULL) {
+		resp_err(r, EV_INTERNAL, "out of memory");
+		return NULL;
+	}
+	while (got < want) {
+		long n = rq->io->read(rq->io->ctx, buf + got, want - got);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	if (v < 0 && got > limit) {
+		free(buf);
+		resp_err(r, EV_PAYLOAD_TOO_LARGE, "the body is larger than the limit");
+		return NULL;
+	}
+	if (v >= 0 && got < want) {
+		free(buf);
+		resp_err(r, EV_MALFORMED_JSON, "the body is shorter than its Content-Length");
+		return NULL;
+	}
+	buf[got] = '\0';
+	*len = got;
+	return buf;
+}
+
+/* ---- handlers ---- */
+
+static void
+h_health(struct req *rq, struct resp *r)
+{
+	json_object *errs = json_object_new_array();
+	size_t       i;
+	enum db_rc   rc = DB_GONE;
+	struct db_res res;
+
+	if (rq->conf != NULL)
+		for (i = 0; i < rq->conf->nerrors; i++) {
+			const struct conf_error *e = &rq->conf->errors[i];
+			char line[1024];
+			snprintf(line, sizeof(line), "%s:%d:%d: %s", e->file, e->line,
+			    e->col, e->msg);
+			json_object_array_add(errs, json_object_new_string(line));
+		}
+	if (rq->app->db != NULL &&
+	    (rc = db_exec(rq->app->db, DB_PING_QUERY, NULL, 0, &res, NULL, NULL)) == DB_OK)
+		db_res_free(&res);
+	if (rc == DB_OK) {
+		r->status = 200;
+		r->body = json_object_new_object();
+		json_object_object_add(r->body, "status", json_object_new_string("ok"));
+		json_object_object_add(r->body, "database", json_object_new_string("ok"));
+	} else {
+		resp_err(r, EV_UNAVAILABLE, "the database is unreachable");
+		json_object_object_add(r->body, "database",
+		    json_object_new_string("unreachable"));
+	}
+	json_object_object_add(r->body, "tenants", json_object_new_int64(
+	    rq->conf != NULL ? (int64_t)rq->conf->ntenants : 0));
+	json_object_object_add(r->body, "config_errors", errs);
+}
+
+/* Turn a finished single-event result into the response. */
+static void
+single_response(struct req *rq, struct ev_result *res, struct resp *r)
+{
+	switch (res->st) {
+	case EV_ST_ACCEPTED:
+		r->status = 201;
+		snprintf(r->location, sizeof(r->location), "/v1/cdp/events/%s",
+		    res->event_id);
+		break;
+	case EV_ST_DUPLICATE:
+	case EV_ST_DRY_RUN:
+		r->status = 200;
+		break;
+	case EV_ST_CONFLICT:
+		r->status = 409;
+		break;
+	default:
+		r->status = ev_err_status(res->verr.err);
+		break;
+	}
+	r->body = res->body;
+	res->body = NULL;
+	(void)rq;
+}
+
+/* Parse and check one event of the tenant; EV_OK or an error in res. */
+static enum ev_err
+prepare_event(struct req *rq, json_object *o, struct ev_event *ev,
+    struct ev_result *res)
+{
+	struct ev_verr verr;
+	enum ev_err    e;
+
+	e = ev_parse(o, rq->tenant.conf, rq->now_us, ev, &verr);
+	if (e != EV_OK) {
+		ev_result_error(res, &verr);
+		return e;
+	}
+	if (!ev_key_allows_source(&rq->key, ev->source)) {
+		ev_verr_set(&verr, EV_FORBIDDEN,
+		    "this key may not send events of this source");
+		ev_problem_add(&verr, "source", "not_allowed");
+		ev_result_error(res, &verr);
+		ev_event_free(ev);
+		return EV_FORBIDDEN;
+	}
+	return EV_OK;
+}
+
+static void
+h_ingest(struct req *rq, struct resp *r)
+{
+	struct ev_event   ev;
+	struct ev_event  *evp = &ev;
+	struct ev_result  res;
+	enum ev_err       e;
+	int               dry = dry_run_flag(rq);
+
+	memset(&res, 0, sizeof(res));
+	if (dry < 0) {
+		resp_err(r, EV_VALIDATION_FAILED, "dry_run must be true or false");
+		return;
+	}
+	if (prepare_event(rq, rq->json, &ev, &res) != EV_OK) {
+		single_response(rq, &res, r);
+		return;
+	}
+	e = ev_ingest(rq->app->db, &rq->tenant, &evp, &res, 1, dry, rq->reqid, NULL);
+	ev_event_free(&ev);
+	if (e != EV_OK) {
+		resp_err(r, e, e == EV_UNAVAILABLE ?
+		    "the database is unavailable; retry with the same externalEventId" :
+		    "internal error; retry with the same externalEventId");
+		return;
+	}
+	single_response(rq, &res, r);
+}
+
+static void
+h_batch(struct req *rq, struct resp *r)
+{
+	json_object       *items = NULL, *results;
+	struct ev_event   *evbuf = NULL, **evs = NULL;
+	struct ev_result  *res = NULL;
+	size_t             n, i, max;
+	enum ev_err        e;
+	int                dry = dry_run_flag(rq);
+	struct ev_verr     verr;
+	int64_t            counts[EV_ST__MAX] = { 0 };
+
+	if (dry < 0) {
+		resp_err(r, EV_VALIDATION_FAILED, "dry_run must be true or false");
+		return;
+	}
+	if (!json_object_is_type(rq->json, json_type_object)) {
+		resp_err(r, EV_MALFORMED_JSON, "the body must be a JSON object");
+		return;
+	}
+	json_object_object_foreach(rq->json, k, v) {
+		(void)v;
+		if (strcmp(k, "items") != 0) {
+			ev_verr_set(&verr, EV_VALIDATION_FAILED,
+			    "unknown field in the batch body");
+			ev_problem_add(&verr, k, "unknown_field");
+			resp_error(r, &verr);
+			return;
+		}
+	}
+	if (!json_object_object_get_ex(rq->json, "items", &items) ||
+	    !json_object_is_type(items, json_type_array)) {
+		ev_verr_set(&verr, EV_VALIDATION_FAILED, "items must be an array");
+		ev_problem_add(&verr, "items", items == NULL ? "required" : "type");
+		resp_error(r, &verr);
+		return;
+	}
+	n = json_object_array_length(items);
+	max = rq->conf != NULL ? rq->conf->server.max_batch_items : 1000;
+	if (n == 0) {
+		ev_verr_set(&verr, EV_VALIDATION_FAILED, "items must not be empty");
+		ev_problem_add(&verr, "items", "empty");
+		resp_error(r, &verr);
+		return;
+	}
+	if (n > max) {
+		ev_verr_set(&verr, EV_BATCH_TOO_LARGE,
+		    "a batch holds at most %zu items; split it", max);
+		resp_error(r, &verr);
+		return;
+	}
+	evbuf = calloc(n, sizeof(*evbuf));
+	evs = calloc(n, sizeof(*evs));
+	res = calloc(n, sizeof(*res));
+	if (evbuf == NULL || evs == NULL || res == NULL) {
+		resp_err(r, EV_INTERNAL, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < n; i++)
+		if (prepare_event(rq, json_object_array_get_idx(items, i), &evbuf[i],
+		    &res[i]) == EV_OK)
+			evs[i] = &evbuf[i];
+	e = ev_ingest(rq->app->db, &rq->tenant, evs, res, n, dry, rq->reqid, NULL);
+	if (e != EV_OK) {
+		resp_err(r, e, e == EV_UNAVAILABLE ?
+		    "the database is unavailable; nothing of this batch was applied;"
+		    " retry it with the same ids" :
+		    "internal error; nothing of this batch was applied");
+		goto out;
+	}
+	results = json_object_new_array_ext((int)n);
+	for (i = 0; i < n; i++) {
+		counts[res[i].st]++;
+		json_object_array_add(results, res[i].body);
+		res[i].body = NULL;
+	}
+	r->status = 200;
+	r->body = json_object_new_object();
+	json_object_object_add(r->body, "results", results);
+	json_object_object_add(r->body, "accepted",
+	    json_object_new_int64(counts[EV_ST_ACCEPTED]));
+	json_object_object_add(r->body, "duplicates",
+	    json_object_new_int64(counts[EV_ST_DUPLICATE]));
+	json_object_object_add(r->body, "errors",
+	    json_object_new_int64(counts[EV_ST_ERROR] + counts[EV_ST_CONFLICT]));
+out:
+	/* frees: events, leftover result bodies, arrays */
+	for (i = 0; evbuf != NULL && i < n; i++)
+		ev_event_free(&evbuf[i]);
+	for (i = 0; res != NULL && i < n; i++)
+		if (res[i].body != NULL)
+			json_object_put(res[i].body);
+	free(evbuf);
+	free(evs);
+	free(res);
+}
+
+static void
+h_event_get(struct req *rq, struct resp *r)
+{
+	enum ev_err  e;
+	json_object *o;
+	size_t       i, n = strlen(rq->param);
+
+	/* only well-formed ids reach the database */
+	if (n < 5 || n > 31 || strncmp(rq->param, "evt_", 4) != 0) {
+		resp_err(r, EV_NOT_FOUND, "no such event");
+		return;
+	}
+	for (i = 4; i < n; i++)
+		if (!isalnum((unsigned char)rq->param[i])) {
+			resp_err(r, EV_NOT_FOUND, "no such event");
+			return;
+		}
+	o = ev_event_get(rq->app->db, &rq->tenant, rq->param, &e);
+	if (o == NULL) {
+		resp_err(r, e, e == EV_NOT_FOUND ? "no such event" :
+		    "the database is unavailable");
+		return;
+	}
+	r->status = 200;
+	r->body = o;
+}
+
+/* A number from the registry as JSON (exact text as a number). */
+static json_object *
+num_json(const mpq_t q)
+{
+	char        *s = rule_dec_to_text(q, 12);
+	json_object *o = s ? json_object_new_double_s(mpq_get_d(q), s) : NULL;
+
+	free(s);
+	return o;
+}
+
+static void
+h_event_types(struct req *rq, struct resp *r)
+{
+	const struct conf_tenant *t = rq->tenant.conf;
+	json_object              *types = json_object_new_array();
+	size_t                    i, j, k;
+
+	for (i = 0; t != NULL && i < t->ntypes; i++) {
+		const struct conf_event_type *et = &t->types[i];
+		json_object *o = json_object_new_object(), *props = json_object_new_object();
+		json_object_object_add(o, "name", json_object_new_string(et->name));
+		if (et->description != NULL)
+			json_object_object_add(o, "description",
+			    json_object_new_string(et->description));
+		for (j = 0; j < et->nprops; j++) {
+			const struct conf_prop *p = &et->props[j];
+			json_object *po = json_object_new_object();
+			json_object_object_add(po, "type",
+			    json_object_new_string(conf_ptype_name[p->type]));
+			json_object_object_add(po, "required",
+			    json_object_new_boolean(p->required));
+			if (p->has_min)
+				json_object_object_add(po, "min", num_json(p->min));
+			if (p->has_max)
+				json_object_object_add(po, "max", num_json(p->max));
+			if (p->max_length >= 0)
+				json_object_object_add(po, "max_length",
+				    json_object_new_int64(p->max_length));
+			if (p->enum_vals != NULL) {
+				json_object *ea = json_object_new_array();
+				for (k = 0; k < p->nenum; k++)
+					json_object_array_add(ea,
+					    json_object_new_string(p->enum_vals[k]));
+				json_object_object_add(po, "enum", ea);
+			}
+			if (p->description != NULL)
+				json_object_object_add(po, "description",
+				    json_object_new_string(p->description));
+			if (p->filterable)
+				json_object_object_add(po, "filterable",
+				    json_object_new_boolean(1));
+			if (p->derivable)
+				json_object_object_add(po, "derivable",
+				    json_object_new_boolean(1));
+			json_object_object_add(props, p->name, po);
+		}
+		json_object_object_add(o, "properties", props);
+		json_object_array_add(types, o);
+	}
+	r->status = 200;
+	r->body = json_object_new_object();
+	json_object_object_add(r->body, "tenant", json_object_new_string(rq->key.tenant));
+	json_object_object_add(r->body, "rules_version",
+	    json_object_new_string(t != NULL ? t->version : ""));
+	json_object_object_add(r->body, "event_types", types);
+}
+
+/* ---- the request ---- */
+
+/* Write the response with the headers every answer carries. */
+static void
+write_response(struct req *rq, struct resp *r, int head_only)
+{
+	const char *body = r->body ?
+	    json_object_to_json_string_ext(r->body, JSON_FLAGS) : "{}";
+	size_t      blen = strlen(body);
+	char        hdr[1024];
+	int         n;
+
+	n = snprintf(hdr, sizeof(hdr),
+	    "Status: %d %s\r\n"
+	    "Content-Type: application/json; charset=utf-8\r\n"
+	    "X-Request-Id: %s\r\n"
+	    "X-Content-Type-Options: nosniff\r\n"
+	    "Cache-Control: no-store\r\n"
+	    "Content-Length: %zu\r\n"
+	    "%s%s%s"
+	    "%s%s%s"
+	    "%s"
+	    "%s"
+	    "\r\n",
+	    r->status, status_text(r->status), rq->reqid, blen,
+	    r->location[0] ? "Location: " : "", r->location,
+	    r->location[0] ? "\r\n" : "",
+	    r->allow ? "Allow: " : "", r->allow ? r->allow : "",
+	    r->allow ? "\r\n" : "",
+	    r->www_auth ? "WWW-Authenticate: Bearer realm=\"rfevents\"\r\n" : "",
+	    r->retry_after ? "Retry-After: " RETRY_AFTER "\r\n" : "");
+	if (n < 0 || (size_t)n >= sizeof(hdr))
+		n = (int)strlen(hdr);
+	rq->io->write(rq->io->ctx, hdr, (size_t)n);
+	if (!head_only)
+		rq->io->write(rq->io->ctx, body, blen);
+}
+
+/* One JSON log line per request on stderr (never a key or a body). */
+static void
+log_request(const struct req *rq, const struct resp *r, int64_t start_us)
+{
+	json_object *o = json_object_new_object();
+	char         ts[32];
+
+	json_object_object_add(o, "ts", json_object_new_string(ts_format(start_us, ts)));
+	json_object_object_add(o, "request_id", json_object_new_string(rq->reqid));
+	json_object_object_add(o, "method", json_object_new_string(rq->method));
+	json_object_object_add(o, "path", json_object_new_string(rq->path));
+	json_object_object_add(o, "tenant", rq->key.tenant[0] ?
+	    json_object_new_string(rq->key.tenant) : NULL);
+	json_object_object_add(o, "key_id", rq->key.key_id[0] ?
+	    json_object_new_string(rq->key.key_id) : NULL);
+	json_object_object_add(o, "status", json_object_new_int(r->status));
+	json_object_object_add(o, "duration_ms",
+	    json_object_new_double((double)(ts_now() - start_us) / 1000.0));
+	fprintf(stderr, "%s\n", json_object_to_json_string_ext(o, JSON_FLAGS));
+	json_object_put(o);
+}
+
+void
+fcgi_handle(struct fcgi_app *app, const struct fcgi_io *io)
+{
+	struct req           rq;
+	struct resp          r;
+	const struct route  *rt = NULL;
+	const char          *uri, *q;
+	char                 allow[64] = "";
+	size_t               i, plen, blen = 0, limit;
+	char                *body = NULL;
+	int                  head = 0;
+	struct json_perr     perr;
+	enum ev_err          e;
+	struct ev_verr       verr;
+
+	memset(&rq, 0, sizeof(rq));
+	memset(&r, 0, sizeof(r));
+	rq.app = app;
+	rq.io = io;
+	rq.now_us = ts_now();
+	app->requests++;
+	request_id(io, rq.reqid);
+	rq.method = io->getenv(io->ctx, "REQUEST_METHOD");
+	if (rq.method == NULL)
+		rq.method = "GET";
+	if (strcmp(rq.method, "HEAD") == 0)
+		head = 1;
+
+	/* path: REQUEST_URI without the query, else SCRIPT_NAME + PATH_INFO */
+	uri = io->getenv(io->ctx, "REQUEST_URI");
+	if (uri != NULL && *uri != '\0') {
+		plen = strcspn(uri, "?");
+		if (plen >= sizeof(rq.path))
+			plen = sizeof(rq.path) - 1;
+		memcpy(rq.path, uri, plen);
+		rq.path[plen] = '\0';
+	} else {
+		const char *sn = io->getenv(io->ctx, "SCRIPT_NAME");
+		const char *pi = io->getenv(io->ctx, "PATH_INFO");
+		snprintf(rq.path, sizeof(rq.path), "%s%s", sn ? sn : "", pi ? pi : "");
+	}
+	q = io->getenv(io->ctx, "QUERY_STRING");
+	rq.query = q != NULL ? q : "";
+
+	rq.conf = conf_current(app->conf_dir, time(NULL));
+
+	/* route: 404 when no pattern matches, 405 when only the method differs */
+	for (i = 0; i < NROUTES; i++) {
+		char param[64];
+		if (!route_match(routes[i].pattern, rq.path, param, sizeof(param)))
+			continue;
+		if (strcmp(routes[i].method, rq.method) == 0 ||
+		    (head && strcmp(routes[i].method, "GET") == 0)) {
+			rt = &routes[i];
+			memcpy(rq.param, param, sizeof(param));
+			break;
+		}
+		if (allow[0] != '\0')
+			strcat(allow, ", ");
+		strcat(allow, routes[i].method);
+		if (strcmp(routes[i].method, "GET") == 0)
+			strcat(allow, ", HEAD");
+	}
+	if (rt == NULL) {
+		if (allow[0] != '\0') {
+			resp_err(&r, EV_METHOD_NOT_ALLOWED, "method not allowed here");
+			r.allow = allow;
+		} else
+			resp_err(&r, EV_NOT_FOUND, "no such endpoint");
+		goto out;
+	}
+
+	/* authentication and scope */
+	if (rt->scope >= 0) {
+		if (app->db == NULL) {
+			resp_err(&r, EV_UNAVAILABLE, "the database is not configured");
+			goto out;
+		}
+		e = ev_key_check(app->db, io->getenv(io->ctx, "HTTP_AUTHORIZATION"),
+		    &rq.key, rq.now_us);
+		if (e != EV_OK) {
+			resp_err(&r, e, e == EV_UNAUTHORIZED ?
+			    "a valid API key is required (Authorization: Bearer KEY)" :
+			    "the database is unavailable");
+			goto out;
+		}
+		if (!ev_key_has_scope(&rq.key, (enum ev_scope)rt->scope)) {
+			ev_verr_set(&verr, EV_FORBIDDEN, "this key lacks the scope %s",
+			    ev_scope_name[rt->scope]);
+			resp_error(&r, &verr);
+			goto out;
+		}
+		rq.tenant.id = rq.key.tenant_id;
+		rq.tenant.slug = rq.key.tenant;
+		rq.tenant.conf = rq.conf ? conf_tenant_find(rq.conf, rq.key.tenant) : NULL;
+	}
+
+	/* body: size, content type, strict JSON */
+	if (rt->body != BODY_NONE) {
+		limit = rt->body == BODY_BATCH ?
+		    (rq.conf ? rq.conf->server.max_body_batch : 8u << 20) :
+		    (rq.conf ? rq.conf->server.max_body_single : 64u << 10);
+		{
+			const char *cl = io->getenv(io->ctx, "CONTENT_LENGTH");
+			if (cl != NULL && strtoull(cl, NULL, 10) > limit) {
+				resp_err(&r, EV_PAYLOAD_TOO_LARGE,
+				    "the body is larger than the limit");
+				goto out;
+			}
+		}
+		if (!is_json_type(io->getenv(io->ctx, "CONTENT_TYPE"))) {
+			resp_err(&r, EV_UNSUPPORTED_MEDIA,
+			    "Content-Type must be application/json");
+			goto out;
+		}
+		if ((body = read_body(&rq, limit, &blen, &r)) == NULL)
+			goto out;
+		rq.json = json_parse_strict(body, blen, JSON_MAX_DEPTH, &perr);
+		if (rq.json == NULL) {
+			ev_verr_set(&verr, EV_MALFORMED_JSON,
+			    "the body is not valid JSON: %s at byte %zu",
+			    blen == 0 ? "empty body" : perr.msg, perr.offset);
+			resp_error(&r, &verr);
+			goto out;
+		}
+		if (!json_object_is_type(rq.json, json_type_object)) {
+			resp_err(&r, EV_MALFORMED_JSON, "the body must be a JSON object");
+			goto out;
+		}
+	}
+	rt->fn(&rq, &r);
+out:
+	/* frees: body, parsed JSON, key, response body */
+	if (r.body == NULL && r.status == 0)
+		resp_err(&r, EV_INTERNAL, "no response");
+	write_response(&rq, &r, head);
+	log_request(&rq, &r, rq.now_us);
+	free(body);
+	if (rq.json != NULL)
+		json_object_put(rq.json);
+	ev_key_clear(&rq.key);
+	if (r.body != NULL)
+		json_object_put(r.body);
+}
+
+int
+fcgi_app_init(struct fcgi_app *app)
+{
+	const char *url = getenv("RFEVENTS_DB");
+
+	memset(app, 0, sizeof(*app));
+	app->conf_dir = getenv("RFEVENTS_CONF");
+	if (app->conf_dir == NULL || *app->conf_dir == '\0')
+		app->conf_dir = "conf";
+	app->db = db_open(url, app->db_err, sizeof(app->db_err));
+	if (app->db == NULL)
+		fprintf(stderr, "rfevents: %s\n", app->db_err);
+	return 0;
+}
+
+void
+fcgi_app_free(struct fcgi_app *app)
+{
+	db_close(app->db);
+	conf_current_free();
+	app->db = NULL;
+}

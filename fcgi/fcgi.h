@@ -1,0 +1,39 @@
+/*
+ * fcgi/ — the HTTP front: one request in (FastCGI or CGI), one JSON
+ * response out. Routing, limits, authentication and the handlers that call
+ * into core/. Public names carry the fcgi_ prefix.
+ */
+#ifndef FCGI_H
+#define FCGI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct db;
+
+/* How to reach one request's environment and streams. */
+struct fcgi_io {
+	void        *ctx;
+	const char *(*getenv)(void *ctx, const char *name);
+	/* read up to n bytes; bytes read, 0 at end, -1 on error */
+	long        (*read)(void *ctx, char *buf, size_t n);
+	/* write n bytes; 0 or -1 */
+	int         (*write)(void *ctx, const char *buf, size_t n);
+};
+
+/* Per-process state shared by every request. */
+struct fcgi_app {
+	struct db  *db;          /* NULL when RFEVENTS_DB is unusable */
+	char        db_err[256]; /* why db is NULL */
+	const char *conf_dir;
+	uint64_t    requests;
+};
+
+/* Set up the process: read RFEVENTS_DB / RFEVENTS_CONF. 0 or -1. */
+int  fcgi_app_init(struct fcgi_app *app);
+void fcgi_app_free(struct fcgi_app *app);
+
+/* Serve one request completely (response written through io). */
+void fcgi_handle(struct fcgi_app *app, const struct fcgi_io *io);
+
+#endif /* FCGI_H */

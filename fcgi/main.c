@@ -1,0 +1,105 @@
+/*
+ * rfevents.fcgi — the FastCGI application (libfcgi), also usable as plain
+ * CGI: when stdin is not a FastCGI listening socket it serves the one
+ * request described by its environment and exits.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <fcgiapp.h>
+
+#include "fcgi/fcgi.h"
+
+/* ---- FastCGI streams ---- */
+
+static const char *
+fcgx_getenv(void *ctx, const char *name)
+{
+	return FCGX_GetParam(name, ((FCGX_Request *)ctx)->envp);
+}
+
+static long
+fcgx_read(void *ctx, char *buf, size_t n)
+{
+	int chunk = n > 1 << 20 ? 1 << 20 : (int)n;
+
+	return FCGX_GetStr(buf, chunk, ((FCGX_Request *)ctx)->in);
+}
+
+static int
+fcgx_write(void *ctx, const char *buf, size_t n)
+{
+	FCGX_Request *r = ctx;
+
+	while (n > 0) {
+		int chunk = n > 1 << 20 ? 1 << 20 : (int)n;
+		if (FCGX_PutStr(buf, chunk, r->out) != chunk)
+			return -1;
+		buf += chunk;
+		n -= (size_t)chunk;
+	}
+	return 0;
+}
+
+/* ---- plain CGI ---- */
+
+static const char *
+cgi_getenv(void *ctx, const char *name)
+{
+	(void)ctx;
+	return getenv(name);
+}
+
+static long
+cgi_read(void *ctx, char *buf, size_t n)
+{
+	(void)ctx;
+	return (long)fread(buf, 1, n, stdin);
+}
+
+static int
+cgi_write(void *ctx, const char *buf, size_t n)
+{
+	(void)ctx;
+	return fwrite(buf, 1, n, stdout) == n ? 0 : -1;
+}
+
+int
+main(void)
+{
+	struct fcgi_app app;
+	FCGX_Request    req;
+	struct fcgi_io  io;
+	unsigned long   max_requests = 0;
+	const char     *mr = getenv("RFEVENTS_MAX_REQUESTS");
+
+	signal(SIGPIPE, SIG_IGN);
+	fcgi_app_init(&app);
+	if (mr != NULL)
+		max_requests = strtoul(mr, NULL, 10);
+
+	if (FCGX_IsCGI()) {
+		io = (struct fcgi_io){ NULL, cgi_getenv, cgi_read, cgi_write };
+		fcgi_handle(&app, &io);
+		fflush(stdout);
+		fcgi_app_free(&app);
+		return 0;
+	}
+	if (FCGX_Init() != 0 || FCGX_InitRequest(&req, 0, 0) != 0) {
+		fprintf(stderr, "rfevents: cannot initialise FastCGI\n");
+		return 1;
+	}
+	io = (struct fcgi_io){ &req, fcgx_getenv, fcgx_read, fcgx_write };
+	while (FCGX_Accept_r(&req) >= 0) {
+		fcgi_handle(&app, &io);
+		FCGX_Finish_r(&req);
+		/* RFEVENTS_MAX_REQUESTS: exit after that many (leak checks) */
+		if (max_requests != 0 && app.requests >= max_requests)
+			break;
+	}
+	FCGX_Free(&req, 1);
+	fcgi_app_free(&app);
+	return 0;
+}

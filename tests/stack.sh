@@ -1,0 +1,532 @@
+#!/usr/bin/env bash
+# tests/stack.sh — a private MariaDB + lighttpd + rfevents stack on one machine.
+#
+#   tests/stack.sh deps        install missing Debian packages (root), else print the command
+#   tests/stack.sh db-start    start (first time: initialise) the private MariaDB under $VAR
+#   tests/stack.sh db-stop     stop it
+#   tests/stack.sh migrate     apply the schema (bin/rfevents migrate) to it
+#   tests/stack.sh web-start   start lighttpd + the FastCGI app on 127.0.0.1:$PORT
+#   tests/stack.sh web-stop    stop lighttpd (and the app processes it spawned)
+#   tests/stack.sh run         all of the above, print a demo key, stay in the foreground
+#   tests/stack.sh stop        stop lighttpd and MariaDB
+#
+# Environment:
+#   VAR      state directory (default: <repo>/var); relative paths are taken from $PWD
+#   PORT     HTTP port of lighttpd (default 8080), always bound on 127.0.0.1
+#   CONF     configuration directory handed to the app as RFEVENTS_CONF (default: <repo>/conf)
+#   PROCS    FastCGI processes lighttpd spawns (default 4)
+#   DB_PORT  if set, MariaDB also listens on 127.0.0.1:$DB_PORT (default: socket only)
+#   ASAN_OPTIONS, UBSAN_OPTIONS, LSAN_OPTIONS  passed on to the app when set
+#   FCGI_BIN, CLI_BIN  the binaries (default: <repo>/bin/rfevents.fcgi, <repo>/bin/rfevents)
+#
+# Layout under $VAR: db.env (RFEVENTS_DB=..., mode 600), mysql/{data,tmp,mysqld.sock,
+# mysqld.pid,error.log}, lighttpd.conf, lighttpd.pid, lighttpd-error.log (also the app's
+# stderr), access.log, fcgi.sock-N, errors/ (JSON error pages), www/, tmp/.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PROG=${0##*/}
+
+DEB_PACKAGES=(libfcgi-dev libjson-c-dev libmariadb-dev libyaml-dev libssl-dev libgmp-dev
+	mariadb-server mariadb-client lighttpd pkg-config python3 curl gcc make)
+
+LIGHTTPD=/usr/sbin/lighttpd
+TEMPLATE=$ROOT/conf/deploy/lighttpd-dev.conf.in
+FCGI_BIN=${FCGI_BIN:-$ROOT/bin/rfevents.fcgi}
+CLI_BIN=${CLI_BIN:-$ROOT/bin/rfevents}
+
+DB_WAIT=60	# seconds for MariaDB to answer
+WEB_WAIT=20	# seconds for lighttpd to accept connections
+STOP_WAIT=60	# seconds for a process to exit after being asked to
+
+die() {
+	printf '%s: %s\n' "$PROG" "$*" >&2
+	exit 1
+}
+
+say() {
+	printf '%s: %s\n' "$PROG" "$*" >&2
+}
+
+# abspath DIR — DIR made absolute against $PWD (the directory is created).
+abspath() {
+	mkdir -p -- "$1"
+	(cd -- "$1" && pwd)
+}
+
+# Paths end up unquoted in db.env, in a URL and in lighttpd's config: keep them plain.
+check_plain_path() {
+	[[ $1 =~ ^/[A-Za-z0-9_./+-]*$ ]] ||
+		die "$2 '$1' may only contain letters, digits and _ . / + - (no spaces or quotes)"
+}
+
+setup_paths() {
+	VAR=$(abspath "${VAR:-$ROOT/var}")
+	check_plain_path "$VAR" VAR
+	DB_DIR=$VAR/mysql
+	DATADIR=$DB_DIR/data
+	DB_SOCK=$DB_DIR/mysqld.sock
+	DB_PID=$DB_DIR/mysqld.pid
+	DB_LOG=$DB_DIR/error.log
+	DB_TMP=$DB_DIR/tmp
+	DB_ENV=$VAR/db.env
+	WEB_CONF=$VAR/lighttpd.conf
+	WEB_PID=$VAR/lighttpd.pid
+	WEB_LOG=$VAR/lighttpd-error.log
+	# A unix socket path is limited to 107 bytes; leave room for lighttpd's "-N" suffix.
+	((${#DB_SOCK} < 100)) || die "VAR is too long for a unix socket path: $DB_SOCK"
+	# The MariaDB account that administers the private server: the OS user, who
+	# authenticates over the socket (unix_socket plugin), root included.
+	DB_ADMIN=$(id -un)
+}
+
+# alive_pid FILE NAME — print the pid in FILE if that process runs and is NAME.
+alive_pid() {
+	local pid comm
+	[[ -s $1 ]] || return 1
+	read -r pid <"$1" || true
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+	[[ $comm == "$2" ]] || return 1
+	printf '%s\n' "$pid"
+}
+
+# wait_exit PID SECONDS — wait until PID is gone; status 1 on timeout.
+wait_exit() {
+	local i
+	for ((i = 0; i < $2 * 10; i++)); do
+		kill -0 "$1" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+log_tail() {
+	if [[ -s $1 ]]; then
+		printf -- '--- last lines of %s ---\n' "$1" >&2
+		tail -n "${2:-25}" -- "$1" >&2
+		printf -- '---\n' >&2
+	fi
+}
+
+# ---------------------------------------------------------------------------- deps
+
+cmd_deps() {
+	local missing=() p st
+	for p in "${DEB_PACKAGES[@]}"; do
+		st=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null) || st=""
+		[[ $st == ii* ]] || missing+=("$p")
+	done
+	((${#missing[@]})) || return 0
+
+	local install="DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}"
+	if (($(id -u) != 0)); then
+		say "missing Debian packages: ${missing[*]}"
+		say "run as root:"
+		printf "  sudo sh -c 'apt-get update && %s'\n" "$install" >&2
+		exit 1
+	fi
+	say "installing: ${missing[*]}"
+	# Installing mariadb-server must not start the system's MariaDB service: deny all
+	# service starts for the duration unless a policy is already in place.
+	local policy=/usr/sbin/policy-rc.d made_policy=""
+	if [[ ! -e $policy ]]; then
+		printf '#!/bin/sh\n# temporary, from rfevents tests/stack.sh deps\nexit 101\n' >"$policy"
+		chmod 755 "$policy"
+		made_policy=1
+		# shellcheck disable=SC2064  # expand now: the path is fixed
+		trap "rm -f '$policy'" EXIT
+	fi
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+	if [[ -n $made_policy ]]; then
+		rm -f "$policy"
+		trap - EXIT
+	fi
+}
+
+# ---------------------------------------------------------------------------- MariaDB
+
+db_client() {
+	mariadb --no-defaults --socket="$DB_SOCK" -u "$DB_ADMIN" --batch --skip-column-names
+}
+
+db_ping() {
+	mariadb-admin --no-defaults --socket="$DB_SOCK" -u "$DB_ADMIN" \
+		--connect-timeout=2 ping >/dev/null 2>&1
+}
+
+# Initialise the data directory once. mariadb-install-db writes into a scratch
+# directory that is renamed only when it succeeded, so a half-initialised datadir is
+# never mistaken for a usable one.
+db_init() {
+	[[ -d $DATADIR/mysql ]] && return 0
+	local scratch=$DB_DIR/data.init user_opt=()
+	(($(id -u) == 0)) && user_opt=(--user=root)
+	rm -rf -- "$scratch" "$DATADIR"
+	mkdir -p -- "$scratch"
+	# db.env belongs to the old data directory, if any: its password is gone with it.
+	rm -f -- "$DB_ENV"
+	if ! mariadb-install-db --no-defaults --datadir="$scratch" "${user_opt[@]}" \
+		--auth-root-authentication-method=socket --skip-test-db \
+		>"$DB_DIR/install.log" 2>&1; then
+		log_tail "$DB_DIR/install.log"
+		die "mariadb-install-db failed (full log: $DB_DIR/install.log)"
+	fi
+	mv -- "$scratch" "$DATADIR"
+}
+
+# Create the database and the application account; idempotent. The password is made
+# once and kept in $VAR/db.env (mode 600); the account is (re)set to it on every start.
+# The default collation is binary and NO PAD: ids, sources and identities compare byte
+# for byte ('L-1' <> 'l-1', 'a' <> 'a '). The schema should still name its collations.
+db_provision() {
+	local pass=""
+	if [[ -s $DB_ENV ]]; then
+		pass=$(sed -n 's|^RFEVENTS_DB=mariadb://rfevents:\([A-Za-z0-9]*\)@.*|\1|p' "$DB_ENV")
+	fi
+	if [[ -z $pass ]]; then
+		pass=$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')
+	fi
+	db_client <<-SQL || die "could not create the rfevents database and account"
+		CREATE DATABASE IF NOT EXISTS rfevents
+		  CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin;
+		CREATE USER IF NOT EXISTS 'rfevents'@'localhost' IDENTIFIED BY '$pass';
+		ALTER USER 'rfevents'@'localhost' IDENTIFIED BY '$pass';
+		GRANT ALL PRIVILEGES ON rfevents.* TO 'rfevents'@'localhost';
+		CREATE USER IF NOT EXISTS 'rfevents'@'127.0.0.1' IDENTIFIED BY '$pass';
+		ALTER USER 'rfevents'@'127.0.0.1' IDENTIFIED BY '$pass';
+		GRANT ALL PRIVILEGES ON rfevents.* TO 'rfevents'@'127.0.0.1';
+	SQL
+	local tmp=$DB_ENV.tmp
+	(
+		umask 077
+		printf 'RFEVENTS_DB=mariadb://rfevents:%s@localhost/rfevents?socket=%s\n' "$pass" "$DB_SOCK"
+		if [[ -n ${DB_PORT:-} ]]; then
+			printf 'RFEVENTS_DB_TCP=mariadb://rfevents:%s@127.0.0.1:%s/rfevents\n' "$pass" "$DB_PORT"
+		fi
+	) >"$tmp"
+	chmod 600 "$tmp"
+	mv -f -- "$tmp" "$DB_ENV"
+}
+
+cmd_db_start() {
+	local pid net_opts user_opt=()
+	mkdir -p -- "$DB_DIR" "$DB_TMP"
+	if pid=$(alive_pid "$DB_PID" mariadbd) && db_ping; then
+		db_provision
+		return 0
+	fi
+	[[ -n ${pid:-} ]] && die "MariaDB (pid $pid) runs under $VAR but does not answer; see $DB_LOG"
+	command -v mariadbd >/dev/null || die "mariadbd not found: run 'tests/stack.sh deps'"
+	db_init
+
+	if [[ -n ${DB_PORT:-} ]]; then
+		[[ $DB_PORT =~ ^[0-9]+$ ]] || die "DB_PORT must be a number"
+		port_busy "$DB_PORT" && die "DB_PORT $DB_PORT on 127.0.0.1 is already in use"
+		net_opts=(--bind-address=127.0.0.1 --port="$DB_PORT")
+	else
+		net_opts=(--skip-networking)
+	fi
+	(($(id -u) == 0)) && user_opt=(--user=root)
+	rm -f -- "$DB_PID"
+	# setsid: the server outlives this script and does not see the terminal's Ctrl-C;
+	# `stop` (or the trap of `run`) shuts it down in order.
+	setsid mariadbd --no-defaults "${user_opt[@]}" \
+		--datadir="$DATADIR" --socket="$DB_SOCK" --pid-file="$DB_PID" \
+		--log-error="$DB_LOG" --tmpdir="$DB_TMP" "${net_opts[@]}" \
+		--skip-name-resolve \
+		--character-set-server=utf8mb4 --collation-server=utf8mb4_nopad_bin \
+		--max-connections=500 \
+		--innodb-buffer-pool-size=256M --innodb-log-file-size=128M \
+		--innodb-flush-log-at-trx-commit=1 --sync-binlog=1 \
+		</dev/null >>"$DB_LOG" 2>&1 &
+	local spawned=$! i
+	for ((i = 0; i < DB_WAIT * 10; i++)); do
+		if db_ping; then
+			db_provision
+			return 0
+		fi
+		if ! kill -0 "$spawned" 2>/dev/null; then
+			log_tail "$DB_LOG"
+			die "MariaDB exited during start-up (log: $DB_LOG)"
+		fi
+		sleep 0.1
+	done
+	log_tail "$DB_LOG"
+	die "MariaDB did not answer on $DB_SOCK within ${DB_WAIT}s (pid $spawned left running; 'tests/stack.sh db-stop' stops it)"
+}
+
+cmd_db_stop() {
+	local pid
+	pid=$(alive_pid "$DB_PID" mariadbd) || {
+		rm -f -- "$DB_PID"
+		return 0
+	}
+	mariadb-admin --no-defaults --socket="$DB_SOCK" -u "$DB_ADMIN" \
+		--connect-timeout=5 shutdown >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+	if ! wait_exit "$pid" "$STOP_WAIT"; then
+		log_tail "$DB_LOG"
+		die "MariaDB (pid $pid) did not stop within ${STOP_WAIT}s"
+	fi
+	rm -f -- "$DB_PID"
+}
+
+# ---------------------------------------------------------------------------- schema
+
+load_db_env() {
+	[[ -s $DB_ENV ]] || die "$DB_ENV is missing: run 'tests/stack.sh db-start' first"
+	RFEVENTS_DB=$(sed -n 's/^RFEVENTS_DB=//p' "$DB_ENV")
+	[[ -n $RFEVENTS_DB ]] || die "$DB_ENV has no RFEVENTS_DB line"
+	export RFEVENTS_DB
+}
+
+need_bin() {
+	[[ -x $1 ]] || die "$1 is missing: build it first ('make')"
+}
+
+cmd_migrate() {
+	load_db_env
+	need_bin "$CLI_BIN"
+	"$CLI_BIN" migrate || die "'bin/rfevents migrate' failed"
+}
+
+# ---------------------------------------------------------------------------- lighttpd
+
+# port_busy PORT — true if something accepts connections on 127.0.0.1:PORT.
+port_busy() {
+	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Escape a value for the replacement side of a sed s||| command.
+sed_repl() {
+	printf '%s' "$1" | sed -e 's/[\\&|]/\\&/g'
+}
+
+# Quote a value for a lighttpd config string.
+lt_str() {
+	local s=${1//\\/\\\\}
+	printf '"%s"' "${s//\"/\\\"}"
+}
+
+write_error_pages() {
+	local dir=$VAR/errors code ec msg
+	mkdir -p -- "$dir"
+	while IFS='|' read -r code ec msg; do
+		printf '{"status":"error","error_code":"%s","message":"%s"}\n' "$ec" "$msg" \
+			>"$dir/$code.html"
+	done <<-'EOF'
+		400|bad_request|the HTTP request is malformed
+		403|forbidden|forbidden
+		404|not_found|not found
+		405|method_not_allowed|method not allowed
+		408|request_timeout|the request was not received in time
+		411|length_required|a request body needs a Content-Length
+		413|payload_too_large|the request body is too large
+		414|uri_too_long|the request URI is too long
+		417|expectation_failed|the Expect header is not supported
+		431|request_header_fields_too_large|the request headers are too large
+		500|internal_error|internal server error
+		501|method_not_allowed|the request method is not implemented
+		502|unavailable|the application is unavailable, retry with the same id
+		503|unavailable|the application is unavailable, retry with the same id
+		504|unavailable|the application did not answer in time, retry with the same id
+		505|bad_request|HTTP version not supported
+	EOF
+}
+
+cmd_web_start() {
+	local port=${PORT:-8080} procs=${PROCS:-4} conf=${CONF:-$ROOT/conf} pid
+	if ! [[ $port =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then
+		die "PORT must be a port number"
+	fi
+	if ! [[ $procs =~ ^[0-9]+$ ]] || ((procs < 1)); then
+		die "PROCS must be a positive number"
+	fi
+	[[ -d $conf ]] || die "CONF directory '$conf' does not exist"
+	conf=$(abspath "$conf")
+	check_plain_path "$conf" CONF
+	[[ -x $LIGHTTPD ]] || die "$LIGHTTPD not found: run 'tests/stack.sh deps'"
+	[[ -r $TEMPLATE ]] || die "$TEMPLATE is missing"
+	need_bin "$FCGI_BIN"
+	load_db_env
+	if pid=$(alive_pid "$WEB_PID" lighttpd); then
+		die "lighttpd already runs under $VAR (pid $pid); 'tests/stack.sh web-stop' stops it"
+	fi
+	port_busy "$port" && die "port $port on 127.0.0.1 is already in use (choose another: PORT=...)"
+
+	mkdir -p -- "$VAR/www" "$VAR/tmp"
+	write_error_pages
+	local extra="" v
+	for v in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS; do
+		if [[ -n ${!v:-} ]]; then
+			extra+="$(lt_str "$v") => $(lt_str "${!v}"), "
+		fi
+	done
+	sed -e "s|@PORT@|$port|g" \
+		-e "s|@VAR@|$(sed_repl "$VAR")|g" \
+		-e "s|@FCGI_BIN@|$(sed_repl "$FCGI_BIN")|g" \
+		-e "s|@RFEVENTS_DB@|$(sed_repl "$RFEVENTS_DB")|g" \
+		-e "s|@RFEVENTS_CONF@|$(sed_repl "$conf")|g" \
+		-e "s|@PROCS@|$procs|g" \
+		-e "s|@EXTRA_ENV@|$(sed_repl "$extra")|g" \
+		"$TEMPLATE" >"$WEB_CONF.tmp"
+	chmod 600 "$WEB_CONF.tmp"	# it holds the database password
+	mv -f -- "$WEB_CONF.tmp" "$WEB_CONF"
+	if ! "$LIGHTTPD" -tt -f "$WEB_CONF" >"$VAR/lighttpd-check.log" 2>&1; then
+		cat "$VAR/lighttpd-check.log" >&2
+		die "lighttpd rejects $WEB_CONF"
+	fi
+
+	rm -f -- "$WEB_PID"
+	: >>"$WEB_LOG"
+	local start_mark
+	start_mark=$(wc -l <"$WEB_LOG")
+	setsid "$LIGHTTPD" -D -f "$WEB_CONF" </dev/null >>"$WEB_LOG" 2>&1 &
+	local spawned=$! i
+	for ((i = 0; i < WEB_WAIT * 10; i++)); do
+		if ! kill -0 "$spawned" 2>/dev/null; then
+			tail -n "+$((start_mark + 1))" -- "$WEB_LOG" | tail -n 25 >&2
+			die "lighttpd exited during start-up (log: $WEB_LOG)"
+		fi
+		if port_busy "$port" && alive_pid "$WEB_PID" lighttpd >/dev/null; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	kill -TERM "$spawned" 2>/dev/null || true
+	tail -n "+$((start_mark + 1))" -- "$WEB_LOG" | tail -n 25 >&2
+	die "lighttpd did not accept connections on 127.0.0.1:$port within ${WEB_WAIT}s"
+}
+
+cmd_web_stop() {
+	local pid kids=() k
+	pid=$(alive_pid "$WEB_PID" lighttpd) || {
+		rm -f -- "$WEB_PID"
+		return 0
+	}
+	# lighttpd signals the FastCGI processes it spawned when it stops; wait for them
+	# too, so that whatever they write on exit (sanitizer reports) is in the log.
+	mapfile -t kids < <(ps -o pid= --ppid "$pid" 2>/dev/null | tr -d ' ')
+	kill -TERM "$pid" 2>/dev/null || true
+	wait_exit "$pid" "$STOP_WAIT" || die "lighttpd (pid $pid) did not stop within ${STOP_WAIT}s"
+	for k in "${kids[@]}"; do
+		[[ -n $k ]] || continue
+		if ! wait_exit "$k" 10; then
+			say "FastCGI process $k ignored SIGTERM for 10s; killing it"
+			kill -KILL "$k" 2>/dev/null || true
+		fi
+	done
+	rm -f -- "$WEB_PID" "$VAR"/fcgi.sock-*
+}
+
+# ---------------------------------------------------------------------------- run
+
+DEMO_BODY='{"source":"brand.pos","externalEventId":"txn_987654321","eventType":"purchase_completed","occurredAt":"2026-05-20T12:45:00Z","identity":{"externalUserId":"L-123456789","email":"customer@example.com"},"properties":{"order_id":"order_42","amount":120.50,"currency":"USD","store_id":"store_42"}}'
+
+RUN_DB_STARTED=""
+RUN_WEB_STARTED=""
+RUN_TAIL_PID=""
+
+run_cleanup() {
+	trap - INT TERM EXIT
+	[[ -n $RUN_TAIL_PID ]] && kill "$RUN_TAIL_PID" 2>/dev/null
+	# Subshells: a failure (die) in one stop must not skip the other.
+	if [[ -n $RUN_WEB_STARTED ]]; then
+		say "stopping lighttpd"
+		(cmd_web_stop) || true
+	fi
+	if [[ -n $RUN_DB_STARTED ]]; then
+		say "stopping MariaDB"
+		(cmd_db_stop) || true
+	fi
+}
+
+cmd_run() {
+	local port=${PORT:-8080} conf=${CONF:-$ROOT/conf} key="" pid
+	[[ -d $conf ]] || die "CONF directory '$conf' does not exist"
+	conf=$(abspath "$conf")
+	export CONF=$conf PORT=$port RFEVENTS_CONF=$conf
+
+	if pid=$(alive_pid "$WEB_PID" lighttpd); then
+		die "lighttpd already runs under $VAR (pid $pid): is another 'make run' active? ('tests/stack.sh stop' stops it)"
+	fi
+	trap run_cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+
+	alive_pid "$DB_PID" mariadbd >/dev/null || RUN_DB_STARTED=1
+	cmd_db_start
+	cmd_migrate
+	load_db_env
+	if [[ -x $CLI_BIN ]] && ! "$CLI_BIN" check "$conf" >"$VAR/check.log" 2>&1; then
+		say "warning: 'bin/rfevents check $conf' reports problems (the app keeps serving what loads):"
+		cat "$VAR/check.log" >&2
+	fi
+	RUN_WEB_STARTED=1
+	cmd_web_start
+
+	local url=http://127.0.0.1:$port
+	printf '\nrfevents is running on %s  (config %s, state %s)\n' "$url" "$conf" "$VAR"
+	printf 'RFEVENTS_DB and the log files are in %s; Ctrl-C stops everything.\n\n' "$VAR"
+	if [[ -f $conf/tenants/demo.yaml ]]; then
+		if key=$("$CLI_BIN" key create --tenant demo --scopes admin --name demo) && [[ -n $key ]]; then
+			printf 'Demo tenant key (admin scope; shown once):\n  %s\n\n' "$key"
+			printf 'Send an event:\n'
+			printf "  curl -sS -i %s/v1/cdp/events -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '%s'\n\n" \
+				"$url" "$key" "$DEMO_BODY"
+			printf 'Run it twice: the first answers 201 "accepted" (unless this database has seen\n'
+			printf 'it before), the second 200 "duplicate" -- the event is applied once.\n\n'
+		else
+			say "warning: could not create a key for the demo tenant"
+		fi
+	else
+		printf 'No demo tenant in %s. Create a key with:\n' "$conf"
+		printf '  (set -a; . %s; %s key create --tenant SLUG --scopes events:write)\n\n' \
+			"$DB_ENV" "$CLI_BIN"
+	fi
+	printf 'Health: curl -sS %s/v1/health\n' "$url"
+	printf 'Following %s:\n' "$WEB_LOG"
+
+	tail -n 0 -F "$WEB_LOG" 2>/dev/null &
+	RUN_TAIL_PID=$!
+	while alive_pid "$WEB_PID" lighttpd >/dev/null; do
+		sleep 1 &
+		wait $! || true
+	done
+	RUN_WEB_STARTED=""
+	say "lighttpd stopped unexpectedly (log: $WEB_LOG)"
+	exit 1
+}
+
+# ---------------------------------------------------------------------------- main
+
+usage() {
+	sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}" >&2
+	exit 2
+}
+
+main() {
+	(($# == 1)) || usage
+	case $1 in
+	deps) cmd_deps ;;
+	db-start | db-stop | migrate | web-start | web-stop | run | stop)
+		setup_paths
+		case $1 in
+		db-start) cmd_db_start ;;
+		db-stop) cmd_db_stop ;;
+		migrate) cmd_migrate ;;
+		web-start) cmd_web_start ;;
+		web-stop) cmd_web_stop ;;
+		run) cmd_run ;;
+		stop)
+			cmd_web_stop
+			cmd_db_stop
+			;;
+		esac
+		;;
+	*) usage ;;
+	esac
+}
+
+main "$@"
