@@ -309,19 +309,34 @@ get_choice(struct conf_diag *d, const struct conf_ynode *n, const char *what,
 	return -1;
 }
 
+/* Column of character `col` (1-based) of scalar n's value: exact when the
+ * scalar maps 1:1 onto its line, else the node's start. */
+static int
+value_col(const struct conf_ynode *n, unsigned col)
+{
+	if (n->exact && col >= 1 && col - 1 <= n->len)
+		return n->col + n->quoted + (int)(col - 1);
+	return n->col;
+}
+
 /*
  * Compile the expression of scalar n (CONF.md "Expressions"): stores a
  * copy of the text in *src and the tree in *out (both owned by the rule,
  * freed by conf_tenant_free()). A compile error is reported at the node's
- * position plus the column inside the expression, when the scalar sits on
- * one line without escapes; else at the node's start. Returns 0 or -1.
+ * position plus the column inside the expression (value_col()). When `ty`
+ * is not NULL (the rule's event type, unknown properties rejected), every
+ * properties.NAME read must be one of its properties. Returns 0 or -1.
  */
 static int
 get_expr(struct conf_diag *d, const struct conf_ynode *n, const char *what,
-    enum rule_want want, char **src, struct rule_expr **out)
+    enum rule_want want, const struct conf_event_type *ty, char **src,
+    struct rule_expr **out)
 {
 	struct rule_err err;
-	int col;
+	const char *name;
+	unsigned col;
+	size_t i, j;
+	int rc = 0;
 
 	if (n->kind != CONF_Y_SCALAR || (n->plain && n->len == 0)) {
 		nerr(d, n, "%s: expected an expression, not %s", what,
@@ -341,15 +356,23 @@ get_expr(struct conf_diag *d, const struct conf_ynode *n, const char *what,
 	*out = rule_expr_compile(n->text, n->len, want, &err);
 	if (*out == NULL) {
 		err.msg[sizeof(err.msg) - 1] = '\0';
-		col = n->col;
-		if (n->exact && err.col >= 1 && err.col - 1 <= n->len)
-			col += n->quoted + (int)(err.col - 1);
-		conf_diag_add(d, n->line, col, "%s: %s", what,
+		conf_diag_add(d, n->line, value_col(n, err.col), "%s: %s", what,
 		    err.msg[0] ? err.msg : "invalid expression");
 		return -1;
 	}
 	*src = conf_xstrndup(n->text, n->len);
-	return 0;
+	for (i = 0; ty != NULL && i < rule_expr_nprops(*out); i++) {
+		name = rule_expr_prop(*out, i, &col);
+		for (j = 0; j < ty->nprops; j++)
+			if (ty->props[j].name && strcmp(ty->props[j].name, name) == 0)
+				break;
+		if (j < ty->nprops)
+			continue;
+		conf_diag_add(d, n->line, value_col(n, col), "%s: event type "
+		    "'%s' has no property '%.64s'", what, ty->name, name);
+		rc = -1;
+	}
+	return rc;
 }
 
 /* ---- tenant: settings ---- */
@@ -644,7 +667,8 @@ parse_tiers(struct conf_diag *d, const struct conf_ynode *s,
 
 /* `set: { NAME: expression, ... }` */
 static void
-parse_set(struct conf_diag *d, const struct conf_ynode *m, struct conf_rule *r)
+parse_set(struct conf_diag *d, const struct conf_ynode *m, struct conf_rule *r,
+    const struct conf_event_type *ty)
 {
 	const struct conf_ynode *k;
 	size_t i;
@@ -666,7 +690,7 @@ parse_set(struct conf_diag *d, const struct conf_ynode *m, struct conf_rule *r)
 			    "[A-Za-z_][A-Za-z0-9_]{0,63}", (int)(k->len >
 			    CONF_MAX_NAME ? CONF_MAX_NAME : k->len), k->text);
 		get_expr(d, m->kids[2 * i + 1], r->sets[i].name, RULE_WANT_ANY,
-		    &r->sets[i].src, &r->sets[i].expr);
+		    ty, &r->sets[i].src, &r->sets[i].expr);
 	}
 }
 
@@ -694,7 +718,9 @@ parse_limit(struct conf_diag *d, const struct conf_ynode *m, struct conf_rule *r
 			get_count(d, v[i], keys[i], 1, MAX_COUNT, out[i]);
 }
 
-/* One rule; `prev` are the rules before it (duplicate ids). */
+/* One rule; `prev` are the rules before it (duplicate ids). The names of
+ * properties its expressions read are checked against its event type
+ * unless the tenant allows unknown properties. */
 static void
 parse_rule(struct conf_diag *d, const struct conf_ynode *m,
     const struct conf_tenant *t, struct conf_rule *r,
@@ -706,6 +732,7 @@ parse_rule(struct conf_diag *d, const struct conf_ynode *m,
 	enum { K_ID, K_EVENT, K_WHEN, K_POINTS, K_BALANCE, K_AMOUNT, K_SET,
 	    K_LIMIT, K_STOP, K_TIERMUL };
 	const struct conf_ynode *v[NELEM(keys)];
+	const struct conf_event_type *ty = NULL;
 	size_t i;
 
 	if (want_kind(d, m, "rule", CONF_Y_MAP, "") == -1)
@@ -727,14 +754,16 @@ parse_rule(struct conf_diag *d, const struct conf_ynode *m,
 	if (v[K_EVENT] == NULL)
 		nerr(d, m, "rule: missing 'event'");
 	else if (get_str(d, v[K_EVENT], "event", &r->event) == 0 &&
-	    conf_type_find(t, r->event) == NULL)
+	    (ty = conf_type_find(t, r->event)) == NULL)
 		nerr(d, v[K_EVENT], "event: unknown event type '%.64s' (not in "
 		    "event_types)", r->event);
+	if (t->allow_unknown_props)
+		ty = NULL;   /* any property may come: nothing to check */
 	if (v[K_WHEN] != NULL)
-		get_expr(d, v[K_WHEN], "when", RULE_WANT_BOOL, &r->when_src,
+		get_expr(d, v[K_WHEN], "when", RULE_WANT_BOOL, ty, &r->when_src,
 		    &r->when);
 	if (v[K_POINTS] != NULL)
-		get_expr(d, v[K_POINTS], "points", RULE_WANT_NUMBER,
+		get_expr(d, v[K_POINTS], "points", RULE_WANT_NUMBER, ty,
 		    &r->points_src, &r->points);
 	if (v[K_BALANCE] != NULL &&
 	    get_str(d, v[K_BALANCE], "balance", &r->balance) == 0 &&
@@ -742,14 +771,14 @@ parse_rule(struct conf_diag *d, const struct conf_ynode *m,
 		nerr(d, v[K_BALANCE], "balance: expected a name "
 		    "[A-Za-z_][A-Za-z0-9_]{0,63}");
 	if (v[K_AMOUNT] != NULL)
-		get_expr(d, v[K_AMOUNT], "amount", RULE_WANT_NUMBER,
+		get_expr(d, v[K_AMOUNT], "amount", RULE_WANT_NUMBER, ty,
 		    &r->amount_src, &r->amount);
 	if (v[K_BALANCE] != NULL && v[K_AMOUNT] == NULL)
 		nerr(d, v[K_BALANCE], "balance: needs 'amount'");
 	if (v[K_AMOUNT] != NULL && v[K_BALANCE] == NULL)
 		nerr(d, v[K_AMOUNT], "amount: needs 'balance'");
 	if (v[K_SET] != NULL)
-		parse_set(d, v[K_SET], r);
+		parse_set(d, v[K_SET], r, ty);
 	if (v[K_LIMIT] != NULL)
 		parse_limit(d, v[K_LIMIT], r);
 	if (v[K_STOP] != NULL)
@@ -877,17 +906,13 @@ conf_tenant_free(struct conf_tenant *t)
 		free(r->points_src);
 		free(r->balance);
 		free(r->amount_src);
-		if (r->when)
-			rule_expr_free(r->when);
-		if (r->points)
-			rule_expr_free(r->points);
-		if (r->amount)
-			rule_expr_free(r->amount);
+		rule_expr_free(r->when);
+		rule_expr_free(r->points);
+		rule_expr_free(r->amount);
 		for (j = 0; j < r->nsets; j++) {
 			free(r->sets[j].name);
 			free(r->sets[j].src);
-			if (r->sets[j].expr)
-				rule_expr_free(r->sets[j].expr);
+			rule_expr_free(r->sets[j].expr);
 		}
 		free(r->sets);
 	}

@@ -282,13 +282,19 @@ parser_err(struct builder *b, const yaml_parser_t *p, const char *buf,
 }
 
 /* A scalar event to a node; fills the flags used to place expression
- * errors (quoted, exact: one line and no escapes or folding). */
+ * errors (quoted; exact: on one line, without escapes or folding, so that
+ * character i of the value is at column col + quoted + i). */
 static struct conf_ynode *
 scalar_node(const yaml_event_t *ev)
 {
 	struct conf_ynode *n = node_new(CONF_Y_SCALAR, &ev->start_mark);
 	yaml_scalar_style_t st = ev->data.scalar.style;
-	size_t span = ev->end_mark.index - ev->start_mark.index;
+	size_t i, chars = 0;
+
+	/* Marks count characters: compare with the code points of the value
+	 * (UTF-8 bytes that are not continuation bytes 10xxxxxx). */
+	for (i = 0; i < ev->data.scalar.length; i++)
+		chars += (ev->data.scalar.value[i] & 0xc0) != 0x80;
 
 	n->text = conf_xstrndup((const char *)ev->data.scalar.value,
 	    ev->data.scalar.length);
@@ -298,7 +304,8 @@ scalar_node(const yaml_event_t *ev)
 	    st == YAML_DOUBLE_QUOTED_SCALAR_STYLE;
 	n->exact = (n->plain || n->quoted) &&
 	    ev->start_mark.line == ev->end_mark.line &&
-	    span == n->len + (n->quoted ? 2 : 0);
+	    ev->end_mark.index - ev->start_mark.index ==
+	    chars + (n->quoted ? 2 : 0);
 	return n;
 }
 

@@ -247,6 +247,27 @@ void ev_verr_set(struct ev_verr *verr, enum ev_err err, const char *fmt, ...)
 json_object *ev_event_get(struct db *db, const struct ev_tenant *t,
     const char *public_id, enum ev_err *err);
 
+/* ---- profiles (core/profile.c, API.md §4) ---- */
+
+/* GET /v1/cdp/profiles/{id}: identities, balances, tier, variables; NULL
+ * with *err (EV_NOT_FOUND, EV_UNAVAILABLE, EV_INTERNAL). Caller puts. */
+json_object *ev_profile_get(struct db *db, const struct ev_tenant *t,
+    const char *public_id, enum ev_err *err);
+
+/* The profile a normalised identity is bound to; as ev_profile_get(). */
+json_object *ev_profile_find(struct db *db, const struct ev_tenant *t,
+    enum ident_type type, const char *value, enum ev_err *err);
+
+/* History (newest first by occurredAt, ties newest ingested first) and
+ * ledger (newest first), `limit` 1-200 (default 50) and an opaque cursor
+ * from a previous page's next_cursor. NULL with *verr on error. */
+json_object *ev_profile_events(struct db *db, const struct ev_tenant *t,
+    const char *public_id, const char *limit, const char *cursor,
+    struct ev_verr *verr);
+json_object *ev_profile_ledger(struct db *db, const struct ev_tenant *t,
+    const char *public_id, const char *limit, const char *cursor,
+    struct ev_verr *verr);
+
 /* ---- API keys (core/keys.c) ---- */
 
 enum ev_scope {

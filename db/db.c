@@ -83,6 +83,44 @@ static const char *const stmt_sql[DB_STMT__MAX] = {
 	" FROM profiles WHERE tenant_id = ? AND public_id = ?",
 	/* DB_PROFILE_LOCK */
 	"SELECT public_id, tier FROM profiles WHERE id = ? FOR UPDATE",
+	/* DB_PROFILE_SET_TIER */
+	"UPDATE profiles SET tier = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ?",
+	/* DB_IDENT_LOOKUP */
+	"SELECT profile_id FROM identities WHERE tenant_id = ? AND type = ? AND value = ?",
+	/* DB_BALANCES_OF */
+	"SELECT name, balance, lifetime FROM balances WHERE profile_id = ? ORDER BY name",
+	/* DB_VARS_OF */
+	"SELECT name, value FROM variables WHERE profile_id = ? ORDER BY name",
+	/* DB_PROFILE_EVENTS: newest first by occurredAt, then by receipt; the
+	 * cursor is the (occurred_at, received_at, id) of the last row seen */
+	"SELECT e.id, e.public_id, e.doc, e.outcome, e.rules_version,"
+	" DATE_FORMAT(e.occurred_at, '%Y-%m-%d %H:%i:%s.%f'),"
+	" DATE_FORMAT(e.received_at, '%Y-%m-%d %H:%i:%s.%f')"
+	" FROM events e WHERE e.profile_id = ?"
+	" AND (e.occurred_at, e.received_at, e.id) < (?, ?, ?)"
+	" ORDER BY e.occurred_at DESC, e.received_at DESC, e.id DESC LIMIT ?",
+	/* DB_LEDGER_OF */
+	"SELECT l.id, e.public_id, l.rule_id, l.balance_name, l.delta, l.balance_after,"
+	" DATE_FORMAT(l.created_at, '%Y-%m-%dT%H:%i:%s.%fZ'),"
+	" DATE_FORMAT(l.created_at, '%Y-%m-%d %H:%i:%s.%f')"
+	" FROM ledger l JOIN events e ON e.id = l.event_id WHERE l.profile_id = ?"
+	" AND (l.created_at, l.id) < (?, ?)"
+	" ORDER BY l.created_at DESC, l.id DESC LIMIT ?",
+	/* DB_BALANCE_UPSERT */
+	"INSERT INTO balances (profile_id, name, balance, lifetime) VALUES (?, ?, ?, ?)"
+	" ON DUPLICATE KEY UPDATE balance = VALUES(balance), lifetime = VALUES(lifetime)",
+	/* DB_VAR_UPSERT */
+	"INSERT INTO variables (profile_id, name, value) VALUES (?, ?, ?)"
+	" ON DUPLICATE KEY UPDATE value = VALUES(value)",
+	/* DB_LEDGER_INSERT */
+	"INSERT INTO ledger (profile_id, event_id, seq, rule_id, balance_name, delta,"
+	" balance_after, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+	/* DB_COUNTERS_OF */
+	"SELECT rule_id, period, count FROM rule_counters WHERE profile_id = ?"
+	" AND period IN ('all', ?, ?)",
+	/* DB_COUNTER_BUMP */
+	"INSERT INTO rule_counters (profile_id, rule_id, period, count) VALUES (?, ?, ?, 1)"
+	" ON DUPLICATE KEY UPDATE count = count + 1",
 	/* DB_PING_QUERY */
 	"SELECT 1",
 	/* DB_MIGRATION_DONE */
@@ -379,9 +417,9 @@ connect_host(struct db *db, size_t hi)
 	my_bool       off = 0;
 	const char   *host = db->hosts[hi].host;
 	const char   *init =
-	    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED,"
+	    "SET SESSION tx_isolation = 'READ-COMMITTED',"
 	    " SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION',"
-	    " SESSION innodb_lock_wait_timeout = 10, time_zone = '+00:00'";
+	    " SESSION innodb_lock_wait_timeout = 10, SESSION time_zone = '+00:00'";
 
 	if ((db->conn = mysql_init(NULL)) == NULL)
 		return -1;

@@ -54,6 +54,10 @@ static void h_ingest(struct req *, struct resp *);
 static void h_batch(struct req *, struct resp *);
 static void h_event_get(struct req *, struct resp *);
 static void h_event_types(struct req *, struct resp *);
+static void h_profile_find(struct req *, struct resp *);
+static void h_profile_get(struct req *, struct resp *);
+static void h_profile_events(struct req *, struct resp *);
+static void h_profile_ledger(struct req *, struct resp *);
 
 /* A route: method, path pattern ("{id}" matches one segment), handler,
  * body kind (limit and parsing), and the scope required (-1: none). */
@@ -71,6 +75,10 @@ static const struct route routes[] = {
 	{ "POST", "/v1/cdp/events/batch",  h_batch,       BODY_BATCH,  EV_SCOPE_EVENTS_WRITE },
 	{ "GET",  "/v1/cdp/events/{id}",   h_event_get,   BODY_NONE,   EV_SCOPE_EVENTS_READ },
 	{ "GET",  "/v1/cdp/event-types",   h_event_types, BODY_NONE,   EV_SCOPE_EVENTS_WRITE },
+	{ "GET",  "/v1/cdp/profiles",      h_profile_find, BODY_NONE,  EV_SCOPE_PROFILES_READ },
+	{ "GET",  "/v1/cdp/profiles/{id}", h_profile_get, BODY_NONE,   EV_SCOPE_PROFILES_READ },
+	{ "GET",  "/v1/cdp/profiles/{id}/events", h_profile_events, BODY_NONE, EV_SCOPE_PROFILES_READ },
+	{ "GET",  "/v1/cdp/profiles/{id}/ledger", h_profile_ledger, BODY_NONE, EV_SCOPE_PROFILES_READ },
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -230,6 +238,31 @@ query_param(const char *q, const char *name, char *out, size_t outsz)
 	return 0;
 }
 
+/*
+ * Percent-decode a query value in place ('+' stays '+': phone numbers are
+ * sent as +15551234567). Returns 0, or -1 on a bad escape or %00.
+ */
+static int
+query_decode(char *s)
+{
+	char *o = s;
+
+	for (; *s != '\0'; s++) {
+		if (*s == '%') {
+			int hi, lo;
+			char h[3] = { s[1], s[1] ? s[2] : 0, 0 };
+			if (h[0] == 0 || h[1] == 0 ||
+			    sscanf(h, "%1x%1x", &hi, &lo) != 2 || (hi == 0 && lo == 0))
+				return -1;
+			*o++ = (char)(hi * 16 + lo);
+			s += 2;
+		} else
+			*o++ = *s;
+	}
+	*o = '\0';
+	return 0;
+}
+
 /* ?dry_run=true|false|1|0; -1 for anything else. */
 static int
 dry_run_flag(const struct req *rq)
@@ -292,6 +325,20 @@ read_body(struct req *rq, size_t limit, size_t *len, struct resp *r)
 	buf[got] = '\0';
 	*len = got;
 	return buf;
+}
+
+/* Only well-formed public ids (prefix + base-32) reach the database. */
+static int
+public_id_ok(const char *s, const char *prefix)
+{
+	size_t i, n = strlen(s), pl = strlen(prefix);
+
+	if (n <= pl || n > 31 || strncmp(s, prefix, pl) != 0)
+		return 0;
+	for (i = pl; i < n; i++)
+		if (!isalnum((unsigned char)s[i]))
+			return 0;
+	return 1;
 }
 
 /* ---- handlers ---- */
@@ -511,18 +558,11 @@ h_event_get(struct req *rq, struct resp *r)
 {
 	enum ev_err  e;
 	json_object *o;
-	size_t       i, n = strlen(rq->param);
 
-	/* only well-formed ids reach the database */
-	if (n < 5 || n > 31 || strncmp(rq->param, "evt_", 4) != 0) {
+	if (!public_id_ok(rq->param, "evt_")) {
 		resp_err(r, EV_NOT_FOUND, "no such event");
 		return;
 	}
-	for (i = 4; i < n; i++)
-		if (!isalnum((unsigned char)rq->param[i])) {
-			resp_err(r, EV_NOT_FOUND, "no such event");
-			return;
-		}
 	o = ev_event_get(rq->app->db, &rq->tenant, rq->param, &e);
 	if (o == NULL) {
 		resp_err(r, e, e == EV_NOT_FOUND ? "no such event" :
@@ -599,6 +639,130 @@ h_event_types(struct req *rq, struct resp *r)
 	json_object_object_add(r->body, "rules_version",
 	    json_object_new_string(t != NULL ? t->version : ""));
 	json_object_object_add(r->body, "event_types", types);
+}
+
+static void
+h_profile_find(struct req *rq, struct resp *r)
+{
+	char           val[1024];
+	const char    *why = NULL;
+	char          *norm = NULL;
+	json_object   *o = NULL;
+	enum ev_err    e = EV_NOT_FOUND;
+	struct ev_verr verr;
+	size_t         i, given = 0;
+
+	for (i = 0; i < IDENT__MAX && o == NULL; i++) {
+		if (!query_param(rq->query, ident_json_key[i], val, sizeof(val)))
+			continue;
+		given++;
+		if (query_decode(val) != 0) {
+			ev_verr_set(&verr, EV_INVALID_IDENTITY, "bad percent-encoding");
+			ev_problem_add(&verr, ident_json_key[i], "encoding");
+			resp_error(r, &verr);
+			return;
+		}
+		switch (i) {
+		case IDENT_EMAIL:
+			norm = ident_norm_email(val, strlen(val), &why);
+			break;
+		case IDENT_PHONE:
+			norm = ident_norm_phone(val, strlen(val), rq->tenant.conf ?
+			    rq->tenant.conf->default_cc : NULL, &why);
+			break;
+		default:
+			norm = ident_norm_text(val, strlen(val), &why);
+			break;
+		}
+		if (norm == NULL) {
+			ev_verr_set(&verr, EV_INVALID_IDENTITY, "the identity is not valid");
+			ev_problem_add(&verr, ident_json_key[i], why ? why : "invalid");
+			resp_error(r, &verr);
+			return;
+		}
+		o = ev_profile_find(rq->app->db, &rq->tenant, (enum ident_type)i, norm, &e);
+		free(norm);
+		if (o == NULL && e != EV_NOT_FOUND) {
+			resp_err(r, e, "the database is unavailable");
+			return;
+		}
+	}
+	if (given == 0) {
+		ev_verr_set(&verr, EV_VALIDATION_FAILED, "give one of externalUserId,"
+		    " email, phone, deviceKey");
+		ev_problem_add(&verr, "identity", "required");
+		resp_error(r, &verr);
+		return;
+	}
+	if (o == NULL) {
+		resp_err(r, EV_NOT_FOUND, "no profile has this identity");
+		return;
+	}
+	r->status = 200;
+	r->body = o;
+}
+
+static void
+h_profile_get(struct req *rq, struct resp *r)
+{
+	enum ev_err  e = EV_NOT_FOUND;
+	json_object *o = NULL;
+
+	if (public_id_ok(rq->param, "prf_"))
+		o = ev_profile_get(rq->app->db, &rq->tenant, rq->param, &e);
+	if (o == NULL) {
+		resp_err(r, e, e == EV_NOT_FOUND ? "no such profile" :
+		    "the database is unavailable");
+		return;
+	}
+	r->status = 200;
+	r->body = o;
+}
+
+/* History and ledger share their paging parameters. */
+static void
+profile_page(struct req *rq, struct resp *r, int ledger)
+{
+	char           limit[16] = "", cursor[256] = "";
+	int            hl, hc;
+	json_object   *o;
+	struct ev_verr verr;
+
+	if (!public_id_ok(rq->param, "prf_")) {
+		resp_err(r, EV_NOT_FOUND, "no such profile");
+		return;
+	}
+	hl = query_param(rq->query, "limit", limit, sizeof(limit));
+	hc = query_param(rq->query, "cursor", cursor, sizeof(cursor));
+	if ((hc && query_decode(cursor) != 0) || (hl && limit[0] == '\0')) {
+		ev_verr_set(&verr, EV_VALIDATION_FAILED, "bad paging parameters");
+		ev_problem_add(&verr, hc ? "cursor" : "limit", "invalid");
+		resp_error(r, &verr);
+		return;
+	}
+	o = ledger ?
+	    ev_profile_ledger(rq->app->db, &rq->tenant, rq->param, hl ? limit : NULL,
+	    cursor, &verr) :
+	    ev_profile_events(rq->app->db, &rq->tenant, rq->param, hl ? limit : NULL,
+	    cursor, &verr);
+	if (o == NULL) {
+		resp_error(r, &verr);
+		return;
+	}
+	r->status = 200;
+	r->body = o;
+}
+
+static void
+h_profile_events(struct req *rq, struct resp *r)
+{
+	profile_page(rq, r, 0);
+}
+
+static void
+h_profile_ledger(struct req *rq, struct resp *r)
+{
+	profile_page(rq, r, 1);
 }
 
 /* ---- the request ---- */

@@ -730,11 +730,11 @@ parse_primary(struct parser *p)
 			return NULL;
 		return n;
 	case TK_LPAREN:
-		if (enter(p, col) == -1 || next(p) == -1)
+		/* parse_cond() counts the nesting */
+		if (next(p) == -1)
 			return NULL;
 		if ((n = parse_cond(p)) == NULL)
 			return NULL;
-		p->depth--;
 		if (expect(p, TK_RPAREN) == -1)
 			return NULL;
 		return n;

@@ -105,7 +105,7 @@ for bin in bin/test_*; do
 	units=$((units + 1))
 	log=$SCRATCH/$name.log
 	rc=0
-	timeout "$UNIT_TIMEOUT" "$bin" >"$log" 2>&1 || rc=$?
+	timeout --foreground "$UNIT_TIMEOUT" "$bin" >"$log" 2>&1 || rc=$?
 	cat "$log"
 	count "$name" "$rc" "$log"
 done
@@ -165,7 +165,7 @@ else
 	note "integration tests against $BASE_URL (state in $VAR)"
 	log=$SCRATCH/integration.log
 	rc=0
-	timeout "$INTEGRATION_TIMEOUT" python3 tests/integration/run.py 2>&1 | tee "$log" || rc=$?
+	timeout --foreground "$INTEGRATION_TIMEOUT" python3 tests/integration/run.py 2>&1 | tee "$log" || rc=$?
 	before_p=$PASSED before_f=$FAILED
 	count integration "$rc" "$log"
 	integration="integration tests: $((PASSED - before_p)) passed, $((FAILED - before_f)) failed"

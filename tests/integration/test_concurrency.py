@@ -1,0 +1,103 @@
+"""At most once under concurrency (API.md §2.3): many clients sending the same
+events at once, single and batch mixed."""
+import random
+import threading
+
+from lib import (BATCH, EVENTS, check, fetch_event, purchase, request, uid, writer)
+
+
+def _outcomes(r, evs):
+    """(externalEventId, status, event_id) per event of one response."""
+    out = []
+    if r.status in (200, 201) and r.is_json and "results" in r.body:
+        res = r.body["results"]
+        if len(res) != len(evs):
+            return [(None, "bad-count", r.describe(300))]
+        for ev, x in zip(evs, res):
+            st = x.get("status")
+            out.append((ev["externalEventId"], st,
+                        x.get("event_id") if st == "accepted" else x.get("original_event_id") or x))
+    elif r.status == 201 and r.is_json:
+        out.append((evs[0]["externalEventId"], "accepted", r.body.get("event_id")))
+    elif r.status == 200 and r.is_json and r.body.get("status") == "duplicate":
+        out.append((evs[0]["externalEventId"], "duplicate", r.body.get("original_event_id")))
+    else:
+        out.append((evs[0]["externalEventId"], "HTTP %d" % r.status, r.describe(300)))
+    return out
+
+
+def test_same_30_events_from_16_threads():
+    k = writer()
+    users = [{"externalUserId": uid("cu")} for _ in range(5)]
+    evs = [purchase(identity=users[i % 5]) for i in range(30)]
+    nthreads = 16
+    barrier = threading.Barrier(nthreads)
+    collected = [[] for _ in range(nthreads)]
+
+    def worker(t):
+        rnd = random.Random(t)
+        order = evs[:]
+        rnd.shuffle(order)
+        barrier.wait()
+        i = 0
+        while i < len(order):
+            n = rnd.choice((1, 1, 3, 7))
+            chunk = order[i:i + n]
+            i += n
+            if n == 1 and rnd.random() < 0.8:
+                r = request("POST", EVENTS, chunk[0], key=k)
+            else:
+                r = request("POST", BATCH, {"items": chunk}, key=k)
+            collected[t].extend(_outcomes(r, chunk))
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(nthreads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(240)
+    allout = [o for c in collected for o in c]
+    odd = [o for o in allout if o[1] not in ("accepted", "duplicate")]
+    check(not odd, "%d answers neither accepted nor duplicate, first: %r" % (len(odd), odd[:5]))
+    check(len(allout) == 30 * nthreads, "expected %d answers, got %d" % (30 * nthreads, len(allout)))
+    accepted = {}
+    for eid, st, evt in allout:
+        if st == "accepted":
+            accepted.setdefault(eid, []).append(evt)
+    multi = {e: v for e, v in accepted.items() if len(v) > 1}
+    check(not multi, "events accepted more than once: %r" % list(multi.items())[:5])
+    total = sum(len(v) for v in accepted.values())
+    check(total == 30, "expected exactly 30 accepted in total, got %d" % total)
+    wrong = [(eid, evt) for eid, st, evt in allout
+             if st == "duplicate" and evt != accepted.get(eid, [None])[0]]
+    check(not wrong, "duplicates naming another original_event_id: %r" % wrong[:5])
+    for ev in evs[:3]:
+        doc = fetch_event(accepted[ev["externalEventId"]][0])
+        check(doc.get("externalEventId") == ev["externalEventId"], "stored event differs: %r" % doc)
+
+
+def test_concurrent_conflicting_payloads():
+    """The same id with two payloads raced by 10 threads: one accepted, the others
+    duplicate of it or conflict with it."""
+    k = writer()
+    base = purchase()
+    other = purchase(externalEventId=base["externalEventId"], identity=base["identity"])
+    barrier = threading.Barrier(10)
+    rs = [None] * 10
+
+    def run(i):
+        barrier.wait()
+        rs[i] = request("POST", EVENTS, base if i % 2 else other, key=k)
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(10)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    acc = [r for r in rs if r.status == 201]
+    check(len(acc) == 1, "expected exactly one 201, got %d: %s" % (
+        len(acc), [r.describe(200) for r in rs]))
+    orig = acc[0].body.get("event_id")
+    for r in rs:
+        if r is acc[0]:
+            continue
+        ok = (r.status == 200 and r.body.get("status") == "duplicate" and r.body.get("original_event_id") == orig) or \
+             (r.status == 409 and r.body.get("error_code") == "conflict" and r.body.get("original_event_id") == orig)
+        check(ok, "expected duplicate or conflict of %s, got %s" % (orig, r.describe()))
