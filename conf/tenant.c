@@ -427,7 +427,7 @@ parse_enum(struct conf_diag *d, const struct conf_ynode *s, struct conf_prop *p)
 {
 	const struct conf_ynode **sorted;
 	const struct conf_ynode *x;
-	size_t i;
+	size_t i, n = 0;
 
 	if (want_kind(d, s, "enum", CONF_Y_SEQ, "") == -1)
 		return;
@@ -442,13 +442,12 @@ parse_enum(struct conf_diag *d, const struct conf_ynode *s, struct conf_prop *p)
 	/* Duplicates, found by sorting the scalar nodes. */
 	sorted = conf_xmalloc(s->nkids * sizeof(*sorted));
 	for (i = 0; i < s->nkids; i++)
-		sorted[i] = s->kids[i];
-	qsort(sorted, s->nkids, sizeof(*sorted), conf_ynode_cmp);
-	for (i = 1; i < s->nkids; i++) {
+		if (s->kids[i]->kind == CONF_Y_SCALAR)
+			sorted[n++] = s->kids[i];
+	qsort(sorted, n, sizeof(*sorted), conf_ynode_cmp);
+	for (i = 1; i < n; i++) {
 		x = sorted[i];
-		if (x->kind == CONF_Y_SCALAR &&
-		    sorted[i - 1]->kind == CONF_Y_SCALAR &&
-		    x->len == sorted[i - 1]->len &&
+		if (x->len == sorted[i - 1]->len &&
 		    memcmp(x->text, sorted[i - 1]->text, x->len) == 0)
 			nerr(d, x, "enum: duplicate value '%.*s'",
 			    (int)(x->len > CONF_MAX_NAME ? CONF_MAX_NAME : x->len),

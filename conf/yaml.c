@@ -273,8 +273,8 @@ parser_err(struct builder *b, const yaml_parser_t *p, const char *buf,
 		conf_diag_add(b->d, line, col, "%s", problem);
 	} else if (p->context != NULL)
 		conf_diag_add(b->d, (int)p->problem_mark.line + 1,
-		    (int)p->problem_mark.column + 1, "%s %s%s", p->context,
-		    problem, hint);
+		    (int)p->problem_mark.column + 1, "%s%s (%s at line %d)",
+		    problem, hint, p->context, (int)p->context_mark.line + 1);
 	else
 		conf_diag_add(b->d, (int)p->problem_mark.line + 1,
 		    (int)p->problem_mark.column + 1, "%s%s", problem, hint);
@@ -340,7 +340,11 @@ run_events(struct builder *b, yaml_parser_t *p, const char *buf, size_t len)
 			mark_err(b, &ev.start_mark,
 			    "aliases are not supported (*%s)",
 			    (const char *)ev.data.alias.anchor);
-			attach(b, node_new(CONF_Y_SCALAR, &ev.start_mark));
+			/* A placeholder, so that the tree stays well formed
+			 * while the rest of the file is checked. */
+			n = node_new(CONF_Y_SCALAR, &ev.start_mark);
+			n->text = conf_xstrdup("");
+			attach(b, n);
 			break;
 		case YAML_SCALAR_EVENT:
 			if (ev.data.scalar.anchor != NULL)

@@ -49,8 +49,11 @@ struct json_perr {
  * whitespace bytes, no BOM, no trailing data, strict number grammar, valid
  * UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF), valid escapes
  * with paired surrogates, control characters escaped, nesting at most
- * max_depth. Object keys containing U+0000 are rejected; U+0000 inside
- * string values is kept (json_object_get_string_len() tells the length).
+ * max_depth. json-c keys are C strings, so U+0000 inside an object key is
+ * stored as the bytes C0 80 (never valid UTF-8: callers reject such keys
+ * before storing or echoing them); U+0000 inside string values is kept
+ * (json_object_get_string_len() tells the length). A bare top-level `null`
+ * is refused (NULL is this function's error value). Out of memory aborts.
  * Every number becomes a json-c double built with json_object_new_double_s()
  * so that json_object_get_string() returns its exact original text.
  * Duplicate keys: the last one wins (as json-c and ECMAScript do).

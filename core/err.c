@@ -58,6 +58,38 @@ ev_verr_set(struct ev_verr *verr, enum ev_err err, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* Replace every byte that is not part of valid UTF-8 by '?', in place. */
+static void
+utf8_sanitize(char *s)
+{
+	unsigned char *p = (unsigned char *)s;
+
+	while (*p != '\0') {
+		size_t n = 0, i;
+		unsigned c = *p;
+		if (c < 0x80) {
+			p++;
+			continue;
+		}
+		if (c >= 0xC2 && c <= 0xDF)
+			n = 1;
+		else if (c >= 0xE0 && c <= 0xEF)
+			n = 2;
+		else if (c >= 0xF0 && c <= 0xF4)
+			n = 3;
+		for (i = 1; n > 0 && i <= n; i++)
+			if ((p[i] & 0xC0) != 0x80)
+				break;
+		if (n == 0 || i <= n ||
+		    (c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] > 0x9F) ||
+		    (c == 0xF0 && p[1] < 0x90) || (c == 0xF4 && p[1] > 0x8F)) {
+			*p++ = '?';
+			continue;
+		}
+		p += n + 1;
+	}
+}
+
 void
 ev_problem_add(struct ev_verr *verr, const char *field, const char *problem)
 {
@@ -67,6 +99,9 @@ ev_problem_add(struct ev_verr *verr, const char *field, const char *problem)
 		return;
 	p = &verr->probs[verr->nprobs++];
 	snprintf(p->field, sizeof(p->field), "%s", field);
+	/* never echo invalid UTF-8: a C0 80 (a U+0000 in a key), or a
+	 * multi-byte character cut by the size limit, becomes '?' */
+	utf8_sanitize(p->field);
 	p->problem = problem;
 }
 

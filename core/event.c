@@ -180,6 +180,29 @@ out:
 	mpq_clear(q);
 }
 
+/*
+ * 1 when some object key inside v held U+0000 (json_parse_strict() stores
+ * it as the bytes C0 80). Depth is bounded by the parser's limit.
+ */
+static int
+has_nul_key(json_object *v)
+{
+	size_t i, n;
+
+	if (json_object_is_type(v, json_type_object)) {
+		json_object_object_foreach(v, k, val) {
+			if (strchr(k, (char)0xC0) != NULL || has_nul_key(val))
+				return 1;
+		}
+	} else if (json_object_is_type(v, json_type_array)) {
+		n = json_object_array_length(v);
+		for (i = 0; i < n; i++)
+			if (has_nul_key(json_object_array_get_idx(v, i)))
+				return 1;
+	}
+	return 0;
+}
+
 /* Validate `properties` against the event type; unknown keys per tenant. */
 static void
 check_props(const struct conf_tenant *t, const struct conf_event_type *et,
@@ -365,6 +388,8 @@ ev_parse(const json_object *co, const struct conf_tenant *t, int64_t now_us,
 	if (json_object_object_get_ex(o, "properties", &v) && v != NULL) {
 		if (!json_object_is_type(v, json_type_object))
 			ev_problem_add(verr, "properties", "type");
+		else if (has_nul_key(v))
+			ev_problem_add(verr, "properties", "key_contains_nul");
 		else
 			ev->properties = json_object_get(v);
 	} else

@@ -445,8 +445,10 @@ parse_scalar(struct jparser *p, int *is_null)
 
 /*
  * Parse an object key at p->pos (must be a string), then the ':' after it.
- * The key is left NUL-terminated in p->key. Keys holding U+0000 are
- * rejected (json-c keys are C strings). Returns 1, or 0 with error.
+ * The key is left NUL-terminated in p->key. json-c keys are C strings, so
+ * a U+0000 inside a key is stored as the two bytes C0 80 (never valid
+ * UTF-8, so it cannot collide with another key); callers reject such keys
+ * where they matter (JSON_NUL_IN_KEY). Returns 1, or 0 with error.
  */
 static int
 parse_key(struct jparser *p)
@@ -463,8 +465,22 @@ parse_key(struct jparser *p)
 		return jfail(p, at, "expected string key");
 	if (!parse_string(p, &p->key, 1, &str, &slen, &has_nul))
 		return 0;
-	if (has_nul)
-		return jfail(p, at, "object key contains U+0000");
+	if (has_nul) {
+		size_t i, n = p->key.len, nuls = 0, extra;
+		for (i = 0; i < n; i++)
+			nuls += p->key.p[i] == '\0';
+		jbuf_reserve(&p->key, nuls);
+		/* widen from the end: each NUL becomes C0 80 */
+		for (i = n, extra = nuls; i-- > 0;) {
+			if (p->key.p[i] == '\0') {
+				extra--;
+				p->key.p[i + extra] = (char)0xC0;
+				p->key.p[i + extra + 1] = (char)0x80;
+			} else
+				p->key.p[i + extra] = p->key.p[i];
+		}
+		p->key.len = n + nuls;
+	}
 	jbuf_reserve(&p->key, 1);
 	p->key.p[p->key.len] = '\0';
 	skip_ws(p);

@@ -73,13 +73,29 @@ stop_stack() {
 	fi
 }
 
+SUMMARY_DONE=""
+
 cleanup() {
+	local rc=$?
 	stop_stack
 	rm -rf -- "$SCRATCH"
+	if [[ -z $SUMMARY_DONE ]]; then
+		# Interrupted or aborted: still end with the totals, the run itself failing.
+		note "tests/run.sh: stopped early (exit status $rc)"
+		printf '%d passed, %d failed\n' "$PASSED" "$((FAILED + 1))"
+	fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# One test run per tree at a time: a second one would wipe the first one's var/test.
+mkdir -p -- "$ROOT/var"
+exec 9>"$ROOT/var/test.lock"
+if ! flock -n 9; then
+	note "another test run in this tree holds $ROOT/var/test.lock; waiting for it"
+	flock 9
+fi
 
 if [[ -n ${SANITIZE:-} ]]; then
 	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
@@ -192,5 +208,6 @@ if [[ -s $weblog ]]; then
 fi
 
 [[ -n $integration ]] && note "$integration"
+SUMMARY_DONE=1
 printf '%d passed, %d failed\n' "$PASSED" "$FAILED"
 ((FAILED == 0))

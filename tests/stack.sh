@@ -101,6 +101,22 @@ wait_exit() {
 	return 1
 }
 
+# daemon CMD... — exec CMD in a session of its own (run it with &): it outlives this
+# script and does not get the terminal's Ctrl-C, so `stop` (or the trap of `run`) shuts
+# it down in order. Inherited descriptors other than 0-2 are closed first, so that the
+# server holds no lock or pipe of whoever called this script. Not being a process
+# group leader, setsid execs in place: $! is the server's pid.
+daemon() {
+	local fd
+	for fd in /proc/"$BASHPID"/fd/*; do
+		fd=${fd##*/}
+		if ((fd > 2)); then
+			eval "exec $fd>&-" 2>/dev/null || true
+		fi
+	done
+	exec setsid "$@"
+}
+
 log_tail() {
 	if [[ -s $1 ]]; then
 		printf -- '--- last lines of %s ---\n' "$1" >&2
@@ -213,11 +229,12 @@ db_provision() {
 cmd_db_start() {
 	local pid net_opts user_opt=()
 	mkdir -p -- "$DB_DIR" "$DB_TMP"
-	if pid=$(alive_pid "$DB_PID" mariadbd) && db_ping; then
+	if pid=$(alive_pid "$DB_PID" mariadbd); then
+		# Running already (or still starting up): reuse it.
+		db_wait "$pid" || die "MariaDB (pid $pid) runs under $VAR but does not answer; see $DB_LOG"
 		db_provision
 		return 0
 	fi
-	[[ -n ${pid:-} ]] && die "MariaDB (pid $pid) runs under $VAR but does not answer; see $DB_LOG"
 	command -v mariadbd >/dev/null || die "mariadbd not found: run 'tests/stack.sh deps'"
 	db_init
 
@@ -230,31 +247,40 @@ cmd_db_start() {
 	fi
 	(($(id -u) == 0)) && user_opt=(--user=root)
 	rm -f -- "$DB_PID"
-	# setsid: the server outlives this script and does not see the terminal's Ctrl-C;
-	# `stop` (or the trap of `run`) shuts it down in order.
-	setsid mariadbd --no-defaults "${user_opt[@]}" \
+	daemon mariadbd --no-defaults "${user_opt[@]}" \
 		--datadir="$DATADIR" --socket="$DB_SOCK" --pid-file="$DB_PID" \
 		--log-error="$DB_LOG" --tmpdir="$DB_TMP" "${net_opts[@]}" \
 		--skip-name-resolve \
 		--character-set-server=utf8mb4 --collation-server=utf8mb4_nopad_bin \
 		--max-connections=500 \
 		--innodb-buffer-pool-size=256M --innodb-log-file-size=128M \
-		--innodb-flush-log-at-trx-commit=1 --sync-binlog=1 \
+		--innodb-flush-log-at-trx-commit=1 --innodb-autoinc-lock-mode=2 \
 		</dev/null >>"$DB_LOG" 2>&1 &
-	local spawned=$! i
+	local spawned=$! rc=0
+	db_wait "$spawned" || rc=$?
+	if ((rc == 0)); then
+		db_provision
+		return 0
+	fi
+	log_tail "$DB_LOG"
+	if ((rc == 2)); then
+		die "MariaDB exited during start-up (log: $DB_LOG)"
+	fi
+	kill -TERM "$spawned" 2>/dev/null || true
+	wait_exit "$spawned" "$STOP_WAIT" || kill -KILL "$spawned" 2>/dev/null || true
+	die "MariaDB did not answer on $DB_SOCK within ${DB_WAIT}s and was stopped (log: $DB_LOG)"
+}
+
+# db_wait PID — wait until the server answers: status 0; 1 after DB_WAIT seconds;
+# 2 as soon as PID is gone.
+db_wait() {
+	local i
 	for ((i = 0; i < DB_WAIT * 10; i++)); do
-		if db_ping; then
-			db_provision
-			return 0
-		fi
-		if ! kill -0 "$spawned" 2>/dev/null; then
-			log_tail "$DB_LOG"
-			die "MariaDB exited during start-up (log: $DB_LOG)"
-		fi
+		db_ping && return 0
+		kill -0 "$1" 2>/dev/null || return 2
 		sleep 0.1
 	done
-	log_tail "$DB_LOG"
-	die "MariaDB did not answer on $DB_SOCK within ${DB_WAIT}s (pid $spawned left running; 'tests/stack.sh db-stop' stops it)"
+	return 1
 }
 
 cmd_db_stop() {
@@ -382,7 +408,7 @@ cmd_web_start() {
 	: >>"$WEB_LOG"
 	local start_mark
 	start_mark=$(wc -l <"$WEB_LOG")
-	setsid "$LIGHTTPD" -D -f "$WEB_CONF" </dev/null >>"$WEB_LOG" 2>&1 &
+	daemon "$LIGHTTPD" -D -f "$WEB_CONF" </dev/null >>"$WEB_LOG" 2>&1 &
 	local spawned=$! i
 	for ((i = 0; i < WEB_WAIT * 10; i++)); do
 		if ! kill -0 "$spawned" 2>/dev/null; then

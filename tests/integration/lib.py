@@ -142,6 +142,10 @@ def cli(*args, check=True):
     return p
 
 
+ALL_KEYS = []                 # every key this run made (for the plain-text scan)
+_keys_lock = threading.RLock()
+
+
 def _csv(v):
     if v is None:
         return None
@@ -159,6 +163,8 @@ def make_key(tenant, scopes=None, sources=None, name=None):
         args += ["--name", name]
     out = cli(*args).stdout.strip()
     assert out and len(out.split()) == 1, "key create printed %r, expected the key alone" % out
+    with _keys_lock:
+        ALL_KEYS.append(out)
     return out
 
 
@@ -188,7 +194,6 @@ def revoke(key_id):
 
 
 _keys = {}
-_keys_lock = threading.Lock()
 
 
 def key(tenant="acme", scopes="admin", sources=None):

@@ -99,7 +99,9 @@ def test_batch_items_must_be_array():
              ({"items": None}, "items null"), ({"items": 5}, "items a number"), ({}, "items missing"),
              ({"events": [purchase()]}, "items under another name")]
     for body, what in cases:
-        expect_error(post(body, k, path=BATCH), 422, "validation_failed", field="items", what=what)
+        # with "events" instead of "items" the details may name either field
+        field = None if "events" in body else "items"
+        expect_error(post(body, k, path=BATCH), 422, "validation_failed", field=field, what=what)
 
 
 def test_batch_non_object_items_fail_alone():

@@ -36,7 +36,8 @@ def test_profile_lookup_by_identity():
     k = profiles_reader()
     for name, value in (("externalUserId", u), ("email", e), ("email", e.upper()), ("phone", "+1" + ph),
                         ("phone", "(%s) %s-%s" % (ph[:3], ph[3:6], ph[6:])), ("deviceKey", d)):
-        r = get(PROFILES + "?" + urllib.parse.urlencode({name: value}), k)
+        # %20 for spaces (not "+", which a phone number may carry literally)
+        r = get(PROFILES + "?" + urllib.parse.urlencode({name: value}, quote_via=urllib.parse.quote), k)
         expect_status(r, 200, what="lookup %s=%s" % (name, value))
         check(expect_json_object(r).get("profile_id") == b["profile_id"],
               "lookup %s=%s found another profile: %s" % (name, value, r.describe()))

@@ -28,6 +28,13 @@ def _run(cases, what):
 V = "validation_failed"
 
 
+def _sized(n, ch):
+    """A fresh unique string of exactly n code points (uid + ch repeated)."""
+    u = uid()
+    assert len(u) < n
+    return u + ch * (n - len(u))
+
+
 def test_source_rules():
     e = purchase
     _run([
@@ -53,12 +60,12 @@ def test_external_event_id_rules():
     _run([
         ("externalEventId missing", without(e(), "externalEventId"), (V, "externalEventId")),
         ("externalEventId empty", e(externalEventId=""), (V, "externalEventId")),
-        ("externalEventId 256 chars", e(externalEventId=uid()[:40] + "x" * 216), (V, "externalEventId")),
-        ("externalEventId 256 emoji", e(externalEventId=uid()[:40] + emoji * 216), (V, "externalEventId")),
+        ("externalEventId 256 chars", e(externalEventId=_sized(256, "x")), (V, "externalEventId")),
+        ("externalEventId 256 emoji", e(externalEventId=_sized(256, emoji)), (V, "externalEventId")),
         ("externalEventId a number", e(externalEventId=12345), (V, "externalEventId")),
         ("externalEventId null", e(externalEventId=None), (V, "externalEventId")),
-        ("externalEventId 255 chars", e(externalEventId=uid()[:40] + "x" * 215), "ok"),
-        ("externalEventId 255 code points (4-byte emoji)", e(externalEventId=uid()[:40] + emoji * 215), "ok"),
+        ("externalEventId 255 chars", e(externalEventId=_sized(255, "x")), "ok"),
+        ("externalEventId 255 code points (4-byte emoji)", e(externalEventId=_sized(255, emoji)), "ok"),
         ("externalEventId one char", e(source=uid("src")[:60], externalEventId="1"), "ok"),
     ], "externalEventId checks failed")
 
@@ -127,7 +134,7 @@ def test_identity_shape():
         ("identity empty object", e(identity={}), (V, "identity")),
         ("identity a string", e(identity="u-1"), (V, "identity")),
         ("identity an array", e(identity=[{"externalUserId": "u"}]), (V, "identity")),
-        ("identity null", e(identity=None), (V, "identity")),
+        ("identity null", dict(e(), identity=None), (V, "identity")),
         ("identity only unknown keys", e(identity={"userId": uid()}), (V, "identity")),
         ("externalUserId a number", e(identity={"externalUserId": 12345}), (V, "identity")),
         ("email a boolean", e(identity={"email": True}), (V, "identity")),
@@ -137,10 +144,10 @@ def test_identity_shape():
         ("good externalUserId, email a number", e(identity={"externalUserId": uid(), "email": 5}), (V, "identity")),
         ("externalUserId empty", e(identity={"externalUserId": ""}), (id_codes, "identity")),
         ("externalUserId only spaces", e(identity={"externalUserId": "   "}), (id_codes, "identity")),
-        ("externalUserId 256 chars", e(identity={"externalUserId": uid()[:40] + "u" * 216}), (id_codes, "identity")),
-        ("deviceKey 256 chars", e(identity={"deviceKey": uid()[:40] + "d" * 216}), (id_codes, "identity")),
-        ("externalUserId 255 chars", e(identity={"externalUserId": uid()[:40] + "u" * 215}), "ok"),
-        ("externalUserId 255 chars plus spaces around", e(identity={"externalUserId": "  " + uid()[:40] + "v" * 215 + "\t"}), "ok"),
+        ("externalUserId 256 chars", e(identity={"externalUserId": _sized(256, "u")}), (id_codes, "identity")),
+        ("deviceKey 256 chars", e(identity={"deviceKey": _sized(256, "d")}), (id_codes, "identity")),
+        ("externalUserId 255 chars", e(identity={"externalUserId": _sized(255, "u")}), "ok"),
+        ("externalUserId 255 chars plus spaces around", e(identity={"externalUserId": "  " + _sized(255, "v") + "\t"}), "ok"),
         ("deviceKey only", e(identity={"deviceKey": uid("dev")}), "ok"),
         ("email only", e(identity={"email": uid("m") + "@example.com"}), "ok"),
         ("phone only", e(identity={"phone": "+1" + phone_digits()}), "ok"),

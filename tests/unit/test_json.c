@@ -162,10 +162,6 @@ static const struct jcase cases[] = {
 	{ __LINE__, S("\"\xf8\x88\x80\x80\x80\""), NULL, "invalid UTF-8", 1 },
 	{ __LINE__, S("[\"\xe9\"]"), NULL, "invalid UTF-8", 2 },
 	/* keys */
-	{ __LINE__, S("{\"a\\u0000b\":1}"), NULL, "object key contains U+0000", 1 },
-	{ __LINE__, S("{\"\\u0000\":1}"), NULL, "object key contains U+0000", 1 },
-	{ __LINE__, S("{\"a\":1,\"b\\u0000\":2}"), NULL,
-	  "object key contains U+0000", 7 },
 	{ __LINE__, S("{1:1}"), NULL, "expected string key", 1 },
 	{ __LINE__, S("{\"a\\q\":1}"), NULL, "invalid escape", 3 },
 };
@@ -311,6 +307,34 @@ run_nul(void)
 	    memcmp(json_object_get_string(v), "\0\0x\0", 4) == 0,
 	    "U+0000 in object value");
 	json_object_put(o);
+
+	/* U+0000 in keys: stored as C0 80, which valid UTF-8 never holds. */
+	{
+		static const struct {
+			int line; const char *in; size_t inlen; const char *key; size_t klen;
+		} kt[] = {
+			{ __LINE__, S("{\"a\\u0000b\":1}"), "a\xc0\x80" "b", 4 },
+			{ __LINE__, S("{\"\\u0000\":1}"), "\xc0\x80", 2 },
+			{ __LINE__, S("{\"\\u0000\\u0000\":1}"), "\xc0\x80\xc0\x80", 4 },
+			{ __LINE__, S("{\"x\":1,\"b\\u0000\":2}"), "b\xc0\x80", 3 },
+		};
+		size_t i;
+		for (i = 0; i < sizeof(kt) / sizeof(kt[0]); i++) {
+			int found = 0;
+			o = parse_copy(kt[i].in, kt[i].inlen, JSON_MAX_DEPTH, &e);
+			T_CHECK(kt[i].line, o != NULL, "key with U+0000 rejected");
+			if (o != NULL) {
+				json_object_object_foreach(o, k, val) {
+					(void)val;
+					if (strlen(k) == kt[i].klen &&
+					    memcmp(k, kt[i].key, kt[i].klen) == 0)
+						found = 1;
+				}
+			}
+			T_CHECK(kt[i].line, found, "key not stored as C0 80");
+			json_object_put(o);
+		}
+	}
 
 	/* Long strings crossing the scratch buffer growth, with escapes. */
 	{
@@ -461,8 +485,7 @@ slurp(const char *path, size_t *len)
 /*
  * The two y_ files that core.h's contract rejects on purpose, with the
  * message expected: a bare `null` (json-c's null is a NULL pointer, which
- * the API reserves for errors) and a key holding U+0000 (json-c keys are C
- * strings). NULL for every other name.
+ * the API reserves for errors). NULL for every other name.
  */
 static const char *
 y_exception(const char *name)
@@ -471,7 +494,6 @@ y_exception(const char *name)
 		const char *file, *msg;
 	} x[] = {
 		{ "y_structure_lonely_null.json", "top-level null not supported" },
-		{ "y_object_escaped_null_in_key.json", "object key contains U+0000" },
 	};
 	size_t i;
 
@@ -540,7 +562,10 @@ run_suite(void)
 			T_OK((o != NULL) == want, "%s %s", n,
 			    o ? "accepted" : "rejected");
 		}
-		if (o != NULL) {
+		/* A key holding U+0000 is kept as C0 80, which does not
+		 * serialise back to valid JSON: the service rejects such keys
+		 * with 422 before anything is stored or echoed. */
+		if (o != NULL && strcmp(n, "y_object_escaped_null_in_key.json") != 0) {
 			const char *txt = json_object_to_json_string_ext(o,
 			    SER_FLAGS);
 
