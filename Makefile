@@ -27,6 +27,12 @@ BUILD   ?= build
 endif
 BIN      = bin
 
+# bin/ is shared by the plain and the sanitized build: remember which one
+# linked it, so switching SANITIZE relinks every binary.
+FLAVOR   = $(BIN)/.flavor-$(subst $(comma),-,$(or $(SANITIZE),plain))
+comma   := ,
+$(shell mkdir -p $(BIN); [ -f $(FLAVOR) ] || { rm -f $(BIN)/.flavor-*; touch $(FLAVOR); })
+
 LIB_SRC  = $(wildcard core/*.c rules/*.c conf/*.c db/*.c) $(filter-out fcgi/main.c fcgi/cli.c,$(wildcard fcgi/*.c))
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC = $(wildcard tests/unit/test_*.c)
@@ -43,17 +49,14 @@ $(BUILD)/librfevents.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BIN)/rfevents.fcgi: $(BUILD)/fcgi/main.o $(BUILD)/librfevents.a
-	@mkdir -p $(BIN)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BIN)/rfevents.fcgi: $(BUILD)/fcgi/main.o $(BUILD)/librfevents.a $(FLAVOR)
+	$(CC) $(LDFLAGS) -o $@ $(filter-out $(FLAVOR),$^) $(LDLIBS)
 
-$(BIN)/rfevents: $(BUILD)/fcgi/cli.o $(BUILD)/librfevents.a
-	@mkdir -p $(BIN)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BIN)/rfevents: $(BUILD)/fcgi/cli.o $(BUILD)/librfevents.a $(FLAVOR)
+	$(CC) $(LDFLAGS) -o $@ $(filter-out $(FLAVOR),$^) $(LDLIBS)
 
-$(BIN)/test_%: $(BUILD)/tests/unit/test_%.o $(BUILD)/librfevents.a
-	@mkdir -p $(BIN)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BIN)/test_%: $(BUILD)/tests/unit/test_%.o $(BUILD)/librfevents.a $(FLAVOR)
+	$(CC) $(LDFLAGS) -o $@ $(filter-out $(FLAVOR),$^) $(LDLIBS)
 
 unit: $(TEST_BIN)
 

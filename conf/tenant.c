@@ -118,6 +118,23 @@ ident_ok(const char *s, size_t len)
 	return 1;
 }
 
+/* Length to quote a name in a message: at most CONF_MAX_NAME bytes. */
+static int
+clip(size_t len)
+{
+	return (int)(len > CONF_MAX_NAME ? CONF_MAX_NAME : len);
+}
+
+/* Error "<what> 'NAME': expected ..." unless mapping key k is an
+ * identifier (ident_ok()). */
+static void
+want_ident(struct conf_diag *d, const struct conf_ynode *k, const char *what)
+{
+	if (!ident_ok(k->text, k->len))
+		nerr(d, k, "%s '%.*s': expected [A-Za-z_][A-Za-z0-9_]{0,63}",
+		    what, clip(k->len), k->text);
+}
+
 /* [A-Za-z0-9_.-]{1,64}: rule ids. */
 static int
 rule_id_ok(const char *s, size_t len)
@@ -185,9 +202,7 @@ fields(struct conf_diag *d, const struct conf_ynode *m,
 		if (names[j] != NULL)
 			vals[j] = m->kids[i + 1];
 		else
-			nerr(d, k, "unknown key '%.*s'",
-			    (int)(k->len > CONF_MAX_NAME ? CONF_MAX_NAME : k->len),
-			    k->text);
+			nerr(d, k, "unknown key '%.*s'", clip(k->len), k->text);
 	}
 }
 
@@ -449,8 +464,7 @@ parse_enum(struct conf_diag *d, const struct conf_ynode *s, struct conf_prop *p)
 		x = sorted[i];
 		if (x->len == sorted[i - 1]->len &&
 		    memcmp(x->text, sorted[i - 1]->text, x->len) == 0)
-			nerr(d, x, "enum: duplicate value '%.*s'",
-			    (int)(x->len > CONF_MAX_NAME ? CONF_MAX_NAME : x->len),
+			nerr(d, x, "enum: duplicate value '%.*s'", clip(x->len),
 			    x->text);
 	}
 	free(sorted);
@@ -548,10 +562,7 @@ parse_type(struct conf_diag *d, const struct conf_ynode *m,
 		k = ps->kids[2 * i];
 		ty->props[i].max_length = -1;
 		ty->props[i].name = conf_xstrndup(k->text, k->len);
-		if (!ident_ok(k->text, k->len))
-			nerr(d, k, "bad property name '%.*s': expected "
-			    "[A-Za-z_][A-Za-z0-9_]{0,63}", (int)(k->len >
-			    CONF_MAX_NAME ? CONF_MAX_NAME : k->len), k->text);
+		want_ident(d, k, "bad property name");
 		parse_prop(d, ps->kids[2 * i + 1], &ty->props[i]);
 	}
 }
@@ -574,10 +585,7 @@ parse_types(struct conf_diag *d, const struct conf_ynode *m,
 	for (i = 0; i < t->ntypes; i++) {
 		k = m->kids[2 * i];
 		t->types[i].name = conf_xstrndup(k->text, k->len);
-		if (!ident_ok(k->text, k->len))
-			nerr(d, k, "bad event type name '%.*s': expected "
-			    "[A-Za-z_][A-Za-z0-9_]{0,63}", (int)(k->len >
-			    CONF_MAX_NAME ? CONF_MAX_NAME : k->len), k->text);
+		want_ident(d, k, "bad event type name");
 		parse_type(d, m->kids[2 * i + 1], &t->types[i]);
 	}
 }
@@ -684,10 +692,7 @@ parse_set(struct conf_diag *d, const struct conf_ynode *m, struct conf_rule *r,
 	for (i = 0; i < r->nsets; i++) {
 		k = m->kids[2 * i];
 		r->sets[i].name = conf_xstrndup(k->text, k->len);
-		if (!ident_ok(k->text, k->len))
-			nerr(d, k, "set: bad variable name '%.*s': expected "
-			    "[A-Za-z_][A-Za-z0-9_]{0,63}", (int)(k->len >
-			    CONF_MAX_NAME ? CONF_MAX_NAME : k->len), k->text);
+		want_ident(d, k, "set: bad variable name");
 		get_expr(d, m->kids[2 * i + 1], r->sets[i].name, RULE_WANT_ANY,
 		    ty, &r->sets[i].src, &r->sets[i].expr);
 	}

@@ -151,6 +151,7 @@ struct db {
 	size_t          cur;                     /* host in use / to try first */
 	MYSQL          *conn;                    /* NULL when not connected */
 	MYSQL_STMT     *stmts[DB_STMT__MAX];     /* prepared lazily */
+	int             in_txn;                  /* inside db_txn() */
 	unsigned        last_errno;
 	char            last_error[256];
 };
@@ -610,8 +611,27 @@ out:
 	return rc;
 }
 
+static enum db_rc exec_once(struct db *, enum db_stmt, const struct db_param *,
+    size_t, struct db_res *, uint64_t *, uint64_t *);
+
+/*
+ * Outside a transaction a connection found dead (server restarted, idle
+ * timeout, failover) is replaced and the statement run once more; inside
+ * one the transaction is lost and db_txn() decides.
+ */
 enum db_rc
 db_exec(struct db *db, enum db_stmt st, const struct db_param *p, size_t np,
+    struct db_res *res, uint64_t *affected, uint64_t *insert_id)
+{
+	enum db_rc rc = exec_once(db, st, p, np, res, affected, insert_id);
+
+	if (rc == DB_GONE && !db->in_txn)
+		rc = exec_once(db, st, p, np, res, affected, insert_id);
+	return rc;
+}
+
+static enum db_rc
+exec_once(struct db *db, enum db_stmt st, const struct db_param *p, size_t np,
     struct db_res *res, uint64_t *affected, uint64_t *insert_id)
 {
 	MYSQL_STMT    *s;
@@ -689,11 +709,21 @@ db_simple(struct db *db, const char *sql)
 {
 	enum db_rc rc;
 	MYSQL_RES *r;
+	int        fresh = db->conn == NULL;
 
 	if ((rc = db_connect(db)) != DB_OK)
 		return rc;
-	if (mysql_real_query(db->conn, sql, strlen(sql)) != 0)
-		return conn_fail(db);
+	if (mysql_real_query(db->conn, sql, strlen(sql)) != 0) {
+		/* a stale connection at the start of a transaction or outside
+		 * one: reconnect and send it again once */
+		if ((rc = conn_fail(db)) != DB_GONE || fresh ||
+		    (db->in_txn && strcmp(sql, "START TRANSACTION") != 0))
+			return rc;
+		if ((rc = db_connect(db)) != DB_OK)
+			return rc;
+		if (mysql_real_query(db->conn, sql, strlen(sql)) != 0)
+			return conn_fail(db);
+	}
 	if ((r = mysql_store_result(db->conn)) != NULL)
 		mysql_free_result(r);
 	return DB_OK;
@@ -727,17 +757,21 @@ db_txn(struct db *db, enum db_rc (*fn)(struct db *, void *), void *arg,
 				(*retries)++;
 			backoff(attempt);
 		}
+		db->in_txn = 1;
 		rc = db_simple(db, "START TRANSACTION");
 		if (rc == DB_OK)
 			rc = fn(db, arg);
 		if (rc == DB_OK) {
 			if (mysql_commit(db->conn) != 0)
 				rc = conn_fail(db);
-			else
+			else {
+				db->in_txn = 0;
 				return DB_OK;
+			}
 		}
 		if (db->conn != NULL)
 			mysql_rollback(db->conn);
+		db->in_txn = 0;
 		if (rc == DB_ROLLBACK)
 			return rc;
 		if (rc == DB_RETRY || rc == DB_DUPKEY)

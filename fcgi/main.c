@@ -66,6 +66,18 @@ cgi_write(void *ctx, const char *buf, size_t n)
 	return fwrite(buf, 1, n, stdout) == n ? 0 : -1;
 }
 
+static volatile sig_atomic_t stopping;
+
+/* SIGTERM/SIGINT from the web server: finish the current request, leave
+ * the accept loop and exit normally (so leak checkers can report). */
+static void
+on_term(int sig)
+{
+	(void)sig;
+	stopping = 1;
+	FCGX_ShutdownPending();
+}
+
 int
 main(void)
 {
@@ -75,7 +87,14 @@ main(void)
 	unsigned long   max_requests = 0;
 	const char     *mr = getenv("RFEVENTS_MAX_REQUESTS");
 
+	struct sigaction sa;
+
 	signal(SIGPIPE, SIG_IGN);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_term;      /* no SA_RESTART: interrupt accept() */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
 	fcgi_app_init(&app);
 	if (mr != NULL)
 		max_requests = strtoul(mr, NULL, 10);
@@ -92,7 +111,7 @@ main(void)
 		return 1;
 	}
 	io = (struct fcgi_io){ &req, fcgx_getenv, fcgx_read, fcgx_write };
-	while (FCGX_Accept_r(&req) >= 0) {
+	while (!stopping && FCGX_Accept_r(&req) >= 0) {
 		fcgi_handle(&app, &io);
 		FCGX_Finish_r(&req);
 		/* RFEVENTS_MAX_REQUESTS: exit after that many (leak checks) */

@@ -75,7 +75,8 @@ run_balance(struct run *r, const char *name)
 	for (i = 0; i < r->nbs; i++)
 		if (strcmp(r->bs[i].name, name) == 0)
 			return &r->bs[i];
-	rule__grow(&r->bs, &r->capbs, r->nbs + 1, sizeof(r->bs[0]));
+	r->bs = rule__grow(r->bs, &r->capbs, r->nbs + 1,
+	    sizeof(r->bs[0]));
 	s = &r->bs[r->nbs++];
 	s->name = name;
 	eb = env_balance(r->env, name);
@@ -90,8 +91,8 @@ add_skip(struct run *r, const char *id, const char *fmt, const char *arg)
 	struct rule_outcome *o = r->out;
 	struct rule_skip    *s;
 
-	rule__grow(&o->skipped, &r->capskipped, o->nskipped + 1,
-	    sizeof(o->skipped[0]));
+	o->skipped = rule__grow(o->skipped, &r->capskipped,
+	    o->nskipped + 1, sizeof(o->skipped[0]));
 	s = &o->skipped[o->nskipped++];
 	s->rule_id = id;
 	snprintf(s->reason, sizeof(s->reason), fmt, arg ? arg : "");
@@ -196,12 +197,16 @@ run_rule(struct run *r, const struct rule_def *d, size_t idx,
 	if (d->when != NULL) {
 		if (rule_expr_eval(d->when, env, &v, why, sizeof(why)) == -1)
 			goto fail;
-		if (v.type != RULE_V_BOOL || !v.b) {
+		if (v.type != RULE_V_BOOL) {
+			/* only when `when` was not compiled as RULE_WANT_BOOL */
 			rule_value_clear(&v);
+			rule__why(why, sizeof(why), "condition is not a boolean");
+			goto fail;
+		}
+		if (!v.b) {
 			add_skip(r, d->id, "when false%s", NULL);
 			return 0;
 		}
-		rule_value_clear(&v);
 	}
 	if (d->points != NULL) {
 		if (eval_int(d->points, env, d->tier_multiplier && tier ?
@@ -232,7 +237,7 @@ run_rule(struct run *r, const struct rule_def *d, size_t idx,
 		goto fail;
 
 	/* commit: applied, deltas, running balances, assigns */
-	rule__grow(&o->applied, &r->capapplied, o->napplied + 1,
+	o->applied = rule__grow(o->applied, &r->capapplied, o->napplied + 1,
 	    sizeof(o->applied[0]));
 	o->applied[o->napplied].rule_id = d->id;
 	o->applied[o->napplied++].index = idx;
@@ -242,8 +247,8 @@ run_rule(struct run *r, const struct rule_def *d, size_t idx,
 
 		s->balance = pl[i].after;
 		s->lifetime = pl[i].lifetime_after;
-		rule__grow(&o->deltas, &r->capdeltas, o->ndeltas + 1,
-		    sizeof(o->deltas[0]));
+		o->deltas = rule__grow(o->deltas, &r->capdeltas,
+		    o->ndeltas + 1, sizeof(o->deltas[0]));
 		dl = &o->deltas[o->ndeltas++];
 		dl->rule_id = d->id;
 		dl->balance = s->name;
@@ -255,8 +260,8 @@ run_rule(struct run *r, const struct rule_def *d, size_t idx,
 	for (i = 0; i < d->nsets; i++) {
 		struct rule_assign *a;
 
-		rule__grow(&o->assigns, &r->capassigns, o->nassigns + 1,
-		    sizeof(o->assigns[0]));
+		o->assigns = rule__grow(o->assigns, &r->capassigns,
+		    o->nassigns + 1, sizeof(o->assigns[0]));
 		a = &o->assigns[o->nassigns++];
 		a->rule_id = d->id;
 		a->name = d->sets[i].name;

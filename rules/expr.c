@@ -490,7 +490,7 @@ note_prop(struct rule_expr *e, const char *name, unsigned col)
 	for (i = 0; i < e->nprops; i++)
 		if (strcmp(e->props[i].name, name) == 0)
 			return;
-	rule__grow(&e->props, &e->capprops, e->nprops + 1,
+	e->props = rule__grow(e->props, &e->capprops, e->nprops + 1,
 	    sizeof(e->props[0]));
 	e->props[e->nprops].name = name;
 	e->props[e->nprops].col = col;
@@ -673,7 +673,7 @@ parse_call(struct parser *p, const char *name, unsigned col)
 
 			if (x == NULL)
 				return NULL;
-			rule__grow(&n->args, &cap, n->nargs + 1,
+			n->args = rule__grow(n->args, &cap, n->nargs + 1,
 			    sizeof(n->args[0]));
 			n->args[n->nargs++] = x;
 			if (p->tok.kind != TK_COMMA)
@@ -931,7 +931,7 @@ parse_list(struct parser *p, struct node *n)
 
 			if (x == NULL)
 				return NULL;
-			rule__grow(&n->args, &cap, n->nargs + 1,
+			n->args = rule__grow(n->args, &cap, n->nargs + 1,
 			    sizeof(n->args[0]));
 			n->args[n->nargs++] = x;
 			if (p->tok.kind != TK_COMMA)

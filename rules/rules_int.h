@@ -16,9 +16,10 @@ void *rule__xmalloc(size_t n);
 void *rule__xrealloc(void *p, size_t n);
 void *rule__xcalloc(size_t n, size_t size);
 
-/* Grow *arr (of *cap elements of `size` bytes) to hold at least need
- * elements; aborts on overflow or out of memory. */
-void rule__grow(void *arrp, size_t *cap, size_t need, size_t size);
+/* Grow arr (of *cap elements of `size` bytes) to hold at least need
+ * elements; returns the (maybe moved) array, which the caller owns.
+ * Aborts on overflow or out of memory. */
+void *rule__grow(void *arr, size_t *cap, size_t need, size_t size);
 
 /* int64 <-> GMP, independent of the width of long. */
 void rule__z_set_i64(mpz_t z, int64_t v);

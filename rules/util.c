@@ -47,17 +47,16 @@ rule__xcalloc(size_t n, size_t size)
 }
 
 /*
- * Make the array at *arrp (a pointer to a pointer) hold at least `need`
- * elements of `size` bytes, doubling *cap. New room is not initialised.
+ * Make arr hold at least `need` elements of `size` bytes, doubling *cap.
+ * Returns the array (realloc'd when it grew); new room is not initialised.
  */
-void
-rule__grow(void *arrp, size_t *cap, size_t need, size_t size)
+void *
+rule__grow(void *arr, size_t *cap, size_t need, size_t size)
 {
-	void **arr = arrp;
 	size_t ncap;
 
 	if (need <= *cap)
-		return;
+		return arr;
 	ncap = *cap ? *cap : 4;
 	while (ncap < need) {
 		if (ncap > SIZE_MAX / 2)
@@ -66,8 +65,9 @@ rule__grow(void *arrp, size_t *cap, size_t need, size_t size)
 	}
 	if (size != 0 && ncap > SIZE_MAX / size)
 		oom(SIZE_MAX);
-	*arr = rule__xrealloc(*arr, ncap * size);
+	arr = rule__xrealloc(arr, ncap * size);
 	*cap = ncap;
+	return arr;
 }
 
 /* Set z to v; works whatever the width of long. */

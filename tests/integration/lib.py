@@ -436,12 +436,9 @@ def now():
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def exact(value):
-    """A JSON value re-read with exact decimals, for byte-for-byte comparisons."""
-    return json.loads(json.dumps(value), parse_float=decimal.Decimal)
-
-
 def loads_exact(raw):
+    """Parse JSON text with exact decimals (Decimal for every non-integer number), to
+    compare what was sent with what came back without a detour through doubles."""
     return json.loads(raw, parse_float=decimal.Decimal)
 
 

@@ -1,11 +1,10 @@
 """POST /v1/cdp/events: accepted, duplicate, conflict, the fingerprint's canonical
 form, dry runs, and GET /v1/cdp/events/{id}. API.md §2.1, §4."""
-import datetime
 import json
 import time
 import urllib.parse
 
-from lib import (EVENTS, SOURCE, check, event, exact, expect_accepted, expect_conflict,
+from lib import (EVENTS, SOURCE, check, expect_accepted, expect_conflict,
                  expect_duplicate, expect_error, expect_json_object, expect_status, fetch_event,
                  get, get_event, loads_exact, now, parse_instant, phone_digits, post, purchase,
                  reader, summarise, uid, updated, writer)

@@ -2,7 +2,7 @@
 (tests/conf/tenants/acme.yaml), invalid_identity (§3) and unknown_event_type."""
 import datetime
 
-from lib import (EVENTS, check, event, expect_accepted, expect_error, fetch_event, now, iso,
+from lib import (check, event, expect_accepted, expect_error, fetch_event, now, iso,
                  parse_instant, phone_digits, post, purchase, summarise, uid, updated, without,
                  writer)
 

@@ -69,6 +69,23 @@ if STACK and VAR:
         expect_duplicate(post(b_ev, k), b["event_id"], what="the retried event once more")
         expect_status(get_event(a["event_id"], rk), 200, what="GET the event from before the outage")
 
+    def test_database_restart_is_transparent():
+        """DESIGN.md: a lost connection is reconnected once before answering 503. After a
+        restart of the database with no request during the outage, every process's next
+        request reconnects and succeeds."""
+        k = writer()
+        warm = [post(purchase(), k).status for _ in range(16)]      # every process connected
+        check(all(s == 201 for s in warm), "before the restart: %r" % warm)
+        try:
+            _stack("db-stop")
+        finally:
+            _stack("db-start")              # returns once the database answers
+        time.sleep(0.5)
+        rs = [post(purchase(), k) for _ in range(16)]
+        bad = [r.describe(200) for r in rs if r.status != 201]
+        check(not bad, "%d of 16 requests after a database restart failed (no reconnect?): %s" % (
+            len(bad), bad[:4]))
+
 
 def test_keys_never_in_plain_text_under_var():
     """No key made by this run appears in any file of the stack (database files, logs)."""

@@ -608,6 +608,26 @@ test_api(void)
 	    "welcome with NULL counts");
 	rule_outcome_free(&out);
 
+	/* a `when` compiled without RULE_WANT_BOOL that is not a boolean */
+	{
+		struct rule_err   err;
+		struct rule_expr *w = rule_expr_compile("profile.tier", 12,
+		    RULE_WANT_ANY, &err);
+		struct rule_def   d;
+
+		memset(&d, 0, sizeof(d));
+		d.id = "odd";
+		d.event = "signup";
+		d.when = w;
+		T_OK(rule_engine_run(&d, 1, NULL, 0, F, &env, NULL, &out) == 0 &&
+		    out.napplied == 0 && out.nskipped == 1 &&
+		    strcmp(out.skipped[0].reason, "evaluation failed: condition "
+		    "is not a boolean") == 0, "non-boolean when: %s",
+		    out.nskipped ? out.skipped[0].reason : "");
+		rule_outcome_free(&out);
+		rule_expr_free(w);
+	}
+
 	/* rule_tier_for: unsorted tiers, boundaries, none */
 	unsorted[0] = tiers[2];
 	unsorted[1] = tiers[0];
