@@ -165,6 +165,19 @@ mark_err(struct builder *b, const yaml_mark_t *m, const char *fmt, ...)
 	b->bad = 1;
 }
 
+/* Anchors (and so aliases) and tags are outside the subset: report the
+ * ones a node carries. */
+static void
+no_props(struct builder *b, const yaml_mark_t *m, const yaml_char_t *anchor,
+    const yaml_char_t *tag)
+{
+	if (anchor != NULL)
+		mark_err(b, m, "anchors and aliases are not supported (&%s)",
+		    (const char *)anchor);
+	if (tag != NULL)
+		mark_err(b, m, "tags are not supported (%s)", (const char *)tag);
+}
+
 /* Hand a finished node to its parent (or make it the root); the builder
  * owns it from here. Mapping keys must be scalars. */
 static void
@@ -347,35 +360,26 @@ run_events(struct builder *b, yaml_parser_t *p, const char *buf, size_t len)
 			attach(b, n);
 			break;
 		case YAML_SCALAR_EVENT:
-			if (ev.data.scalar.anchor != NULL)
-				mark_err(b, &ev.start_mark, "anchors and aliases "
-				    "are not supported (&%s)",
-				    (const char *)ev.data.scalar.anchor);
-			if (ev.data.scalar.tag != NULL)
-				mark_err(b, &ev.start_mark,
-				    "tags are not supported (%s)",
-				    (const char *)ev.data.scalar.tag);
+			no_props(b, &ev.start_mark, ev.data.scalar.anchor,
+			    ev.data.scalar.tag);
 			attach(b, scalar_node(&ev));
 			break;
 		case YAML_SEQUENCE_START_EVENT:
 		case YAML_MAPPING_START_EVENT:
 			if (b->depth == CONF_MAX_DEPTH) {
-				conf_diag_add(b->d, (int)ev.start_mark.line + 1,
-				    (int)ev.start_mark.column + 1,
+				mark_err(b, &ev.start_mark,
 				    "nesting deeper than %d levels",
 				    CONF_MAX_DEPTH);
-				b->bad = 1;
 				goto out;
 			}
-			/* Same layout of anchor and tag in both start events. */
-			if (ev.data.mapping_start.anchor != NULL)
-				mark_err(b, &ev.start_mark, "anchors and aliases "
-				    "are not supported (&%s)",
-				    (const char *)ev.data.mapping_start.anchor);
-			if (ev.data.mapping_start.tag != NULL)
-				mark_err(b, &ev.start_mark,
-				    "tags are not supported (%s)",
-				    (const char *)ev.data.mapping_start.tag);
+			if (ev.type == YAML_MAPPING_START_EVENT)
+				no_props(b, &ev.start_mark,
+				    ev.data.mapping_start.anchor,
+				    ev.data.mapping_start.tag);
+			else
+				no_props(b, &ev.start_mark,
+				    ev.data.sequence_start.anchor,
+				    ev.data.sequence_start.tag);
 			n = node_new(ev.type == YAML_MAPPING_START_EVENT ?
 			    CONF_Y_MAP : CONF_Y_SEQ, &ev.start_mark);
 			b->stack[b->depth].node = n;
