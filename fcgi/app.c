@@ -355,8 +355,7 @@ h_health(struct req *rq, struct resp *r)
 		for (i = 0; i < rq->conf->nerrors; i++) {
 			const struct conf_error *e = &rq->conf->errors[i];
 			char line[1024];
-			snprintf(line, sizeof(line), "%s:%d:%d: %s", e->file, e->line,
-			    e->col, e->msg);
+			conf_error_fmt(e, line, sizeof(line));
 			json_object_array_add(errs, json_object_new_string(line));
 		}
 	if (rq->app->db != NULL &&

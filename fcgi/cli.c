@@ -117,9 +117,11 @@ cmd_check(int argc, char **argv)
 		fprintf(stderr, "rfevents: out of memory\n");
 		return 1;
 	}
-	for (i = 0; i < c->nerrors; i++)
-		printf("%s:%d:%d: %s\n", c->errors[i].file, c->errors[i].line,
-		    c->errors[i].col, c->errors[i].msg);
+	for (i = 0; i < c->nerrors; i++) {
+		char line[2048];
+		conf_error_fmt(&c->errors[i], line, sizeof(line));
+		printf("%s\n", line);
+	}
 	ret = c->nerrors > 0 ? 1 : 0;
 	if (ret == 0)
 		fprintf(stderr, "%s: ok, %zu tenant(s)\n", dir, c->ntenants);
