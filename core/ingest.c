@@ -224,9 +224,10 @@ conflicts_json(struct db *db, const struct ev_event *ev,
 
 /* ---- rules: state before the event, the engine, the writes ---- */
 
-/* Everything read about the profile for the rules; freed by state_free(). */
+/* Everything read about the profile for the rules, and what the engine
+ * made of it; freed by state_free(). */
 struct state {
-	struct db_res        bal_res;
+	struct db_res        res;       /* rows the views below point into */
 	struct rule_balance *bals;
 	size_t               nbals;
 	json_object         *vars;
@@ -234,12 +235,15 @@ struct state {
 	struct rule_set     *sets;
 	struct rule_tier    *tiers;
 	struct rule_count   *counts;
+	struct rule_outcome  oc;
+	int                  ran;       /* the engine ran (oc is valid) */
 };
 
 static void
 state_free(struct state *st)
 {
-	db_res_free(&st->bal_res);
+	rule_outcome_free(&st->oc);
+	db_res_free(&st->res);
 	free(st->bals);
 	if (st->vars != NULL)
 		json_object_put(st->vars);
@@ -304,59 +308,60 @@ periods(int64_t us, char day[16], char month[16])
 	snprintf(month, 16, "m%.7s", iso);
 }
 
-/* Load balances, variables and limit counters of an existing profile. */
+/*
+ * Load balances, variables and limit counters of an existing profile in
+ * one round trip (DB_STATE_OF: rows of kind 'b', 'v' and 'c').
+ */
 static enum db_rc
 load_state(struct db *db, const struct conf_tenant *ct, const struct ev_event *ev,
-    int64_t pid, int need_counts, struct state *st)
+    int64_t pid, struct state *st)
 {
-	struct db_param p[3];
-	struct db_res   r;
+	struct db_param p[5];
 	enum db_rc      rc;
 	size_t          i, j;
 	char            day[16], month[16];
 
-	p[0] = DBP_I64(pid);
-	if ((rc = db_exec(db, DB_BALANCES_OF, p, 1, &st->bal_res, NULL, NULL)) != DB_OK)
-		return rc;
-	st->nbals = st->bal_res.nrows;
-	if ((st->bals = calloc(st->nbals ? st->nbals : 1, sizeof(*st->bals))) == NULL)
-		abort();
-	for (i = 0; i < st->nbals; i++) {
-		st->bals[i].name = DB_CELL(&st->bal_res, i, 0)->v;
-		st->bals[i].balance = db_cell_i64(DB_CELL(&st->bal_res, i, 1));
-		st->bals[i].lifetime = db_cell_i64(DB_CELL(&st->bal_res, i, 2));
-	}
-	if ((rc = db_exec(db, DB_VARS_OF, p, 1, &r, NULL, NULL)) != DB_OK)
-		return rc;
-	for (i = 0; i < r.nrows; i++) {
-		struct json_perr perr;
-		json_object *v = json_parse_strict(DB_CELL(&r, i, 1)->v,
-		    DB_CELL(&r, i, 1)->len, JSON_MAX_DEPTH, &perr);
-		json_object_object_add(st->vars, DB_CELL(&r, i, 0)->v, v);
-	}
-	db_res_free(&r);
-	if (!need_counts)
-		return DB_OK;
 	periods(ev->occurred_us, day, month);
-	p[1] = DBP_CSTR(day);
-	p[2] = DBP_CSTR(month);
-	if ((rc = db_exec(db, DB_COUNTERS_OF, p, 3, &r, NULL, NULL)) != DB_OK)
+	p[0] = DBP_I64(pid);
+	p[1] = DBP_I64(pid);
+	p[2] = DBP_I64(pid);
+	p[3] = DBP_CSTR(day);
+	p[4] = DBP_CSTR(month);
+	if ((rc = db_exec(db, DB_STATE_OF, p, 5, &st->res, NULL, NULL)) != DB_OK)
 		return rc;
-	for (i = 0; i < r.nrows; i++) {
-		const char *rid = DB_CELL(&r, i, 0)->v, *per = DB_CELL(&r, i, 1)->v;
-		int64_t     n = db_cell_i64(DB_CELL(&r, i, 2));
-		for (j = 0; j < ct->nrules; j++) {
-			if (strcmp(ct->rules[j].id, rid) != 0)
-				continue;
-			if (strcmp(per, "all") == 0)
-				st->counts[j].ever = n;
-			else if (per[0] == 'd')
-				st->counts[j].day = n;
-			else
-				st->counts[j].month = n;
+	if ((st->bals = calloc(st->res.nrows ? st->res.nrows : 1,
+	    sizeof(*st->bals))) == NULL)
+		abort();
+	for (i = 0; i < st->res.nrows; i++) {
+		const char *kind = DB_CELL(&st->res, i, 0)->v;
+		const char *k1 = DB_CELL(&st->res, i, 1)->v;
+		if (kind == NULL || k1 == NULL)
+			continue;
+		if (kind[0] == 'b') {
+			struct rule_balance *b = &st->bals[st->nbals++];
+			b->name = k1;
+			b->balance = db_cell_i64(DB_CELL(&st->res, i, 2));
+			b->lifetime = db_cell_i64(DB_CELL(&st->res, i, 3));
+		} else if (kind[0] == 'v') {
+			struct json_perr perr;
+			json_object *v = json_parse_strict(DB_CELL(&st->res, i, 2)->v,
+			    DB_CELL(&st->res, i, 2)->len, JSON_MAX_DEPTH, &perr);
+			json_object_object_add(st->vars, k1, v);
+		} else if (kind[0] == 'c') {
+			const char *per = DB_CELL(&st->res, i, 2)->v;
+			int64_t     n = db_cell_i64(DB_CELL(&st->res, i, 3));
+			for (j = 0; per != NULL && j < ct->nrules; j++) {
+				if (strcmp(ct->rules[j].id, k1) != 0)
+					continue;
+				if (strcmp(per, "all") == 0)
+					st->counts[j].ever = n;
+				else if (per[0] == 'd')
+					st->counts[j].day = n;
+				else
+					st->counts[j].month = n;
+			}
 		}
 	}
-	db_res_free(&r);
 	return DB_OK;
 }
 
@@ -438,18 +443,19 @@ write_outcome(struct db *db, const struct conf_tenant *ct, const struct ev_event
 	return DB_OK;
 }
 
-/* Outcome fields from the engine into o (points_awarded, rules_applied,
- * rules_skipped, effects, tier). */
+/* Outcome fields into o: points_awarded, rules_applied, rules_skipped,
+ * effects, tier (the engine's, or an empty outcome when it did not run). */
 static void
-outcome_json(const struct rule_outcome *oc, json_object *o)
+outcome_json(const struct state *st, const struct resolved *rv, json_object *o)
 {
+	const struct rule_outcome *oc = &st->oc;
 	json_object *ap = json_object_new_array(), *sk = json_object_new_array();
 	json_object *ef = json_object_new_array();
 	size_t       i;
 
-	for (i = 0; i < oc->napplied; i++)
+	for (i = 0; st->ran && i < oc->napplied; i++)
 		json_object_array_add(ap, json_object_new_string(oc->applied[i].rule_id));
-	for (i = 0; i < oc->nskipped; i++) {
+	for (i = 0; st->ran && i < oc->nskipped; i++) {
 		json_object *s = json_object_new_object();
 		json_object_object_add(s, "rule",
 		    json_object_new_string(oc->skipped[i].rule_id));
@@ -457,7 +463,7 @@ outcome_json(const struct rule_outcome *oc, json_object *o)
 		    json_object_new_string(oc->skipped[i].reason));
 		json_object_array_add(sk, s);
 	}
-	for (i = 0; i < oc->ndeltas; i++) {
+	for (i = 0; st->ran && i < oc->ndeltas; i++) {
 		json_object *e = json_object_new_object();
 		json_object_object_add(e, "type", json_object_new_string("balance"));
 		json_object_object_add(e, "rule",
@@ -470,7 +476,7 @@ outcome_json(const struct rule_outcome *oc, json_object *o)
 		    json_object_new_int64(oc->deltas[i].balance_after));
 		json_object_array_add(ef, e);
 	}
-	for (i = 0; i < oc->nassigns; i++) {
+	for (i = 0; st->ran && i < oc->nassigns; i++) {
 		json_object *e = json_object_new_object();
 		json_object_object_add(e, "type", json_object_new_string("variable"));
 		json_object_object_add(e, "rule",
@@ -481,7 +487,7 @@ outcome_json(const struct rule_outcome *oc, json_object *o)
 		    rule_value_to_json(&oc->assigns[i].value, 12));
 		json_object_array_add(ef, e);
 	}
-	if (oc->tier_changed) {
+	if (st->ran && oc->tier_changed) {
 		json_object *e = json_object_new_object();
 		json_object_object_add(e, "type", json_object_new_string("tier"));
 		json_object_object_add(e, "from", oc->tier_before ?
@@ -491,78 +497,57 @@ outcome_json(const struct rule_outcome *oc, json_object *o)
 		json_object_array_add(ef, e);
 	}
 	json_object_object_add(o, "points_awarded",
-	    json_object_new_int64(oc->points_awarded));
+	    json_object_new_int64(st->ran ? oc->points_awarded : 0));
 	json_object_object_add(o, "rules_applied", ap);
 	json_object_object_add(o, "rules_skipped", sk);
 	json_object_object_add(o, "effects", ef);
-	json_object_object_add(o, "tier", oc->tier_after ?
-	    json_object_new_string(oc->tier_after) : NULL);
+	if (st->ran)
+		json_object_object_add(o, "tier", oc->tier_after ?
+		    json_object_new_string(oc->tier_after) : NULL);
+	else
+		json_object_object_add(o, "tier", rv->has_tier ?
+		    json_object_new_string(rv->tier) : NULL);
 }
 
 /*
  * Evaluate the tenant's rules for the event against the profile as it was
- * before it (locked by resolve()), write the effects unless dry, and put
- * the outcome fields into o. evid is the event row (0 when dry).
+ * before it (locked by resolve()). Fills st (the engine did not run when
+ * no rule listens to this type and there are no tiers: no round trip).
  */
 static enum db_rc
-apply_rules(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
-    const struct resolved *rv, int64_t evid, int dry, json_object *o)
+eval_rules(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
+    const struct resolved *rv, struct state *st)
 {
 	const struct conf_tenant *ct = t->conf;
-	struct state              st;
 	struct rule_env           env;
-	struct rule_outcome       oc;
-	enum db_rc                rc = DB_OK;
+	enum db_rc                rc;
 	size_t                    i;
-	int                       relevant = 0, need_counts = 0;
+	int                       relevant = 0;
 	char                      occ[32];
 
-	memset(&st, 0, sizeof(st));
-	memset(&oc, 0, sizeof(oc));
-	for (i = 0; ct != NULL && i < ct->nrules; i++)
-		if (strcmp(ct->rules[i].event, ev->type) == 0) {
-			relevant = 1;
-			if (ct->rules[i].per_profile || ct->rules[i].per_day ||
-			    ct->rules[i].per_month)
-				need_counts = 1;
-		}
-	if (!relevant && (ct == NULL || ct->ntiers == 0)) {
-		/* nothing can change: an empty outcome, no round trips */
-		json_object_object_add(o, "points_awarded", json_object_new_int64(0));
-		json_object_object_add(o, "rules_applied", json_object_new_array());
-		json_object_object_add(o, "rules_skipped", json_object_new_array());
-		json_object_object_add(o, "effects", json_object_new_array());
-		json_object_object_add(o, "tier", rv->has_tier ?
-		    json_object_new_string(rv->tier) : NULL);
+	for (i = 0; ct != NULL && i < ct->nrules && !relevant; i++)
+		relevant = strcmp(ct->rules[i].event, ev->type) == 0;
+	if (!relevant && (ct == NULL || ct->ntiers == 0))
 		return DB_OK;
-	}
-	st.vars = json_object_new_object();
-	build_defs(ct, &st);
+	st->vars = json_object_new_object();
+	build_defs(ct, st);
 	if (rv->pid != 0 && !rv->created &&
-	    (rc = load_state(db, ct, ev, rv->pid, need_counts, &st)) != DB_OK)
-		goto out;
+	    (rc = load_state(db, ct, ev, rv->pid, st)) != DB_OK)
+		return rc;
 	memset(&env, 0, sizeof(env));
 	env.properties = ev->properties;
 	env.event_type = ev->type;
 	env.event_source = ev->source;
 	env.event_occurred_at = ts_format(ev->occurred_us, occ);
 	env.tier = rv->has_tier ? rv->tier : NULL;
-	env.balances = st.bals;
-	env.nbalances = st.nbals;
-	env.vars = st.vars;
-	if (rule_engine_run(st.defs, ct->nrules, st.tiers, ct->ntiers,
-	    (enum rule_rounding)ct->rounding, &env, st.counts, &oc) != 0) {
-		rc = DB_ERROR;
-		goto out;
-	}
-	if (!dry && (rc = write_outcome(db, ct, ev, rv, evid, &oc)) != DB_OK)
-		goto out;
-	outcome_json(&oc, o);
-out:
-	/* frees: engine outcome, state views and rows */
-	rule_outcome_free(&oc);
-	state_free(&st);
-	return rc;
+	env.balances = st->bals;
+	env.nbalances = st->nbals;
+	env.vars = st->vars;
+	if (rule_engine_run(st->defs, ct->nrules, st->tiers, ct->ntiers,
+	    (enum rule_rounding)ct->rounding, &env, st->counts, &st->oc) != 0)
+		return DB_ERROR;
+	st->ran = 1;
+	return DB_OK;
 }
 
 /* The body of a duplicate or conflict answer. */
@@ -588,53 +573,94 @@ answer_existing(struct ev_result *res, const char *orig_id, int same)
 }
 
 /*
- * Apply one event inside the open transaction. Fills res. Returns DB_OK
- * (res decided), DB_ROLLBACK (res is an error and the item's writes must
- * be undone), or a database failure (the whole transaction is retried or
- * abandoned by the caller).
+ * Is the dedup key taken? 1 (res answered: duplicate or conflict), 0 (free),
+ * or -1 with *rc set on a database failure.
+ */
+static int
+key_taken(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
+    struct ev_result *res, enum db_rc *rc)
+{
+	struct db_param p[3];
+	struct db_res   r;
+
+	p[0] = DBP_I64(t->id);
+	p[1] = DBP_CSTR(ev->source);
+	p[2] = DBP_STR(ev->ext_id, ev->ext_id_len);
+	if ((*rc = query(db, DB_EVENT_BY_KEY, p, 3, &r)) != DB_OK)
+		return -1;
+	if (r.nrows == 0) {
+		db_res_free(&r);
+		return 0;
+	}
+	answer_existing(res, DB_CELL(&r, 0, 1)->v, DB_CELL(&r, 0, 2)->len == 32 &&
+	    memcmp(DB_CELL(&r, 0, 2)->v, ev->fingerprint, 32) == 0);
+	db_res_free(&r);
+	return 1;
+}
+
+/* Reset a result for another attempt. */
+static void
+result_reset(struct ev_result *res)
+{
+	if (res->body != NULL)
+		json_object_put(res->body);
+	memset(res, 0, sizeof(*res));
+}
+
+/*
+ * Apply one event inside the open transaction. The order keeps every
+ * decision before the first write: (1) is the key taken (duplicate /
+ * conflict: answered, nothing written); (2) identity resolution — an
+ * unknown identity in a tenant without auto-creation is answered here,
+ * before anything is written; (3) the rules against the locked profile;
+ * (4) INSERT IGNORE of the event with its outcome — claiming the key; when
+ * another transaction claimed it since (1), the whole transaction runs
+ * again and (1) then answers duplicate; (5) the effects.
+ * `checked`: (1) was already done outside the transaction.
+ * Returns DB_OK (res decided) or a database failure for db_txn().
  */
 static enum db_rc
 apply_one(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
-    struct ev_result *res, int dry, const char *reqid)
+    struct ev_result *res, int dry, int checked, const char *reqid)
 {
-	struct db_param  p[10];
-	struct db_res    r;
+	struct db_param  p[13];
 	struct resolved  rv;
 	struct ev_verr   verr;
+	struct state     st;
 	enum db_rc       rc;
 	uint64_t         affected = 0, evid = 0;
 	char             occ[32], rec[32];
 	json_object     *doc = NULL, *outcome = NULL, *conf = NULL;
 	const char      *doctext, *outtext;
 
-	if (res->body != NULL) {
-		json_object_put(res->body);
-		res->body = NULL;
+	result_reset(res);
+	memset(&st, 0, sizeof(st));
+
+	/* 1. the same key seen before */
+	if (!checked) {
+		int taken = key_taken(db, t, ev, res, &rc);
+		if (taken < 0)
+			return rc;
+		if (taken)
+			return DB_OK;
 	}
-	memset(res, 0, sizeof(*res));
-	p[0] = DBP_I64(t->id);
-	p[1] = DBP_CSTR(ev->source);
-	p[2] = DBP_STR(ev->ext_id, ev->ext_id_len);
+
+	/* 2. the profile */
+	rc = resolve(db, t, ev, dry, &rv, &verr);
+	if (rc == DB_ROLLBACK) {
+		ev_result_error(res, &verr);
+		return DB_OK;        /* nothing was written */
+	}
+	if (rc != DB_OK)
+		return rc;
+
+	/* 3. the rules against the profile as it was */
+	if ((rc = eval_rules(db, t, ev, &rv, &st)) != DB_OK)
+		goto out;
+	outcome = json_object_new_object();
+	outcome_json(&st, &rv, outcome);
 
 	if (dry) {
-		/* nothing is written: see whether the key is taken, then resolve */
-		if ((rc = query(db, DB_EVENT_BY_KEY, p, 3, &r)) != DB_OK)
-			return rc;
-		if (r.nrows > 0) {
-			int same = DB_CELL(&r, 0, 2)->len == 32 &&
-			    memcmp(DB_CELL(&r, 0, 2)->v, ev->fingerprint, 32) == 0;
-			answer_existing(res, DB_CELL(&r, 0, 1)->v, same);
-			db_res_free(&r);
-			return DB_OK;
-		}
-		db_res_free(&r);
-		rc = resolve(db, t, ev, 1, &rv, &verr);
-		if (rc == DB_ROLLBACK) {
-			ev_result_error(res, &verr);
-			return DB_OK;
-		}
-		if (rc != DB_OK)
-			return rc;
 		res->st = EV_ST_DRY_RUN;
 		res->body = json_object_new_object();
 		json_object_object_add(res->body, "status",
@@ -643,17 +669,27 @@ apply_one(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 		    json_object_new_string(rv.public_id));
 		json_object_object_add(res->body, "profile_created",
 		    json_object_new_boolean(rv.created));
-		return apply_rules(db, t, ev, &rv, 0, 1, res->body);
+		json_object_object_foreach(outcome, k, v)
+			json_object_object_add(res->body, k, json_object_get(v));
+		goto out;
 	}
+	if ((rc = conflicts_json(db, ev, &rv, &conf)) != DB_OK)
+		goto out;
+	json_object_object_add(outcome, "identity_conflicts", conf);
 
-	/* 1. claim the dedup key */
-	if (ev_public_id("evt_", res->event_id) != 0)
-		return DB_ERROR;
-	if ((doc = ev_event_doc(ev)) == NULL)
-		return DB_ERROR;
+	/* 4. claim the dedup key, with the outcome */
+	if (ev_public_id("evt_", res->event_id) != 0) {
+		rc = DB_ERROR;
+		goto out;
+	}
+	doc = ev_event_doc(ev);
 	doctext = json_object_to_json_string_ext(doc, JSON_FLAGS);
+	outtext = json_object_to_json_string_ext(outcome, JSON_FLAGS);
 	sql_time(ev->occurred_us, occ);
 	sql_time(ev->received_us, rec);
+	p[0] = DBP_I64(t->id);
+	p[1] = DBP_CSTR(ev->source);
+	p[2] = DBP_STR(ev->ext_id, ev->ext_id_len);
 	p[3] = DBP_CSTR(res->event_id);
 	p[4] = DBP_STR((const char *)ev->fingerprint, 32);
 	p[5] = DBP_CSTR(ev->type);
@@ -661,60 +697,22 @@ apply_one(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 	p[7] = DBP_CSTR(rec);
 	p[8] = DBP_CSTR(doctext);
 	p[9] = DBP_CSTR(reqid ? reqid : "");
-	rc = db_exec(db, DB_EVENT_INSERT, p, 10, NULL, &affected, &evid);
-	json_object_put(doc);
+	p[10] = DBP_I64(rv.pid);
+	p[11] = DBP_CSTR(outtext);
+	p[12] = DBP_CSTR(t->conf != NULL ? t->conf->version : "");
+	rc = db_exec(db, DB_EVENT_INSERT, p, 13, NULL, &affected, &evid);
 	if (rc != DB_OK)
-		return rc;
+		goto out;
 	if (affected == 0) {
-		/* the key was taken: the same event (duplicate) or a conflict */
-		if ((rc = query(db, DB_EVENT_BY_KEY, p, 3, &r)) != DB_OK)
-			return rc;
-		if (r.nrows == 0) {
-			/* our random public id collided: run again */
-			db_res_free(&r);
-			return DB_RETRY;
-		}
-		answer_existing(res, DB_CELL(&r, 0, 1)->v,
-		    DB_CELL(&r, 0, 2)->len == 32 &&
-		    memcmp(DB_CELL(&r, 0, 2)->v, ev->fingerprint, 32) == 0);
-		db_res_free(&r);
-		return DB_OK;
+		/* claimed meanwhile (or a public id collision): run again */
+		rc = DB_RETRY;
+		goto out;
 	}
 
-	/* 2. the profile */
-	rc = resolve(db, t, ev, 0, &rv, &verr);
-	if (rc == DB_ROLLBACK) {
-		ev_result_error(res, &verr);
-		res->event_id[0] = '\0';
-		return DB_ROLLBACK;
-	}
-	if (rc != DB_OK)
-		return rc;
-	if ((rc = conflicts_json(db, ev, &rv, &conf)) != DB_OK) {
-		json_object_put(conf);
-		return rc;
-	}
-
-	/* 3. rules against the locked profile, effects written */
-	outcome = json_object_new_object();
-	if ((rc = apply_rules(db, t, ev, &rv, (int64_t)evid, 0, outcome)) != DB_OK) {
-		json_object_put(conf);
-		json_object_put(outcome);
-		return rc;
-	}
-	json_object_object_add(outcome, "identity_conflicts", conf);
-
-	/* 4. the outcome on the event row */
-	outtext = json_object_to_json_string_ext(outcome, JSON_FLAGS);
-	p[0] = DBP_I64(rv.pid);
-	p[1] = DBP_CSTR(outtext);
-	p[2] = DBP_CSTR(t->conf != NULL ? t->conf->version : "");
-	p[3] = DBP_I64((int64_t)evid);
-	rc = db_exec(db, DB_EVENT_SET_OUTCOME, p, 4, NULL, NULL, NULL);
-	if (rc != DB_OK) {
-		json_object_put(outcome);
-		return rc;
-	}
+	/* 5. the effects */
+	if (st.ran && (rc = write_outcome(db, t->conf, ev, &rv, (int64_t)evid,
+	    &st.oc)) != DB_OK)
+		goto out;
 
 	res->st = EV_ST_ACCEPTED;
 	res->body = json_object_new_object();
@@ -725,18 +723,20 @@ apply_one(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 	    json_object_new_string(rv.public_id));
 	json_object_object_add(res->body, "profile_created",
 	    json_object_new_boolean(rv.created));
-	json_object_object_add(res->body, "points_awarded",
-	    json_object_get(json_object_object_get(outcome, "points_awarded")));
-	json_object_object_add(res->body, "rules_applied",
-	    json_object_get(json_object_object_get(outcome, "rules_applied")));
-	json_object_object_add(res->body, "effects",
-	    json_object_get(json_object_object_get(outcome, "effects")));
-	json_object_object_add(res->body, "identity_conflicts",
-	    json_object_get(json_object_object_get(outcome, "identity_conflicts")));
-	json_object_object_add(res->body, "tier",
-	    json_object_get(json_object_object_get(outcome, "tier")));
-	json_object_put(outcome);
-	return DB_OK;
+	json_object_object_foreach(outcome, k, v) {
+		if (strcmp(k, "rules_skipped") != 0)
+			json_object_object_add(res->body, k, json_object_get(v));
+	}
+out:
+	/* frees: document, outcome, rule state */
+	if (doc != NULL)
+		json_object_put(doc);
+	if (outcome != NULL)
+		json_object_put(outcome);
+	else if (conf != NULL)
+		json_object_put(conf);
+	state_free(&st);
+	return rc;
 }
 
 struct batch {
@@ -745,31 +745,27 @@ struct batch {
 	struct ev_result        *res;
 	size_t                   n;
 	int                      dry;
+	int                      checked;   /* single event, key checked */
 	const char              *reqid;
 };
 
-/* The transaction body: every item, a savepoint around each in a batch. */
+/* The transaction body: every item in order. Items never need a savepoint:
+ * apply_one() decides every refusal before its first write, and a failure
+ * after it abandons the whole transaction. */
 static enum db_rc
 batch_fn(struct db *db, void *arg)
 {
 	struct batch *b = arg;
 	size_t        i;
 	enum db_rc    rc;
-	int           sp = b->n > 1 && !b->dry;
+	int           checked = b->checked;
 
+	b->checked = 0;          /* a retry checks the key again */
 	for (i = 0; i < b->n; i++) {
 		if (b->evs[i] == NULL)
 			continue;
-		if (sp && (rc = db_simple(db, "SAVEPOINT item")) != DB_OK)
-			return rc;
-		rc = apply_one(db, b->t, b->evs[i], &b->res[i], b->dry, b->reqid);
-		if (rc == DB_ROLLBACK) {
-			if (!sp)
-				return DB_ROLLBACK;
-			if ((rc = db_simple(db, "ROLLBACK TO SAVEPOINT item")) != DB_OK)
-				return rc;
-			continue;
-		}
+		rc = apply_one(db, b->t, b->evs[i], &b->res[i], b->dry, checked,
+		    b->reqid);
 		if (rc != DB_OK)
 			return rc;
 	}
@@ -781,12 +777,22 @@ ev_ingest(struct db *db, const struct ev_tenant *t, struct ev_event **evs,
     struct ev_result *res, size_t n, int dry_run, const char *request_id,
     unsigned *retries)
 {
-	struct batch b = { t, evs, res, n, dry_run, request_id };
-	enum db_rc   rc;
+	struct batch b = { t, evs, res, n, dry_run, 0, request_id };
+	enum db_rc   rc = DB_OK;
 	size_t       i;
 
-	rc = db_txn(db, batch_fn, &b, retries);
-	if (rc == DB_OK || rc == DB_ROLLBACK)
+	/* A single event already seen is answered by one read, without a
+	 * transaction: the duplicate path is the cheapest one. */
+	if (n == 1 && evs[0] != NULL) {
+		int taken = key_taken(db, t, evs[0], &res[0], &rc);
+		if (taken == 1)
+			return EV_OK;
+		if (taken == 0)
+			b.checked = 1;
+	}
+	if (rc == DB_OK)
+		rc = db_txn(db, batch_fn, &b, retries);
+	if (rc == DB_OK)
 		return EV_OK;
 	/* Nothing was committed: drop whatever the attempts built. */
 	for (i = 0; i < n; i++)

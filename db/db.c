@@ -48,15 +48,14 @@ static const char *const stmt_sql[DB_STMT__MAX] = {
 	"INSERT IGNORE INTO tenants (slug, created_at) VALUES (?, UTC_TIMESTAMP(6))",
 	/* DB_TENANT_BY_SLUG */
 	"SELECT id FROM tenants WHERE slug = ?",
-	/* DB_EVENT_INSERT */
+	/* DB_EVENT_INSERT: the event with its outcome claims the dedup key */
 	"INSERT IGNORE INTO events (tenant_id, source, external_event_id, public_id,"
-	" fingerprint, event_type, occurred_at, received_at, doc, request_id)"
-	" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	" fingerprint, event_type, occurred_at, received_at, doc, request_id,"
+	" profile_id, outcome, rules_version)"
+	" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 	/* DB_EVENT_BY_KEY */
 	"SELECT id, public_id, fingerprint FROM events"
 	" WHERE tenant_id = ? AND source = ? AND external_event_id = ?",
-	/* DB_EVENT_SET_OUTCOME */
-	"UPDATE events SET profile_id = ?, outcome = ?, rules_version = ? WHERE id = ?",
 	/* DB_EVENT_BY_PUBLIC_ID */
 	"SELECT e.doc, e.outcome, e.rules_version, p.public_id FROM events e"
 	" LEFT JOIN profiles p ON p.id = e.profile_id"
@@ -89,6 +88,12 @@ static const char *const stmt_sql[DB_STMT__MAX] = {
 	"SELECT profile_id FROM identities WHERE tenant_id = ? AND type = ? AND value = ?",
 	/* DB_BALANCES_OF */
 	"SELECT name, balance, lifetime FROM balances WHERE profile_id = ? ORDER BY name",
+	/* DB_STATE_OF: balances ('b'), variables ('v') and the limit counters
+	 * of the event's day and month ('c') of a profile in one round trip */
+	"SELECT 'b', name, balance, lifetime FROM balances WHERE profile_id = ?"
+	" UNION ALL SELECT 'v', name, value, NULL FROM variables WHERE profile_id = ?"
+	" UNION ALL SELECT 'c', rule_id, period, count FROM rule_counters"
+	" WHERE profile_id = ? AND period IN ('all', ?, ?)",
 	/* DB_VARS_OF */
 	"SELECT name, value FROM variables WHERE profile_id = ? ORDER BY name",
 	/* DB_PROFILE_EVENTS: newest first by occurredAt, then by receipt; the
@@ -398,16 +403,28 @@ classify(unsigned no)
 	}
 }
 
+/*
+ * After a failure: a lost connection is closed; a Galera node that is not
+ * ready (1047: not in the primary component, or still joining) is left
+ * for the next host in the list, and the transaction retried there.
+ */
+static enum db_rc
+after_fail(struct db *db, enum db_rc rc)
+{
+	if (rc == DB_GONE)
+		db_disconnect(db);
+	else if (db->last_errno == ER_UNKNOWN_COM_ERROR) {
+		db_disconnect(db);
+		db->cur = (db->cur + 1) % db->nhosts;
+	}
+	return rc;
+}
+
 static enum db_rc
 conn_fail(struct db *db)
 {
-	enum db_rc rc;
-
 	set_error(db, mysql_errno(db->conn), mysql_error(db->conn));
-	rc = classify(db->last_errno);
-	if (rc == DB_GONE)
-		db_disconnect(db);
-	return rc;
+	return after_fail(db, classify(db->last_errno));
 }
 
 /* Try one host; 0 on success. */
@@ -437,6 +454,15 @@ connect_host(struct db *db, size_t hi)
 		db->conn = NULL;
 		return -1;
 	}
+	/*
+	 * On a Galera cluster, reads wait until this node has applied every
+	 * write the cluster committed before them, so an event acknowledged
+	 * by one node is visible through any other (GALERA.md: 13-24 % stale
+	 * reads without it). Without wsrep this is a no-op; a server built
+	 * without the variable refuses it, which is fine to ignore.
+	 */
+	if (mysql_query(db->conn, "SET SESSION wsrep_sync_wait = 1") != 0)
+		(void)mysql_errno(db->conn);
 	return 0;
 }
 
@@ -505,13 +531,8 @@ get_stmt(struct db *db, enum db_stmt st)
 static enum db_rc
 stmt_fail(struct db *db, MYSQL_STMT *s)
 {
-	enum db_rc rc;
-
 	set_error(db, mysql_stmt_errno(s), mysql_stmt_error(s));
-	rc = classify(db->last_errno);
-	if (rc == DB_GONE)
-		db_disconnect(db);
-	return rc;
+	return after_fail(db, classify(db->last_errno));
 }
 
 /*
@@ -649,13 +670,11 @@ exec_once(struct db *db, enum db_stmt st, const struct db_param *p, size_t np,
 	}
 	if ((rc = db_connect(db)) != DB_OK)
 		return rc;
+	set_error(db, 0, "");
 	if ((s = get_stmt(db, st)) == NULL) {
-		if (db->conn != NULL && db->last_errno == 0)
-			return conn_fail(db);
-		rc = classify(db->last_errno);
-		if (rc == DB_GONE)
-			db_disconnect(db);
-		return rc == DB_OK ? DB_ERROR : rc;
+		if (db->last_errno == 0)
+			set_error(db, mysql_errno(db->conn), mysql_error(db->conn));
+		return after_fail(db, classify(db->last_errno));
 	}
 	if (mysql_stmt_param_count(s) != np) {
 		set_error(db, 0, "parameter count mismatch");
