@@ -749,9 +749,14 @@ struct batch {
 	const char              *reqid;
 };
 
-/* The transaction body: every item in order. Items never need a savepoint:
- * apply_one() decides every refusal before its first write, and a failure
- * after it abandons the whole transaction. */
+/*
+ * The transaction body: every item in order. Items need no savepoint:
+ * apply_one() decides every refusal before its first write. An item that
+ * meets a database error that retrying cannot cure (DB_ERROR: a bug or data
+ * the server refuses) is answered internal_error on its own and the
+ * transaction runs again without it, so it never spoils the others; the
+ * happy path pays nothing for that.
+ */
 static enum db_rc
 batch_fn(struct db *db, void *arg)
 {
@@ -766,6 +771,17 @@ batch_fn(struct db *db, void *arg)
 			continue;
 		rc = apply_one(db, b->t, b->evs[i], &b->res[i], b->dry, checked,
 		    b->reqid);
+		if (rc == DB_ERROR && b->n > 1) {
+			struct ev_verr verr;
+			fprintf(stderr, "rfevents: request %s: item %zu: database"
+			    " error %u: %s\n", b->reqid ? b->reqid : "-", i,
+			    db_last_errno(db), db_last_error(db));
+			ev_verr_set(&verr, EV_INTERNAL, "this item could not be"
+			    " stored; retry it with the same externalEventId");
+			ev_result_error(&b->res[i], &verr);
+			b->evs[i] = NULL;
+			return DB_RETRY;
+		}
 		if (rc != DB_OK)
 			return rc;
 	}

@@ -157,6 +157,7 @@ struct db {
 	MYSQL          *conn;                    /* NULL when not connected */
 	MYSQL_STMT     *stmts[DB_STMT__MAX];     /* prepared lazily */
 	int             in_txn;                  /* inside db_txn() */
+	uint64_t        elapsed_us;              /* time in the database */
 	unsigned        last_errno;
 	char            last_error[256];
 };
@@ -640,14 +641,37 @@ static enum db_rc exec_once(struct db *, enum db_stmt, const struct db_param *,
  * timeout, failover) is replaced and the statement run once more; inside
  * one the transaction is lost and db_txn() decides.
  */
+static uint64_t
+mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+uint64_t
+db_take_elapsed_us(struct db *db)
+{
+	uint64_t v;
+
+	if (db == NULL)
+		return 0;
+	v = db->elapsed_us;
+	db->elapsed_us = 0;
+	return v;
+}
+
 enum db_rc
 db_exec(struct db *db, enum db_stmt st, const struct db_param *p, size_t np,
     struct db_res *res, uint64_t *affected, uint64_t *insert_id)
 {
+	uint64_t   t0 = mono_us();
 	enum db_rc rc = exec_once(db, st, p, np, res, affected, insert_id);
 
 	if (rc == DB_GONE && !db->in_txn)
 		rc = exec_once(db, st, p, np, res, affected, insert_id);
+	db->elapsed_us += mono_us() - t0;
 	return rc;
 }
 
@@ -723,8 +747,20 @@ exec_once(struct db *db, enum db_stmt st, const struct db_param *p, size_t np,
 	return DB_OK;
 }
 
+static enum db_rc simple_once(struct db *, const char *);
+
 enum db_rc
 db_simple(struct db *db, const char *sql)
+{
+	uint64_t   t0 = mono_us();
+	enum db_rc rc = simple_once(db, sql);
+
+	db->elapsed_us += mono_us() - t0;
+	return rc;
+}
+
+static enum db_rc
+simple_once(struct db *db, const char *sql)
 {
 	enum db_rc rc;
 	MYSQL_RES *r;
@@ -781,7 +817,10 @@ db_txn(struct db *db, enum db_rc (*fn)(struct db *, void *), void *arg,
 		if (rc == DB_OK)
 			rc = fn(db, arg);
 		if (rc == DB_OK) {
-			if (mysql_commit(db->conn) != 0)
+			uint64_t t0 = mono_us();
+			int      bad = mysql_commit(db->conn) != 0;
+			db->elapsed_us += mono_us() - t0;
+			if (bad)
 				rc = conn_fail(db);
 			else {
 				db->in_txn = 0;

@@ -126,6 +126,9 @@ enum db_rc db_simple(struct db *db, const char *sql);
  * Prints applied names to stdout. Returns 0 or -1 (message on stderr). */
 int db_migrate(struct db *db, const char *dir);
 
+/* Microseconds spent waiting for the database since the last call. */
+uint64_t db_take_elapsed_us(struct db *db);
+
 /* The last server error, for logs (never contains parameters). */
 const char *db_last_error(const struct db *db);
 unsigned    db_last_errno(const struct db *db);

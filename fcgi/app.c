@@ -21,10 +21,12 @@
 
 enum body_kind { BODY_NONE, BODY_SINGLE, BODY_BATCH, BODY__MAX };
 
-/* What a handler hands back: status, optional headers, a JSON body. */
+/* What a handler hands back: status, optional headers, a JSON body (or a
+ * text body for /metrics). */
 struct resp {
 	int          status;
 	json_object *body;
+	char        *text;
 	char         location[96];
 	const char  *allow;
 	int          www_auth;
@@ -58,6 +60,7 @@ static void h_profile_find(struct req *, struct resp *);
 static void h_profile_get(struct req *, struct resp *);
 static void h_profile_events(struct req *, struct resp *);
 static void h_profile_ledger(struct req *, struct resp *);
+static void h_metrics(struct req *, struct resp *);
 
 /* A route: method, path pattern ("{id}" matches one segment), handler,
  * body kind (limit and parsing), and the scope required (-1: none). */
@@ -79,8 +82,10 @@ static const struct route routes[] = {
 	{ "GET",  "/v1/cdp/profiles/{id}", h_profile_get, BODY_NONE,   EV_SCOPE_PROFILES_READ },
 	{ "GET",  "/v1/cdp/profiles/{id}/events", h_profile_events, BODY_NONE, EV_SCOPE_PROFILES_READ },
 	{ "GET",  "/v1/cdp/profiles/{id}/ledger", h_profile_ledger, BODY_NONE, EV_SCOPE_PROFILES_READ },
+	{ "GET",  "/metrics",              h_metrics,     BODY_NONE,   EV_SCOPE_ADMIN },
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
+_Static_assert(NROUTES < FCGI_METRIC_ROUTES, "room for every route in metrics");
 
 static const char *
 status_text(int st)
@@ -434,6 +439,7 @@ h_ingest(struct req *rq, struct resp *r)
 	struct ev_result  res;
 	enum ev_err       e;
 	int               dry = dry_run_flag(rq);
+	unsigned          retries = 0;
 
 	memset(&res, 0, sizeof(res));
 	if (dry < 0) {
@@ -444,8 +450,11 @@ h_ingest(struct req *rq, struct resp *r)
 		single_response(rq, &res, r);
 		return;
 	}
-	e = ev_ingest(rq->app->db, &rq->tenant, &evp, &res, 1, dry, rq->reqid, NULL);
+	e = ev_ingest(rq->app->db, &rq->tenant, &evp, &res, 1, dry, rq->reqid,
+	    &retries);
 	ev_event_free(&ev);
+	if (e == EV_OK)
+		fcgi_metrics_event(res.st, retries);
 	if (e != EV_OK) {
 		resp_err(r, e, e == EV_UNAVAILABLE ?
 		    "the database is unavailable; retry with the same externalEventId" :
@@ -466,6 +475,7 @@ h_batch(struct req *rq, struct resp *r)
 	int                dry = dry_run_flag(rq);
 	struct ev_verr     verr;
 	int64_t            counts[EV_ST__MAX] = { 0 };
+	unsigned           retries = 0;
 
 	if (dry < 0) {
 		resp_err(r, EV_VALIDATION_FAILED, "dry_run must be true or false");
@@ -517,7 +527,8 @@ h_batch(struct req *rq, struct resp *r)
 		if (prepare_event(rq, json_object_array_get_idx(items, i), &evbuf[i],
 		    &res[i]) == EV_OK)
 			evs[i] = &evbuf[i];
-	e = ev_ingest(rq->app->db, &rq->tenant, evs, res, n, dry, rq->reqid, NULL);
+	e = ev_ingest(rq->app->db, &rq->tenant, evs, res, n, dry, rq->reqid,
+	    &retries);
 	if (e != EV_OK) {
 		resp_err(r, e, e == EV_UNAVAILABLE ?
 		    "the database is unavailable; nothing of this batch was applied;"
@@ -528,6 +539,7 @@ h_batch(struct req *rq, struct resp *r)
 	results = json_object_new_array_ext((int)n);
 	for (i = 0; i < n; i++) {
 		counts[res[i].st]++;
+		fcgi_metrics_event(res[i].st, i == 0 ? retries : 0);
 		json_object_array_add(results, res[i].body);
 		res[i].body = NULL;
 	}
@@ -764,13 +776,30 @@ h_profile_ledger(struct req *rq, struct resp *r)
 	profile_page(rq, r, 1);
 }
 
+static void
+h_metrics(struct req *rq, struct resp *r)
+{
+	static char        labels[NROUTES][64];
+	static const char *names[NROUTES];
+	size_t             i;
+
+	(void)rq;
+	for (i = 0; i < NROUTES; i++) {
+		snprintf(labels[i], sizeof(labels[i]), "%s %s", routes[i].method,
+		    routes[i].pattern);
+		names[i] = labels[i];
+	}
+	r->status = 200;
+	r->text = fcgi_metrics_text(names, NROUTES);
+}
+
 /* ---- the request ---- */
 
 /* Write the response with the headers every answer carries. */
 static void
 write_response(struct req *rq, struct resp *r, int head_only)
 {
-	const char *body = r->body ?
+	const char *body = r->text ? r->text : r->body ?
 	    json_object_to_json_string_ext(r->body, JSON_FLAGS) : "{}";
 	size_t      blen = strlen(body);
 	char        hdr[1024];
@@ -778,7 +807,7 @@ write_response(struct req *rq, struct resp *r, int head_only)
 
 	n = snprintf(hdr, sizeof(hdr),
 	    "Status: %d %s\r\n"
-	    "Content-Type: application/json; charset=utf-8\r\n"
+	    "Content-Type: %s\r\n"
 	    "X-Request-Id: %s\r\n"
 	    "X-Content-Type-Options: nosniff\r\n"
 	    "Cache-Control: no-store\r\n"
@@ -788,7 +817,9 @@ write_response(struct req *rq, struct resp *r, int head_only)
 	    "%s"
 	    "%s"
 	    "\r\n",
-	    r->status, status_text(r->status), rq->reqid, blen,
+	    r->status, status_text(r->status),
+	    r->text ? "text/plain; version=0.0.4; charset=utf-8" :
+	    "application/json; charset=utf-8", rq->reqid, blen,
 	    r->location[0] ? "Location: " : "", r->location,
 	    r->location[0] ? "\r\n" : "",
 	    r->allow ? "Allow: " : "", r->allow ? r->allow : "",
@@ -957,10 +988,13 @@ fcgi_handle(struct fcgi_app *app, const struct fcgi_io *io)
 	rt->fn(&rq, &r);
 out:
 	/* frees: body, parsed JSON, key, response body */
-	if (r.body == NULL && r.status == 0)
+	if (r.body == NULL && r.text == NULL && r.status == 0)
 		resp_err(&r, EV_INTERNAL, "no response");
 	write_response(&rq, &r, head);
 	log_request(&rq, &r, rq.now_us);
+	fcgi_metrics_request(rt != NULL ? (size_t)(rt - routes) : NROUTES, r.status,
+	    (uint64_t)(ts_now() - rq.now_us), db_take_elapsed_us(app->db));
+	free(r.text);
 	free(body);
 	if (rq.json != NULL)
 		json_object_put(rq.json);
@@ -981,6 +1015,7 @@ fcgi_app_init(struct fcgi_app *app)
 	app->db = db_open(url, app->db_err, sizeof(app->db_err));
 	if (app->db == NULL)
 		fprintf(stderr, "rfevents: %s\n", app->db_err);
+	fcgi_metrics_init(url);
 	return 0;
 }
 

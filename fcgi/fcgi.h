@@ -36,4 +36,19 @@ void fcgi_app_free(struct fcgi_app *app);
 /* Serve one request completely (response written through io). */
 void fcgi_handle(struct fcgi_app *app, const struct fcgi_io *io);
 
+/* ---- metrics (fcgi/metrics.c): shared by all workers of a deployment ---- */
+
+#define FCGI_METRIC_ROUTES 16   /* routes + one for "unmatched" */
+
+/* Map the shared counters (RFEVENTS_METRICS path, "off", or a default
+ * under /dev/shm derived from the database URL). */
+void  fcgi_metrics_init(const char *db_url);
+/* Count one request: route index, status, total and database time. */
+void  fcgi_metrics_request(size_t route, int status, uint64_t req_us,
+    uint64_t db_us);
+/* Count one event result (enum ev_status) and its transaction retries. */
+void  fcgi_metrics_event(int st, unsigned retries);
+/* Prometheus text exposition; caller frees. */
+char *fcgi_metrics_text(const char *const *route_names, size_t nroutes);
+
 #endif /* FCGI_H */

@@ -1,42 +1,67 @@
 #!/usr/bin/env bash
-# tests/stack.sh — a private MariaDB + lighttpd + rfevents stack on one machine.
+# tests/stack.sh — a private MariaDB + web server + rfevents stack on one machine.
 #
 #   tests/stack.sh deps        install missing Debian packages (root), else print the command
 #   tests/stack.sh db-start    start (first time: initialise) the private MariaDB under $VAR
 #   tests/stack.sh db-stop     stop it
 #   tests/stack.sh migrate     apply the schema (bin/rfevents migrate) to it
-#   tests/stack.sh web-start   start lighttpd + the FastCGI app on 127.0.0.1:$PORT
-#   tests/stack.sh web-stop    stop lighttpd (and the app processes it spawned)
+#   tests/stack.sh web-start   start the web server $SERVER + the app on 127.0.0.1:$PORT
+#   tests/stack.sh web-stop    stop the web server $SERVER (and the app processes it runs)
+#   tests/stack.sh web-logs    print the paths of the logs that hold the app's stderr
 #   tests/stack.sh run         all of the above, print a demo key, stay in the foreground
-#   tests/stack.sh stop        stop lighttpd and MariaDB
+#   tests/stack.sh stop        stop every web server running under $VAR, then MariaDB
 #
 # Environment:
+#   SERVER   the web server (default lighttpd):
+#              lighttpd  lighttpd mod_fastcgi spawning the FastCGI app
+#              apache    Apache 2.4 mod_fcgid running the FastCGI app
+#              nginx     nginx fastcgi_pass to a unix socket, the app started by spawn-fcgi
+#              cgi       Apache 2.4 mod_cgid running the same binary as plain CGI
 #   VAR      state directory (default: <repo>/var); relative paths are taken from $PWD
-#   PORT     HTTP port of lighttpd (default 8080), always bound on 127.0.0.1
+#   PORT     HTTP port of the web server (default 8080), always bound on 127.0.0.1
 #   CONF     configuration directory handed to the app as RFEVENTS_CONF (default: <repo>/conf)
-#   PROCS    FastCGI processes lighttpd spawns (default 4)
+#   PROCS    FastCGI processes (default 4); plain CGI starts one per request
 #   DB_PORT  if set, MariaDB also listens on 127.0.0.1:$DB_PORT (default: socket only)
+#   WEB_USER account Apache, nginx and spawn-fcgi switch to when started as root
+#            (default www-data; Apache refuses to serve as root)
 #   ASAN_OPTIONS, UBSAN_OPTIONS, LSAN_OPTIONS  passed on to the app when set
 #   FCGI_BIN, CLI_BIN  the binaries (default: <repo>/bin/rfevents.fcgi, <repo>/bin/rfevents)
 #
 # Layout under $VAR: db.env (RFEVENTS_DB=..., mode 600), mysql/{data,tmp,mysqld.sock,
-# mysqld.pid,error.log}, lighttpd.conf, lighttpd.pid, lighttpd-error.log (also the app's
-# stderr), access.log, fcgi.sock-N, errors/ (JSON error pages), www/, tmp/.
+# mysqld.pid,error.log}, errors/ (JSON error pages), www/, tmp/, and per server:
+#   lighttpd  lighttpd.conf, lighttpd.pid, lighttpd-error.log (also the app's stderr),
+#             access.log, fcgi.sock-N
+#   apache    apache-fcgid.conf, apache-fcgid.pid, apache-fcgid-error.log (also the
+#             app's stderr), apache-fcgid-access.log, apache-fcgid.run/
+#   cgi       the same with apache-cgi instead of apache-fcgid
+#   nginx     nginx.conf, nginx.pid, nginx-error.log, nginx-access.log, nginx.tmp/,
+#             nginx-fcgi.sock, spawn-fcgi.pid, nginx-app-error.log (the app's stderr)
+# The configurations are made from the templates in conf/deploy/.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROG=${0##*/}
 
 DEB_PACKAGES=(libfcgi-dev libjson-c-dev libmariadb-dev libyaml-dev libssl-dev libgmp-dev
-	mariadb-server mariadb-client lighttpd pkg-config python3 curl gcc make)
+	mariadb-server mariadb-client pkg-config python3 curl gcc make
+	lighttpd apache2-bin libapache2-mod-fcgid nginx spawn-fcgi)
+# apache2-bin is Apache without Debian's configuration and system service: the stack
+# runs its own instances. nginx comes only with its service (package nginx-common).
 
-LIGHTTPD=/usr/sbin/lighttpd
-TEMPLATE=$ROOT/conf/deploy/lighttpd-dev.conf.in
 FCGI_BIN=${FCGI_BIN:-$ROOT/bin/rfevents.fcgi}
 CLI_BIN=${CLI_BIN:-$ROOT/bin/rfevents}
+SERVER=${SERVER:-lighttpd}
+SERVERS=(lighttpd apache cgi nginx)
+
+LIGHTTPD=/usr/sbin/lighttpd
+APACHE=/usr/sbin/apache2
+APACHE_MODULES=/usr/lib/apache2/modules
+NGINX=/usr/sbin/nginx
+SPAWN_FCGI=/usr/bin/spawn-fcgi
+DEPLOY=$ROOT/conf/deploy
 
 DB_WAIT=60	# seconds for MariaDB to answer
-WEB_WAIT=20	# seconds for lighttpd to accept connections
+WEB_WAIT=20	# seconds for the web server to accept connections
 STOP_WAIT=60	# seconds for a process to exit after being asked to
 
 die() {
@@ -127,6 +152,16 @@ log_tail() {
 
 # ---------------------------------------------------------------------------- deps
 
+# web_daemons — pids of running apache2 and nginx processes, one a line.
+web_daemons() {
+	local d comm
+	for d in /proc/[0-9]*; do
+		comm=$(cat "$d/comm" 2>/dev/null) || continue
+		[[ $comm == apache2 || $comm == nginx ]] && printf '%s\n' "${d#/proc/}"
+	done
+	return 0
+}
+
 cmd_deps() {
 	local missing=() p st
 	for p in "${DEB_PACKAGES[@]}"; do
@@ -143,8 +178,9 @@ cmd_deps() {
 		exit 1
 	fi
 	say "installing: ${missing[*]}"
-	# Installing mariadb-server must not start the system's MariaDB service: deny all
-	# service starts for the duration unless a policy is already in place.
+	# Installing mariadb-server or nginx must not start the system's MariaDB or nginx
+	# service: deny all service starts for the duration unless a policy is already in
+	# place.
 	local policy=/usr/sbin/policy-rc.d made_policy=""
 	if [[ ! -e $policy ]]; then
 		printf '#!/bin/sh\n# temporary, from rfevents tests/stack.sh deps\nexit 101\n' >"$policy"
@@ -153,11 +189,34 @@ cmd_deps() {
 		# shellcheck disable=SC2064  # expand now: the path is fixed
 		trap "rm -f '$policy'" EXIT
 	fi
+	local before
+	before=$(web_daemons)
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 	if [[ -n $made_policy ]]; then
 		rm -f "$policy"
 		trap - EXIT
+	fi
+	# Should a package script have started a system web server anyway (it would hold
+	# port 80), stop what this install started -- and only that -- and keep it from
+	# starting at boot. The private instances of this script never use port 80.
+	local pid ppid started=()
+	for pid in $(web_daemons); do
+		grep -qx -- "$pid" <<<"$before" && continue
+		ppid=$(awk '{print $4}' "/proc/$pid/stat" 2>/dev/null) || continue
+		# only the masters: their workers go with them
+		grep -qx -- "$ppid" <<<"$(web_daemons)" && continue
+		started+=("$pid")
+	done
+	for pid in "${started[@]}"; do
+		say "stopping $(cat "/proc/$pid/comm" 2>/dev/null) (pid $pid), started by the package install"
+		kill -TERM "$pid" 2>/dev/null || true
+		wait_exit "$pid" "$STOP_WAIT" || say "warning: pid $pid did not stop"
+	done
+	if [[ -d /run/systemd/system ]] && [[ " ${missing[*]} " == *" nginx "* ]] &&
+		systemctl is-enabled --quiet nginx 2>/dev/null; then
+		say "disabling the system nginx service that the nginx package enabled (systemctl enable nginx undoes it)"
+		systemctl disable --now nginx >/dev/null 2>&1 || say "warning: could not disable nginx.service"
 	fi
 }
 

@@ -1,0 +1,218 @@
+# tests/bench/lib.sh — shared by tests/bench/run.sh and tests/bench/profile.sh
+# (sourced, not run). Starts and stops the bench's own stack, seeds it, runs wrk
+# and the ceiling program and parses their RESULT lines.
+#
+# Settings (environment):
+#   BENCH_VAR      state directory (default <repo>/var/bench)
+#   BENCH_PORT     HTTP port of lighttpd on 127.0.0.1 (default 19500)
+#   BENCH_PROCS    FastCGI processes (default 4)
+#   BENCH_SECONDS  seconds per measurement (default 10)
+#   BENCH_USERS    known users, pre-created before measuring (default 1000)
+#   BENCH_DUP_COUNT  events seeded for the duplicate path (default 10000)
+#   BENCH_WRK_THREADS  wrk threads (default 2)
+#   BENCH_KEEP_DB=1  keep the database of the last run (default: start empty)
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BENCH_DIR=$ROOT/tests/bench
+STACK=${BENCH_STACK:-$ROOT/tests/stack.sh}
+FCGI_BIN=$ROOT/bin/rfevents.fcgi
+CLI_BIN=$ROOT/bin/rfevents
+
+VAR=${BENCH_VAR:-$ROOT/var/bench}
+PORT=${BENCH_PORT:-19500}
+PROCS=${BENCH_PROCS:-4}
+SECS=${BENCH_SECONDS:-10}
+USERS=${BENCH_USERS:-1000}
+DUP_COUNT=${BENCH_DUP_COUNT:-10000}
+WRK_THREADS=${BENCH_WRK_THREADS:-2}
+CONF=$BENCH_DIR/conf
+TENANT=bench
+
+mkdir -p -- "$VAR"
+VAR=$(cd -- "$VAR" && pwd)
+LOGS=$VAR/logs
+CEILING=$VAR/ceiling
+DB_SOCK=$VAR/mysql/mysqld.sock
+export VAR PORT PROCS CONF
+
+# A random part of every external id of this run: ids never repeat across runs
+# even with BENCH_KEEP_DB=1.
+NONCE=$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')
+DUP_PREFIX=dup-$NONCE
+
+STARTED_DB=""
+STARTED_WEB=""
+
+say() {
+	printf 'bench: %s\n' "$*" >&2
+}
+
+die() {
+	printf 'bench: %s\n' "$*" >&2
+	exit 1
+}
+
+# need_pkg CMD PACKAGE — install the Debian package PACKAGE when CMD is missing
+# (as root), else tell the command to run.
+need_pkg() {
+	command -v "$1" >/dev/null 2>&1 && return 0
+	if (($(id -u) != 0)); then
+		die "$1 is missing: run as root: apt-get install -y $2"
+	fi
+	say "installing $2"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$2" >/dev/null ||
+		die "could not install $2"
+}
+
+# sql QUERY — run QUERY in the rfevents database as the server's administrator
+# (the OS user over the socket); one row per line, tab-separated.
+sql() {
+	mariadb --no-defaults --socket="$DB_SOCK" -u "$(id -un)" --batch --skip-column-names \
+		rfevents -e "$1"
+}
+
+stack_down() {
+	trap - EXIT INT TERM
+	if [[ -n $STARTED_WEB ]]; then
+		"$STACK" web-stop || say "warning: web-stop failed"
+		STARTED_WEB=""
+	fi
+	if [[ -n $STARTED_DB ]]; then
+		"$STACK" db-stop || say "warning: db-stop failed"
+		STARTED_DB=""
+	fi
+}
+
+# stack_up — MariaDB (an empty rfevents database unless BENCH_KEEP_DB=1), the
+# schema, lighttpd with PROCS workers on PORT; stopped again on exit.
+stack_up() {
+	local pid
+	[[ -x $FCGI_BIN && -x $CLI_BIN ]] || die "build first: make"
+	if [[ -s $VAR/lighttpd.pid ]] && pid=$(cat "$VAR/lighttpd.pid") &&
+		[[ $(cat "/proc/$pid/comm" 2>/dev/null) == lighttpd ]]; then
+		die "lighttpd already runs under $VAR (pid $pid): another bench? (VAR=$VAR tests/stack.sh stop)"
+	fi
+	mkdir -p -- "$LOGS"
+	trap stack_down EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	if ! { [[ -s $VAR/mysql/mysqld.pid ]] &&
+		[[ $(cat "/proc/$(cat "$VAR/mysql/mysqld.pid")/comm" 2>/dev/null) == mariadbd ]]; }; then
+		STARTED_DB=1
+	fi
+	"$STACK" db-start
+	if [[ -z ${BENCH_KEEP_DB:-} ]]; then
+		mariadb --no-defaults --socket="$DB_SOCK" -u "$(id -un)" \
+			-e 'DROP DATABASE IF EXISTS rfevents'
+		"$STACK" db-start     # provisions the database again
+	fi
+	"$STACK" migrate >/dev/null
+	RFEVENTS_DB=$(sed -n 's/^RFEVENTS_DB=//p' "$VAR/db.env")
+	export RFEVENTS_DB
+	"$CLI_BIN" check "$CONF" >/dev/null 2>"$LOGS/check.log" ||
+		{ cat "$LOGS/check.log" >&2; die "the bench configuration does not load"; }
+	STARTED_WEB=1
+	"$STACK" web-start
+	KEY=$("$CLI_BIN" key create --tenant "$TENANT" --scopes events:write,events:read \
+		--name bench) || die "could not create a key"
+	TENANT_ID=$(sql "SELECT id FROM tenants WHERE slug = '$TENANT'")
+	RULES_VERSION=$(sha256sum "$CONF/tenants/$TENANT.yaml" | cut -c1-64)
+	[[ -n $TENANT_ID ]] || die "tenant $TENANT has no id"
+}
+
+# build_ceiling — compile tests/bench/ceiling.c with the Makefile's pkg-config flags.
+build_ceiling() {
+	local pkgs="json-c yaml-0.1 libmariadb"
+	# shellcheck disable=SC2046  # word splitting of the flags is wanted
+	${CC:-cc} -O2 -g -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
+		-Wall -Wextra -Wstrict-prototypes -Wshadow -Wno-unused-parameter -Werror \
+		$(pkg-config --cflags $pkgs) -o "$CEILING" "$BENCH_DIR/ceiling.c" \
+		$(pkg-config --libs $pkgs) -pthread || die "could not build $CEILING"
+}
+
+# parse_result FILE — the RESULT line of FILE into the associative array R.
+declare -A R
+parse_result() {
+	local line kv
+	R=()
+	line=$(grep '^RESULT ' "$1" | tail -n 1) || return 1
+	for kv in ${line#RESULT }; do
+		R[${kv%%=*}]=${kv#*=}
+	done
+}
+
+# wrk_run LOG SECONDS CONNS MODE [NAME=VALUE...] — one wrk run of events.lua; the
+# RESULT in R. With BENCH_MARK_DIR given, wrk is ended as soon as every thread
+# has written its mark (seed, quota), SECONDS is then only an upper bound.
+wrk_run() {
+	local log=$1 secs=$2 conns=$3 mode=$4 threads=$WRK_THREADS pid marks="" i
+	shift 4
+	((conns < threads)) && threads=$conns
+	for i in "$@"; do
+		[[ $i == BENCH_MARK_DIR=* ]] && marks=${i#*=}
+	done
+	if [[ -n $marks ]]; then
+		rm -rf -- "$marks"
+		mkdir -p -- "$marks"
+	fi
+	env BENCH_KEY="$KEY" BENCH_MODE="$mode" BENCH_USERS="$USERS" BENCH_THREADS="$threads" \
+		BENCH_PREFIX="$DUP_PREFIX" BENCH_COUNT="$DUP_COUNT" "$@" \
+		wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 120s --latency \
+		-s "$BENCH_DIR/events.lua" "http://127.0.0.1:$PORT" >"$log" 2>&1 &
+	pid=$!
+	if [[ -n $marks ]]; then
+		while kill -0 "$pid" 2>/dev/null; do
+			if (($(find "$marks" -name 'done-*' | wc -l) >= threads)); then
+				kill -INT "$pid" 2>/dev/null || true
+				break
+			fi
+			sleep 0.1
+		done
+	fi
+	wait "$pid" || { cat "$log" >&2; die "wrk failed (log: $log)"; }
+	parse_result "$log" || { cat "$log" >&2; die "wrk gave no RESULT (log: $log)"; }
+}
+
+# ceiling_run LOG MODE CONNS PER_TXN PREFIX — one run of the ceiling; RESULT in R.
+ceiling_run() {
+	"$CEILING" --db "$RFEVENTS_DB" --tenant "$TENANT_ID" --mode "$2" --conns "$3" \
+		--per-txn "$4" --seconds "$SECS" --users "$USERS" --prefix "$5" \
+		--dup-prefix "$DUP_PREFIX" --dup-count "$DUP_COUNT" \
+		--rules-version "$RULES_VERSION" >"$1" 2>&1 ||
+		{ cat "$1" >&2; die "the ceiling failed (log: $1)"; }
+	parse_result "$1" || die "the ceiling gave no RESULT (log: $1)"
+}
+
+# seed_users — one event for each known user through the service: creates the
+# users' profiles and identities (externalUserId + email).
+seed_users() {
+	wrk_run "$LOGS/seed-users.log" 600 1 seed BENCH_PREFIX="users-$NONCE" \
+		BENCH_COUNT="$USERS" BENCH_MARK_DIR="$VAR/marks"
+	((R[accepted] == USERS)) ||
+		die "seeding $USERS users accepted ${R[accepted]} events (log: $LOGS/seed-users.log)"
+	local n
+	n=$(sql "SELECT COUNT(*) FROM profiles")
+	((n >= USERS)) || die "after seeding there are $n profiles, expected $USERS"
+}
+
+# seed_dups — the events the duplicate path replays (service and ceiling).
+seed_dups() {
+	wrk_run "$LOGS/seed-dups.log" 600 "$WRK_THREADS" seed BENCH_MARK_DIR="$VAR/marks"
+	((R[accepted] == DUP_COUNT)) ||
+		die "seeding $DUP_COUNT duplicates accepted ${R[accepted]} (log: $LOGS/seed-dups.log)"
+}
+
+# worker_pids — the rfevents.fcgi processes of our lighttpd, one per line.
+worker_pids() {
+	local lpid p
+	lpid=$(cat "$VAR/lighttpd.pid")
+	for p in $(ps -o pid= --ppid "$lpid"); do
+		[[ $(cat "/proc/$p/comm" 2>/dev/null) == rfevents.fcgi ]] && echo "$p"
+	done
+	return 0
+}
+
+# proc_kb PID FIELD — a kB value of /proc/PID/status (VmHWM, VmRSS).
+proc_kb() {
+	awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null
+}
