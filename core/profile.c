@@ -259,43 +259,79 @@ page_limit(const char *s)
 	return v;
 }
 
+/*
+ * The common start of a paged read: check `limit` and decode `cursor` into
+ * nf fields (defaults when no cursor), then find the tenant's profile.
+ * Returns the profile's internal id (> 0), or 0 with *verr set.
+ */
+static int64_t
+page_start(struct db *db, const struct ev_tenant *t, const char *public_id,
+    const char *limit_s, const char *cursor, char *dec, size_t decsz,
+    char **f, size_t nf, const char *const *defaults, long *limit,
+    struct ev_verr *verr)
+{
+	struct db_res pr;
+	enum ev_err   e;
+	int64_t       pid;
+	size_t        i;
+
+	if ((*limit = page_limit(limit_s)) < 0) {
+		ev_verr_set(verr, EV_VALIDATION_FAILED, "limit must be 1 to 200");
+		ev_problem_add(verr, "limit", "range");
+		return 0;
+	}
+	if (cursor != NULL && *cursor != '\0') {
+		if (unb64url(cursor, dec, decsz) != 0 ||
+		    cursor_fields(dec, f, nf) != 0) {
+			ev_verr_set(verr, EV_VALIDATION_FAILED, "the cursor is not valid");
+			ev_problem_add(verr, "cursor", "invalid");
+			return 0;
+		}
+	} else
+		for (i = 0; i < nf; i++)
+			f[i] = (char *)defaults[i];
+	if ((e = profile_row(db, t, public_id, &pr)) != EV_OK) {
+		ev_verr_set(verr, e, e == EV_NOT_FOUND ? "no such profile" :
+		    "the database is unavailable");
+		return 0;
+	}
+	pid = db_cell_i64(DB_CELL(&pr, 0, 0));
+	db_res_free(&pr);
+	return pid;
+}
+
+/* The next_cursor of a page: base64url of "v1|" + the last row's key. */
+static void
+add_cursor(json_object *o, const char *raw, int more)
+{
+	char cur[CURSOR_MAX * 2];
+
+	if (!more) {
+		json_object_object_add(o, "next_cursor", NULL);
+		return;
+	}
+	b64url(raw, strlen(raw), cur, sizeof(cur));
+	json_object_object_add(o, "next_cursor", json_object_new_string(cur));
+}
+
 json_object *
 ev_profile_events(struct db *db, const struct ev_tenant *t, const char *public_id,
     const char *limit_s, const char *cursor, struct ev_verr *verr)
 {
+	static const char *const defaults[3] = { "9999-12-31 23:59:59.999999",
+	    "9999-12-31 23:59:59.999999", "18446744073709551615" };
 	struct db_param  p[5];
-	struct db_res    pr, r;
+	struct db_res    r;
 	enum db_rc       rc;
-	enum ev_err      e;
 	json_object     *o, *arr;
-	char             dec[CURSOR_MAX], *f[3], cur[CURSOR_MAX * 2], raw[CURSOR_MAX];
-	long             limit = page_limit(limit_s);
+	char             dec[CURSOR_MAX], *f[3], raw[CURSOR_MAX] = "";
+	long             limit;
 	size_t           i;
 
-	if (limit < 0) {
-		ev_verr_set(verr, EV_VALIDATION_FAILED, "limit must be 1 to 200");
-		ev_problem_add(verr, "limit", "range");
+	p[0] = DBP_I64(page_start(db, t, public_id, limit_s, cursor, dec,
+	    sizeof(dec), f, 3, defaults, &limit, verr));
+	if (p[0].i == 0)
 		return NULL;
-	}
-	if (cursor != NULL && *cursor != '\0') {
-		if (unb64url(cursor, dec, sizeof(dec)) != 0 ||
-		    cursor_fields(dec, f, 3) != 0) {
-			ev_verr_set(verr, EV_VALIDATION_FAILED, "the cursor is not valid");
-			ev_problem_add(verr, "cursor", "invalid");
-			return NULL;
-		}
-	} else {
-		f[0] = "9999-12-31 23:59:59.999999";
-		f[1] = "9999-12-31 23:59:59.999999";
-		f[2] = "18446744073709551615";
-	}
-	if ((e = profile_row(db, t, public_id, &pr)) != EV_OK) {
-		ev_verr_set(verr, e, e == EV_NOT_FOUND ? "no such profile" :
-		    "the database is unavailable");
-		return NULL;
-	}
-	p[0] = DBP_I64(db_cell_i64(DB_CELL(&pr, 0, 0)));
-	db_res_free(&pr);
 	p[1] = DBP_CSTR(f[0]);
 	p[2] = DBP_CSTR(f[1]);
 	p[3] = DBP_CSTR(f[2]);
@@ -331,10 +367,8 @@ ev_profile_events(struct db *db, const struct ev_tenant *t, const char *public_i
 		size_t last = (size_t)limit - 1;
 		snprintf(raw, sizeof(raw), "v1|%s|%s|%s", DB_CELL(&r, last, 5)->v,
 		    DB_CELL(&r, last, 6)->v, DB_CELL(&r, last, 0)->v);
-		b64url(raw, strlen(raw), cur, sizeof(cur));
-		json_object_object_add(o, "next_cursor", json_object_new_string(cur));
-	} else
-		json_object_object_add(o, "next_cursor", NULL);
+	}
+	add_cursor(o, raw, r.nrows > (size_t)limit);
 	db_res_free(&r);
 	return o;
 }
@@ -343,38 +377,20 @@ json_object *
 ev_profile_ledger(struct db *db, const struct ev_tenant *t, const char *public_id,
     const char *limit_s, const char *cursor, struct ev_verr *verr)
 {
+	static const char *const defaults[2] = { "9999-12-31 23:59:59.999999",
+	    "18446744073709551615" };
 	struct db_param  p[4];
-	struct db_res    pr, r;
+	struct db_res    r;
 	enum db_rc       rc;
-	enum ev_err      e;
 	json_object     *o, *arr;
-	char             dec[CURSOR_MAX], *f[2], cur[CURSOR_MAX * 2], raw[CURSOR_MAX];
-	long             limit = page_limit(limit_s);
+	char             dec[CURSOR_MAX], *f[2], raw[CURSOR_MAX] = "";
+	long             limit;
 	size_t           i;
 
-	if (limit < 0) {
-		ev_verr_set(verr, EV_VALIDATION_FAILED, "limit must be 1 to 200");
-		ev_problem_add(verr, "limit", "range");
+	p[0] = DBP_I64(page_start(db, t, public_id, limit_s, cursor, dec,
+	    sizeof(dec), f, 2, defaults, &limit, verr));
+	if (p[0].i == 0)
 		return NULL;
-	}
-	if (cursor != NULL && *cursor != '\0') {
-		if (unb64url(cursor, dec, sizeof(dec)) != 0 ||
-		    cursor_fields(dec, f, 2) != 0) {
-			ev_verr_set(verr, EV_VALIDATION_FAILED, "the cursor is not valid");
-			ev_problem_add(verr, "cursor", "invalid");
-			return NULL;
-		}
-	} else {
-		f[0] = "9999-12-31 23:59:59.999999";
-		f[1] = "18446744073709551615";
-	}
-	if ((e = profile_row(db, t, public_id, &pr)) != EV_OK) {
-		ev_verr_set(verr, e, e == EV_NOT_FOUND ? "no such profile" :
-		    "the database is unavailable");
-		return NULL;
-	}
-	p[0] = DBP_I64(db_cell_i64(DB_CELL(&pr, 0, 0)));
-	db_res_free(&pr);
 	p[1] = DBP_CSTR(f[0]);
 	p[2] = DBP_CSTR(f[1]);
 	p[3] = DBP_I64(limit + 1);
@@ -405,10 +421,8 @@ ev_profile_ledger(struct db *db, const struct ev_tenant *t, const char *public_i
 		size_t last = (size_t)limit - 1;
 		snprintf(raw, sizeof(raw), "v1|%s|%s", DB_CELL(&r, last, 7)->v,
 		    DB_CELL(&r, last, 0)->v);
-		b64url(raw, strlen(raw), cur, sizeof(cur));
-		json_object_object_add(o, "next_cursor", json_object_new_string(cur));
-	} else
-		json_object_object_add(o, "next_cursor", NULL);
+	}
+	add_cursor(o, raw, r.nrows > (size_t)limit);
 	db_res_free(&r);
 	return o;
 }
