@@ -1,0 +1,300 @@
+/*
+ * Table-driven tests of the request JSON -> event parser and validator
+ * (core/event.c, API.md §2.1, CONF.md property types) and of the
+ * fingerprint's canonical form ("same payload").
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf/conf.h"
+#include "core/core.h"
+#include "tests/unit/t.h"
+
+static const char tenant_yaml[] =
+    "settings:\n"
+    "  default_country_code: \"1\"\n"
+    "  unknown_properties: reject\n"
+    "event_types:\n"
+    "  purchase_completed:\n"
+    "    properties:\n"
+    "      order_id: { type: string, required: true, max_length: 10 }\n"
+    "      amount:   { type: number, required: true, min: 0, max: 1000000 }\n"
+    "      currency: { type: string, required: true, enum: [USD, EUR] }\n"
+    "      qty:      { type: integer, min: 1 }\n"
+    "      gift:     { type: boolean }\n"
+    "      at:       { type: timestamp }\n"
+    "  signup:\n"
+    "    properties: {}\n";
+
+/* 2026-05-20T12:45:00Z */
+#define NOW_US 1779281100000000LL
+
+#define OK_PROPS "\"properties\":{\"order_id\":\"o1\",\"amount\":12.5,\"currency\":\"USD\"}"
+#define HEAD "{\"source\":\"brand.pos\",\"externalEventId\":\"e1\",\"eventType\":\"purchase_completed\","
+#define ID "\"identity\":{\"externalUserId\":\"L-1\"}"
+
+static const struct {
+	int          line;
+	const char  *body;
+	enum ev_err  want;
+	const char  *field;     /* first problem's field, or NULL */
+	const char  *problem;   /* first problem, or NULL */
+} cases[] = {
+	{ __LINE__, HEAD ID "," OK_PROPS "}", EV_OK, NULL, NULL },
+	{ __LINE__, "[]", EV_MALFORMED_JSON, NULL, NULL },
+	{ __LINE__, "{}", EV_VALIDATION_FAILED, "source", "required" },
+	/* source */
+	{ __LINE__, "{\"source\":\"\",\"externalEventId\":\"e\",\"eventType\":\"signup\"," ID "}",
+	  EV_VALIDATION_FAILED, "source", "length" },
+	{ __LINE__, "{\"source\":\"a b\",\"externalEventId\":\"e\",\"eventType\":\"signup\"," ID "}",
+	  EV_VALIDATION_FAILED, "source", "pattern" },
+	{ __LINE__, "{\"source\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\","
+	  "\"externalEventId\":\"e\",\"eventType\":\"signup\"," ID "}",
+	  EV_VALIDATION_FAILED, "source", "length" },
+	{ __LINE__, "{\"source\":7,\"externalEventId\":\"e\",\"eventType\":\"signup\"," ID "}",
+	  EV_VALIDATION_FAILED, "source", "type" },
+	{ __LINE__, "{\"source\":\"a:b.c-d_e\",\"externalEventId\":\"e\",\"eventType\":\"signup\"," ID "}",
+	  EV_OK, NULL, NULL },
+	/* externalEventId */
+	{ __LINE__, "{\"source\":\"s\",\"externalEventId\":\"\",\"eventType\":\"signup\"," ID "}",
+	  EV_VALIDATION_FAILED, "externalEventId", "length" },
+	{ __LINE__, "{\"source\":\"s\",\"externalEventId\":\"a\\u0000b\",\"eventType\":\"signup\"," ID "}",
+	  EV_VALIDATION_FAILED, "externalEventId", "contains_nul" },
+	{ __LINE__, "{\"source\":\"s\",\"externalEventId\":\" spaced \",\"eventType\":\"signup\"," ID "}",
+	  EV_OK, NULL, NULL },
+	/* eventType */
+	{ __LINE__, "{\"source\":\"s\",\"externalEventId\":\"e\",\"eventType\":\"nope\"," ID "}",
+	  EV_UNKNOWN_EVENT_TYPE, "eventType", "unknown_event_type" },
+	{ __LINE__, "{\"source\":\"s\",\"externalEventId\":\"e\"," ID "}",
+	  EV_VALIDATION_FAILED, "eventType", "required" },
+	/* occurredAt */
+	{ __LINE__, "{\"source\":\"s\",\"externalEventId\":\"e\",\"eventType\":\"signup\","
+	  "\"occurredAt\":\"2026-05-20\"," ID "}", EV_VALIDATION_FAILED, "occurredAt", "timestamp" },
+	{ __LINE__, "{\"source\":\"s\",\"externalEventId\":\"e\",\"eventType\":\"signup\","
+	  "\"occurredAt\":\"2026-05-21T12:45:00Z\"," ID "}", EV_OK, NULL, NULL },
+	{ __LINE__, "{\"source\":\"s\",\"externalEventId\":\"e\",\"eventType\":\"signup\","
+	  "\"occurredAt\":\"2026-05-21T12:45:00.000001Z\"," ID "}",
+	  EV_VALIDATION_FAILED, "occurredAt", "too_far_in_future" },
+	{ __LINE__, "{\"source\":\"s\",\"externalEventId\":\"e\",\"eventType\":\"signup\","
+	  "\"occurredAt\":\"1899-12-31T23:59:59Z\"," ID "}",
+	  EV_VALIDATION_FAILED, "occurredAt", "too_far_in_past" },
+	/* identity */
+	{ __LINE__, "{\"source\":\"s\",\"externalEventId\":\"e\",\"eventType\":\"signup\"}",
+	  EV_VALIDATION_FAILED, "identity", "required" },
+	{ __LINE__, "{\"source\":\"s\",\"externalEventId\":\"e\",\"eventType\":\"signup\",\"identity\":{}}",
+	  EV_VALIDATION_FAILED, "identity", "required" },
+	{ __LINE__, "{\"source\":\"s\",\"externalEventId\":\"e\",\"eventType\":\"signup\",\"identity\":[]}",
+	  EV_VALIDATION_FAILED, "identity", "type" },
+	{ __LINE__, "{\"source\":\"s\",\"externalEventId\":\"e\",\"eventType\":\"signup\","
+	  "\"identity\":{\"email\":5}}", EV_VALIDATION_FAILED, "identity.email", "type" },
+	{ __LINE__, "{\"source\":\"s\",\"externalEventId\":\"e\",\"eventType\":\"signup\","
+	  "\"identity\":{\"userId\":\"x\"}}", EV_VALIDATION_FAILED, "identity.userId", "unknown_field" },
+	{ __LINE__, "{\"source\":\"s\",\"externalEventId\":\"e\",\"eventType\":\"signup\","
+	  "\"identity\":{\"phone\":\"12\"}}", EV_INVALID_IDENTITY, "identity.phone", NULL },
+	{ __LINE__, "{\"source\":\"s\",\"externalEventId\":\"e\",\"eventType\":\"signup\","
+	  "\"identity\":{\"email\":\"no-at-sign\"}}", EV_INVALID_IDENTITY, "identity.email", NULL },
+	{ __LINE__, "{\"source\":\"s\",\"externalEventId\":\"e\",\"eventType\":\"signup\","
+	  "\"identity\":{\"phone\":\"(555) 123-4567\",\"deviceKey\":\"d\"}}", EV_OK, NULL, NULL },
+	/* unknown top-level field */
+	{ __LINE__, "{\"source\":\"s\",\"externalEventId\":\"e\",\"eventType\":\"signup\","
+	  "\"occuredAt\":\"2026-05-20T00:00:00Z\"," ID "}",
+	  EV_VALIDATION_FAILED, "occuredAt", "unknown_field" },
+	/* properties */
+	{ __LINE__, HEAD ID ",\"properties\":[]}", EV_VALIDATION_FAILED, "properties", "type" },
+	{ __LINE__, HEAD ID ",\"properties\":{\"amount\":1,\"currency\":\"USD\"}}",
+	  EV_VALIDATION_FAILED, "properties.order_id", "required" },
+	{ __LINE__, HEAD ID ",\"properties\":{\"order_id\":null,\"amount\":1,\"currency\":\"USD\"}}",
+	  EV_VALIDATION_FAILED, "properties.order_id", "required" },
+	{ __LINE__, HEAD ID ",\"properties\":{\"order_id\":\"o\",\"amount\":\"1\",\"currency\":\"USD\"}}",
+	  EV_VALIDATION_FAILED, "properties.amount", "type" },
+	{ __LINE__, HEAD ID ",\"properties\":{\"order_id\":\"o\",\"amount\":-0.01,\"currency\":\"USD\"}}",
+	  EV_VALIDATION_FAILED, "properties.amount", "min" },
+	{ __LINE__, HEAD ID ",\"properties\":{\"order_id\":\"o\",\"amount\":1000000.01,\"currency\":\"USD\"}}",
+	  EV_VALIDATION_FAILED, "properties.amount", "max" },
+	{ __LINE__, HEAD ID ",\"properties\":{\"order_id\":\"o\",\"amount\":-0,\"currency\":\"USD\"}}",
+	  EV_OK, NULL, NULL },
+	{ __LINE__, HEAD ID ",\"properties\":{\"order_id\":\"o\",\"amount\":1e400,\"currency\":\"USD\"}}",
+	  EV_VALIDATION_FAILED, "properties.amount", "out_of_range" },
+	{ __LINE__, HEAD ID ",\"properties\":{\"order_id\":\"o\",\"amount\":1,\"currency\":\"JPY\"}}",
+	  EV_VALIDATION_FAILED, "properties.currency", "enum" },
+	{ __LINE__, HEAD ID ",\"properties\":{\"order_id\":\"12345678901\",\"amount\":1,\"currency\":\"USD\"}}",
+	  EV_VALIDATION_FAILED, "properties.order_id", "max_length" },
+	/* max_length counts code points: ten 4-byte emoji fit in 10 */
+	{ __LINE__, HEAD ID ",\"properties\":{\"order_id\":\"\xf0\x9f\x98\x80\xf0\x9f\x98\x80"
+	  "\xf0\x9f\x98\x80\xf0\x9f\x98\x80\xf0\x9f\x98\x80\xf0\x9f\x98\x80\xf0\x9f\x98\x80"
+	  "\xf0\x9f\x98\x80\xf0\x9f\x98\x80\xf0\x9f\x98\x80\",\"amount\":1,\"currency\":\"USD\"}}",
+	  EV_OK, NULL, NULL },
+	{ __LINE__, HEAD ID ",\"properties\":{\"order_id\":\"o\",\"amount\":1,\"currency\":\"USD\",\"qty\":5.0}}",
+	  EV_OK, NULL, NULL },
+	{ __LINE__, HEAD ID ",\"properties\":{\"order_id\":\"o\",\"amount\":1,\"currency\":\"USD\",\"qty\":5.5}}",
+	  EV_VALIDATION_FAILED, "properties.qty", "integer" },
+	{ __LINE__, HEAD ID ",\"properties\":{\"order_id\":\"o\",\"amount\":1,\"currency\":\"USD\",\"qty\":0}}",
+	  EV_VALIDATION_FAILED, "properties.qty", "min" },
+	{ __LINE__, HEAD ID ",\"properties\":{\"order_id\":\"o\",\"amount\":1,\"currency\":\"USD\",\"gift\":1}}",
+	  EV_VALIDATION_FAILED, "properties.gift", "type" },
+	{ __LINE__, HEAD ID ",\"properties\":{\"order_id\":\"o\",\"amount\":1,\"currency\":\"USD\","
+	  "\"at\":\"2026-01-01T00:00:00+01:00\"}}", EV_OK, NULL, NULL },
+	{ __LINE__, HEAD ID ",\"properties\":{\"order_id\":\"o\",\"amount\":1,\"currency\":\"USD\","
+	  "\"at\":\"yesterday\"}}", EV_VALIDATION_FAILED, "properties.at", "timestamp" },
+	{ __LINE__, HEAD ID ",\"properties\":{\"order_id\":\"o\",\"amount\":1,\"currency\":\"USD\","
+	  "\"colour\":\"red\"}}", EV_VALIDATION_FAILED, "properties.colour", "unknown_property" },
+	{ __LINE__, HEAD ID ",\"properties\":{\"order_id\":\"o\",\"amount\":1,\"currency\":\"USD\","
+	  "\"nested\":{\"a\\u0000\":1}}}", EV_VALIDATION_FAILED, "properties", "key_contains_nul" },
+};
+
+/* Pairs of bodies that must have the same fingerprint (same = 1) or not. */
+static const struct {
+	int         line;
+	const char *a, *b;
+	int         same;
+} fps[] = {
+	{ __LINE__, HEAD ID "," OK_PROPS "}",
+	  "{\"properties\":{\"currency\":\"USD\",\"amount\":12.50,\"order_id\":\"o1\"},"
+	  "\"identity\":{\"externalUserId\":\"  L-1 \"},\"eventType\":\"purchase_completed\","
+	  "\"externalEventId\":\"e1\",\"source\":\"brand.pos\"}", 1 },
+	{ __LINE__, HEAD ID "," OK_PROPS "}",
+	  HEAD ID ",\"properties\":{\"order_id\":\"o1\",\"amount\":1.25e1,\"currency\":\"USD\"}}", 1 },
+	{ __LINE__, HEAD ID "," OK_PROPS "}",
+	  HEAD ID ",\"properties\":{\"order_id\":\"o1\",\"amount\":12.51,\"currency\":\"USD\"}}", 0 },
+	{ __LINE__, HEAD ID "," OK_PROPS "}",
+	  HEAD "\"identity\":{\"externalUserId\":\"l-1\"}," OK_PROPS "}", 0 },
+	/* the same instant in another zone is the same payload */
+	{ __LINE__, HEAD "\"occurredAt\":\"2026-05-20T12:00:00Z\"," ID "," OK_PROPS "}",
+	  HEAD "\"occurredAt\":\"2026-05-20T14:00:00.000+02:00\"," ID "," OK_PROPS "}", 1 },
+	/* a defaulted occurredAt does not count: given vs not given differ */
+	{ __LINE__, HEAD "\"occurredAt\":\"2026-05-20T12:00:00Z\"," ID "," OK_PROPS "}",
+	  HEAD ID "," OK_PROPS "}", 0 },
+	/* email normalised before hashing */
+	{ __LINE__, HEAD "\"identity\":{\"email\":\" A@B.example\"}," OK_PROPS "}",
+	  HEAD "\"identity\":{\"email\":\"a@b.example\"}," OK_PROPS "}", 1 },
+	/* phone normalised before hashing */
+	{ __LINE__, HEAD "\"identity\":{\"phone\":\"(555) 123-4567\"}," OK_PROPS "}",
+	  HEAD "\"identity\":{\"phone\":\"+15551234567\"}," OK_PROPS "}", 1 },
+	/* the id is the key, not part of the payload */
+	{ __LINE__, HEAD ID "," OK_PROPS "}",
+	  "{\"source\":\"brand.pos\",\"externalEventId\":\"e2\",\"eventType\":\"purchase_completed\","
+	  ID "," OK_PROPS "}", 1 },
+};
+
+static struct conf_tenant *
+load_tenant(void)
+{
+	char                dir[] = "/tmp/rfevents-test-event-XXXXXX", path[128];
+	struct conf_error  *errs = NULL;
+	size_t              nerrs = 0;
+	struct conf_tenant *t;
+	FILE               *f;
+
+	if (mkdtemp(dir) == NULL)
+		return NULL;
+	snprintf(path, sizeof(path), "%s/acme.yaml", dir);
+	if ((f = fopen(path, "w")) == NULL)
+		return NULL;
+	fputs(tenant_yaml, f);
+	fclose(f);
+	t = conf_tenant_load(path, &errs, &nerrs);
+	conf_errors_free(errs, nerrs);
+	unlink(path);
+	rmdir(dir);
+	return t;
+}
+
+static int
+parse(const struct conf_tenant *t, const char *body, struct ev_event *ev,
+    struct ev_verr *verr)
+{
+	struct json_perr perr;
+	json_object     *o = json_parse_strict(body, strlen(body), JSON_MAX_DEPTH, &perr);
+	enum ev_err      e;
+
+	if (o == NULL) {
+		verr->err = EV_MALFORMED_JSON;
+		verr->nprobs = 0;
+		return EV_MALFORMED_JSON;
+	}
+	e = ev_parse(o, t, NOW_US, ev, verr);
+	json_object_put(o);
+	return e;
+}
+
+int
+main(void)
+{
+	struct conf_tenant *t;
+	struct ev_event     ev, ev2;
+	struct ev_verr      verr, verr2;
+	size_t              i;
+
+	t_file = "test_event";
+	t = load_tenant();
+	T_OK(t != NULL, "tenant did not load");
+	if (t == NULL)
+		return t_done();
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		enum ev_err e = parse(t, cases[i].body, &ev, &verr);
+		T_CHECK(cases[i].line, e == cases[i].want, "got %s, want %s (%s)",
+		    ev_err_code(e), ev_err_code(cases[i].want), verr.msg);
+		if (cases[i].field != NULL)
+			T_CHECK(cases[i].line, verr.nprobs > 0 &&
+			    strcmp(verr.probs[0].field, cases[i].field) == 0,
+			    "field %s, want %s", verr.nprobs ? verr.probs[0].field : "-",
+			    cases[i].field);
+		if (cases[i].problem != NULL)
+			T_CHECK(cases[i].line, verr.nprobs > 0 &&
+			    strcmp(verr.probs[0].problem, cases[i].problem) == 0,
+			    "problem %s, want %s", verr.nprobs ? verr.probs[0].problem : "-",
+			    cases[i].problem);
+		if (e == EV_OK)
+			ev_event_free(&ev);
+	}
+
+	/* what a valid event holds after parsing */
+	T_OK(parse(t, "{\"source\":\"s\",\"externalEventId\":\"e\",\"eventType\":\"signup\","
+	    "\"identity\":{\"email\":\" Jo@Example.COM \",\"phone\":\"555.123.4567\"}}",
+	    &ev, &verr) == EV_OK, "valid signup refused");
+	T_OK(ev.ident[IDENT_EMAIL] && strcmp(ev.ident[IDENT_EMAIL], "jo@example.com") == 0,
+	    "email not normalised");
+	T_OK(ev.ident[IDENT_PHONE] && strcmp(ev.ident[IDENT_PHONE], "+15551234567") == 0,
+	    "phone not normalised");
+	T_OK(!ev.occurred_given && ev.occurred_us == NOW_US, "occurredAt not defaulted");
+	T_OK(json_object_is_type(ev.properties, json_type_object), "no properties object");
+	ev_event_free(&ev);
+
+	for (i = 0; i < sizeof(fps) / sizeof(fps[0]); i++) {
+		int ea = parse(t, fps[i].a, &ev, &verr);
+		int eb = parse(t, fps[i].b, &ev2, &verr2);
+		T_CHECK(fps[i].line, ea == EV_OK && eb == EV_OK, "bodies refused: %s / %s",
+		    verr.msg, verr2.msg);
+		if (ea == EV_OK && eb == EV_OK)
+			T_CHECK(fps[i].line, (memcmp(ev.fingerprint, ev2.fingerprint, 32) == 0)
+			    == fps[i].same, "fingerprints %s", fps[i].same ? "differ" :
+			    "are equal");
+		if (ea == EV_OK)
+			ev_event_free(&ev);
+		if (eb == EV_OK)
+			ev_event_free(&ev2);
+	}
+
+	/* the canonical form itself: keys sorted, numbers canonical */
+	T_OK(parse(t, HEAD ID ",\"properties\":{\"order_id\":\"o1\",\"currency\":\"USD\","
+	    "\"amount\":120.50}}", &ev, &verr) == EV_OK, "canonical: refused");
+	{
+		char *c = ev_canonical(&ev);
+		T_OK(c != NULL && strcmp(c, "{\"eventType\":\"purchase_completed\","
+		    "\"identity\":{\"EXTERNAL\":\"L-1\"},\"occurredAt\":null,"
+		    "\"properties\":{\"amount\":1205e-1,\"currency\":\"USD\",\"order_id\":\"o1\"}}") == 0,
+		    "canonical form: %s", c ? c : "(null)");
+		free(c);
+	}
+	ev_event_free(&ev);
+
+	/* no tenant configuration: every type is unknown */
+	T_OK(parse(NULL, HEAD ID "," OK_PROPS "}", &ev, &verr) == EV_UNKNOWN_EVENT_TYPE,
+	    "no tenant: %s", ev_err_code(verr.err));
+
+	conf_tenant_free(t);
+	return t_done();
+}
