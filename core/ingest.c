@@ -35,6 +35,7 @@ struct resolved {
 	char     tier[72];             /* tier before the event */
 	int      has_tier;
 	int64_t  found[IDENT__MAX];    /* profile each given identity is bound to */
+	char     found_pub[IDENT__MAX][32];   /* ... its public id */
 };
 
 /* The tier a profile with this lifetime has; NULL with no tiers. */
@@ -91,30 +92,41 @@ resolve(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 	p[0] = DBP_I64(t->id);
 	for (i = 0; i < IDENT__MAX; i++)
 		p[1 + i] = ev->ident[i] ? DBP_CSTR(ev->ident[i]) : DBP_NULL;
-	if ((rc = query(db, DB_IDENT_FIND, p, 5, &r)) != DB_OK)
+	/* 1. every given identity, its profile and that profile's EXTERNAL;
+	 * the profiles found are locked until the transaction ends */
+	if ((rc = query(db, dry ? DB_IDENT_FIND : DB_IDENT_FIND_LOCK, p, 5, &r)) != DB_OK)
 		return rc;
 	for (i = 0; i < r.nrows; i++) {
 		int64_t type = db_cell_i64(DB_CELL(&r, i, 0));
-		if (type >= 0 && type < IDENT__MAX)
-			rv->found[type] = db_cell_i64(DB_CELL(&r, i, 2));
+		if (type < 0 || type >= IDENT__MAX)
+			continue;
+		rv->found[type] = db_cell_i64(DB_CELL(&r, i, 1));
+		snprintf(rv->found_pub[type], sizeof(rv->found_pub[type]), "%s",
+		    DB_CELL(&r, i, 2)->v ? DB_CELL(&r, i, 2)->v : "");
 	}
-	db_res_free(&r);
 
 	/* 2. the highest-precedence identity found gives the candidate */
 	for (i = 0; i < IDENT__MAX && cand == 0; i++)
 		if (ev->ident[i] != NULL && rv->found[i] != 0)
 			cand = rv->found[i];
-
-	/* 3. a new externalUserId never joins a profile that has another one */
-	if (cand != 0 && ev->ident[IDENT_EXTERNAL] != NULL &&
-	    rv->found[IDENT_EXTERNAL] == 0) {
-		p[0] = DBP_I64(cand);
-		if ((rc = query(db, DB_IDENT_EXTERNAL_OF, p, 1, &r)) != DB_OK)
-			return rc;
-		if (r.nrows > 0)
+	for (i = 0; cand != 0 && i < r.nrows; i++) {
+		if (db_cell_i64(DB_CELL(&r, i, 1)) != cand)
+			continue;
+		/* 3. a new externalUserId never joins a profile that has another */
+		if (ev->ident[IDENT_EXTERNAL] != NULL &&
+		    rv->found[IDENT_EXTERNAL] == 0 && DB_CELL(&r, i, 4)->v != NULL) {
 			cand = 0;
-		db_res_free(&r);
+			break;
+		}
+		snprintf(rv->public_id, sizeof(rv->public_id), "%s",
+		    DB_CELL(&r, i, 2)->v ? DB_CELL(&r, i, 2)->v : "");
+		if (DB_CELL(&r, i, 3)->v != NULL) {
+			snprintf(rv->tier, sizeof(rv->tier), "%s", DB_CELL(&r, i, 3)->v);
+			rv->has_tier = 1;
+		}
+		break;
 	}
+	db_res_free(&r);
 
 	if (cand == 0) {
 		/* 4. no candidate: pre-provision a profile */
@@ -147,25 +159,8 @@ resolve(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 		if (rc != DB_OK)
 			return rc;
 		rv->pid = (int64_t)newid;
-	} else {
-		/* 5. the candidate: lock it for the rest of the transaction */
-		p[0] = DBP_I64(cand);
-		if ((rc = query(db, dry ? DB_PROFILE_BY_ID : DB_PROFILE_LOCK, p, 1,
-		    &r)) != DB_OK)
-			return rc;
-		if (r.nrows == 0) {
-			db_res_free(&r);
-			return DB_RETRY;
-		}
-		snprintf(rv->public_id, sizeof(rv->public_id), "%s",
-		    DB_CELL(&r, 0, 0)->v ? DB_CELL(&r, 0, 0)->v : "");
-		if (DB_CELL(&r, 0, 1)->v != NULL) {
-			snprintf(rv->tier, sizeof(rv->tier), "%s", DB_CELL(&r, 0, 1)->v);
-			rv->has_tier = 1;
-		}
-		db_res_free(&r);
-		rv->pid = cand;
-	}
+	} else
+		rv->pid = cand;      /* 5. the candidate, locked above */
 	if (dry)
 		return DB_OK;
 
@@ -187,38 +182,29 @@ resolve(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 	return DB_OK;
 }
 
-/* identity_conflicts: given identities bound to another profile. */
-static enum db_rc
-conflicts_json(struct db *db, const struct ev_event *ev,
-    const struct resolved *rv, json_object **out)
+/* identity_conflicts: given identities bound to another profile (they
+ * stay there: profiles are never merged automatically). New array. */
+static json_object *
+conflicts_json(const struct ev_event *ev, const struct resolved *rv)
 {
-	json_object    *a = json_object_new_array();
-	struct db_param p;
-	struct db_res   r;
-	enum db_rc      rc;
-	size_t          i;
+	json_object *a = json_object_new_array();
+	size_t       i;
 
-	*out = a;
 	for (i = 0; i < IDENT__MAX; i++) {
 		json_object *c;
 		if (ev->ident[i] == NULL || rv->found[i] == 0 ||
 		    rv->found[i] == rv->pid)
 			continue;
-		p = DBP_I64(rv->found[i]);
-		if ((rc = query(db, DB_PROFILE_BY_ID, &p, 1, &r)) != DB_OK)
-			return rc;
 		c = json_object_new_object();
 		json_object_object_add(c, "type",
 		    json_object_new_string(ident_type_name[i]));
 		json_object_object_add(c, "value",
 		    json_object_new_string(ev->ident[i]));
-		json_object_object_add(c, "bound_to_profile_id", r.nrows > 0 &&
-		    DB_CELL(&r, 0, 0)->v ? json_object_new_string(DB_CELL(&r, 0, 0)->v) :
-		    NULL);
+		json_object_object_add(c, "bound_to_profile_id",
+		    json_object_new_string(rv->found_pub[i]));
 		json_object_array_add(a, c);
-		db_res_free(&r);
 	}
-	return DB_OK;
+	return a;
 }
 
 
@@ -373,9 +359,8 @@ write_outcome(struct db *db, const struct conf_tenant *ct, const struct ev_event
 	struct db_param p[8];
 	enum db_rc      rc;
 	size_t          i, j;
-	char            now[32], day[16], month[16];
+	char            day[16], month[16];
 
-	sql_time(ev->received_us, now);
 	for (i = 0; i < oc->ndeltas; i++) {
 		const struct rule_delta *d = &oc->deltas[i];
 		int later = 0;
@@ -398,8 +383,7 @@ write_outcome(struct db *db, const struct conf_tenant *ct, const struct ev_event
 		p[4] = DBP_CSTR(d->balance);
 		p[5] = DBP_I64(d->delta);
 		p[6] = DBP_I64(d->balance_after);
-		p[7] = DBP_CSTR(now);
-		if ((rc = db_exec(db, DB_LEDGER_INSERT, p, 8, NULL, NULL, NULL)) != DB_OK)
+		if ((rc = db_exec(db, DB_LEDGER_INSERT, p, 7, NULL, NULL, NULL)) != DB_OK)
 			return rc;
 	}
 	for (i = 0; i < oc->nassigns; i++) {
@@ -630,7 +614,7 @@ apply_one(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 	enum db_rc       rc;
 	uint64_t         affected = 0, evid = 0;
 	char             occ[32], rec[32];
-	json_object     *doc = NULL, *outcome = NULL, *conf = NULL;
+	json_object     *doc = NULL, *outcome = NULL;
 	const char      *doctext, *outtext;
 
 	result_reset(res);
@@ -673,9 +657,7 @@ apply_one(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 			json_object_object_add(res->body, k, json_object_get(v));
 		goto out;
 	}
-	if ((rc = conflicts_json(db, ev, &rv, &conf)) != DB_OK)
-		goto out;
-	json_object_object_add(outcome, "identity_conflicts", conf);
+	json_object_object_add(outcome, "identity_conflicts", conflicts_json(ev, &rv));
 
 	/* 4. claim the dedup key, with the outcome */
 	if (ev_public_id("evt_", res->event_id) != 0) {
@@ -733,8 +715,6 @@ out:
 		json_object_put(doc);
 	if (outcome != NULL)
 		json_object_put(outcome);
-	else if (conf != NULL)
-		json_object_put(conf);
 	state_free(&st);
 	return rc;
 }

@@ -60,15 +60,25 @@ static const char *const stmt_sql[DB_STMT__MAX] = {
 	"SELECT e.doc, e.outcome, e.rules_version, p.public_id FROM events e"
 	" LEFT JOIN profiles p ON p.id = e.profile_id"
 	" WHERE e.tenant_id = ? AND e.public_id = ?",
-	/* DB_IDENT_FIND */
-	"SELECT type, value, profile_id FROM identities WHERE tenant_id = ? AND ("
-	" (type = 0 AND value = ?) OR (type = 1 AND value = ?) OR"
-	" (type = 2 AND value = ?) OR (type = 3 AND value = ?))",
+	/* DB_IDENT_FIND: every given identity that is bound, with its profile
+	 * (public id, tier) and that profile's EXTERNAL identity if any */
+	"SELECT i.type, i.profile_id, p.public_id, p.tier, x.value"
+	" FROM identities i JOIN profiles p ON p.id = i.profile_id"
+	" LEFT JOIN identities x ON x.ext_profile_id = p.id"
+	" WHERE i.tenant_id = ? AND ("
+	" (i.type = 0 AND i.value = ?) OR (i.type = 1 AND i.value = ?) OR"
+	" (i.type = 2 AND i.value = ?) OR (i.type = 3 AND i.value = ?))",
+	/* DB_IDENT_FIND_LOCK: the same, locking the profiles found for the
+	 * rest of the transaction (one writer per profile at a time) */
+	"SELECT i.type, i.profile_id, p.public_id, p.tier, x.value"
+	" FROM identities i JOIN profiles p ON p.id = i.profile_id"
+	" LEFT JOIN identities x ON x.ext_profile_id = p.id"
+	" WHERE i.tenant_id = ? AND ("
+	" (i.type = 0 AND i.value = ?) OR (i.type = 1 AND i.value = ?) OR"
+	" (i.type = 2 AND i.value = ?) OR (i.type = 3 AND i.value = ?)) FOR UPDATE",
 	/* DB_IDENT_INSERT */
 	"INSERT INTO identities (tenant_id, type, value, profile_id, ext_profile_id,"
 	" created_at) VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6))",
-	/* DB_IDENT_EXTERNAL_OF */
-	"SELECT value FROM identities WHERE ext_profile_id = ?",
 	/* DB_IDENT_OF_PROFILE */
 	"SELECT type, value FROM identities WHERE profile_id = ? ORDER BY type, value",
 	/* DB_PROFILE_INSERT */
@@ -80,8 +90,6 @@ static const char *const stmt_sql[DB_STMT__MAX] = {
 	/* DB_PROFILE_BY_PUBLIC_ID */
 	"SELECT id, public_id, tier, DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%s.%fZ')"
 	" FROM profiles WHERE tenant_id = ? AND public_id = ?",
-	/* DB_PROFILE_LOCK */
-	"SELECT public_id, tier FROM profiles WHERE id = ? FOR UPDATE",
 	/* DB_PROFILE_SET_TIER */
 	"UPDATE profiles SET tier = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ?",
 	/* DB_IDENT_LOOKUP */
@@ -117,9 +125,10 @@ static const char *const stmt_sql[DB_STMT__MAX] = {
 	/* DB_VAR_UPSERT */
 	"INSERT INTO variables (profile_id, name, value) VALUES (?, ?, ?)"
 	" ON DUPLICATE KEY UPDATE value = VALUES(value)",
-	/* DB_LEDGER_INSERT */
+	/* DB_LEDGER_INSERT: created_at is taken while the profile is locked,
+	 * so the ledger's order is the order the changes were applied in */
 	"INSERT INTO ledger (profile_id, event_id, seq, rule_id, balance_name, delta,"
-	" balance_after, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+	" balance_after, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))",
 	/* DB_COUNTERS_OF */
 	"SELECT rule_id, period, count FROM rule_counters WHERE profile_id = ?"
 	" AND period IN ('all', ?, ?)",
