@@ -242,12 +242,13 @@ check_props(const struct conf_tenant *t, const struct conf_event_type *et,
 
 /*
  * Normalise the identity object into ev->ident[]. Structural problems are
- * validation problems; values that do not normalise are invalid_identity.
+ * validation problems; values that do not normalise are invalid_identity
+ * (why the first one was refused goes to ident_why for the message).
  * Returns the error kind found (EV_OK when all is well).
  */
 static enum ev_err
 parse_identity(json_object *id, const struct conf_tenant *t,
-    struct ev_event *ev, struct ev_verr *verr)
+    struct ev_event *ev, struct ev_verr *verr, char *ident_why, size_t whysz)
 {
 	size_t      i, n = 0, len;
 	const char *s, *why;
@@ -297,9 +298,12 @@ parse_identity(json_object *id, const struct conf_tenant *t,
 			break;
 		}
 		if (ev->ident[i] == NULL) {
-			ev_problem_add(verr, field, why != NULL ? why : "invalid");
-			if (kind == EV_OK)
+			ev_problem_add(verr, field, "invalid");
+			if (kind == EV_OK) {
 				kind = EV_INVALID_IDENTITY;
+				snprintf(ident_why, whysz, "%s: %s", field,
+				    why != NULL ? why : "not valid");
+			}
 		}
 	}
 	if (n == 0 && kind == EV_OK) {
@@ -318,7 +322,7 @@ ev_parse(const json_object *co, const struct conf_tenant *t, int64_t now_us,
 	const char                   *s;
 	size_t                        len, i;
 	enum ev_err                   idk;
-	char                          buf[32];
+	char                          buf[32], ident_why[200] = "";
 
 	memset(ev, 0, sizeof(*ev));
 	verr->nprobs = 0;
@@ -412,7 +416,7 @@ ev_parse(const json_object *co, const struct conf_tenant *t, int64_t now_us,
 		ev->type = strdup(s);
 
 	idk = parse_identity(json_object_object_get_ex(o, "identity", &v) ? v : NULL,
-	    t, ev, verr);
+	    t, ev, verr, ident_why, sizeof(ident_why));
 
 	if (verr->nprobs == 0 && et != NULL && ev->properties != NULL)
 		check_props(t, et, ev->properties, verr);
@@ -427,7 +431,7 @@ ev_parse(const json_object *co, const struct conf_tenant *t, int64_t now_us,
 		if (only_ident) {
 			verr->err = EV_INVALID_IDENTITY;
 			snprintf(verr->msg, sizeof(verr->msg),
-			    "an identity value is not valid");
+			    "an identity value is not valid (%s)", ident_why);
 		} else {
 			verr->err = EV_VALIDATION_FAILED;
 			snprintf(verr->msg, sizeof(verr->msg),

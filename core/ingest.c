@@ -430,7 +430,8 @@ write_outcome(struct db *db, const struct conf_tenant *ct, const struct ev_event
 /* Outcome fields into o: points_awarded, rules_applied, rules_skipped,
  * effects, tier (the engine's, or an empty outcome when it did not run). */
 static void
-outcome_json(const struct state *st, const struct resolved *rv, json_object *o)
+outcome_json(const struct conf_tenant *ct, const struct state *st,
+    const struct resolved *rv, json_object *o)
 {
 	const struct rule_outcome *oc = &st->oc;
 	json_object *ap = json_object_new_array(), *sk = json_object_new_array();
@@ -473,7 +474,21 @@ outcome_json(const struct state *st, const struct resolved *rv, json_object *o)
 	}
 	if (st->ran && oc->tier_changed) {
 		json_object *e = json_object_new_object();
+		const char  *cause = NULL;
+		/* the rule whose points delta first brought the lifetime into
+		 * the new tier (none when a configuration change moved it) */
+		for (i = 0; i < oc->ndeltas && cause == NULL; i++) {
+			const char *tn;
+			if (strcmp(oc->deltas[i].balance, "points") != 0)
+				continue;
+			tn = tier_name_for(ct, oc->deltas[i].lifetime_after);
+			if (tn != NULL && oc->tier_after != NULL &&
+			    strcmp(tn, oc->tier_after) == 0)
+				cause = oc->deltas[i].rule_id;
+		}
 		json_object_object_add(e, "type", json_object_new_string("tier"));
+		json_object_object_add(e, "rule", cause ?
+		    json_object_new_string(cause) : NULL);
 		json_object_object_add(e, "from", oc->tier_before ?
 		    json_object_new_string(oc->tier_before) : NULL);
 		json_object_object_add(e, "to", oc->tier_after ?
@@ -642,7 +657,8 @@ apply_one(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 	if ((rc = eval_rules(db, t, ev, &rv, &st)) != DB_OK)
 		goto out;
 	outcome = json_object_new_object();
-	outcome_json(&st, &rv, outcome);
+	outcome_json(t->conf, &st, &rv, outcome);
+	json_object_object_add(outcome, "identity_conflicts", conflicts_json(ev, &rv));
 
 	if (dry) {
 		res->st = EV_ST_DRY_RUN;
@@ -657,7 +673,6 @@ apply_one(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 			json_object_object_add(res->body, k, json_object_get(v));
 		goto out;
 	}
-	json_object_object_add(outcome, "identity_conflicts", conflicts_json(ev, &rv));
 
 	/* 4. claim the dedup key, with the outcome */
 	if (ev_public_id("evt_", res->event_id) != 0) {
@@ -705,10 +720,8 @@ apply_one(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 	    json_object_new_string(rv.public_id));
 	json_object_object_add(res->body, "profile_created",
 	    json_object_new_boolean(rv.created));
-	json_object_object_foreach(outcome, k, v) {
-		if (strcmp(k, "rules_skipped") != 0)
-			json_object_object_add(res->body, k, json_object_get(v));
-	}
+	json_object_object_foreach(outcome, k, v)
+		json_object_object_add(res->body, k, json_object_get(v));
 out:
 	/* frees: document, outcome, rule state */
 	if (doc != NULL)

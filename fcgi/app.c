@@ -16,7 +16,7 @@
 #include "fcgi/fcgi.h"
 
 #define JSON_FLAGS    (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
-#define REQID_MAX     128
+#define REQID_MAX     200
 #define RETRY_AFTER   "1"
 
 enum body_kind { BODY_NONE, BODY_SINGLE, BODY_BATCH, BODY__MAX };
@@ -152,7 +152,8 @@ route_match(const char *pattern, const char *path, char *param, size_t psz)
 	return *path == '\0';
 }
 
-/* The request id: the client's when it is sane, else a new random one. */
+/* The request id: the client's when it is printable ASCII of at most
+ * REQID_MAX bytes (what can safely go back in a header), else a new one. */
 static void
 request_id(const struct fcgi_io *io, char out[REQID_MAX + 1])
 {
@@ -161,7 +162,7 @@ request_id(const struct fcgi_io *io, char out[REQID_MAX + 1])
 
 	if (s != NULL && (n = strlen(s)) > 0 && n <= REQID_MAX) {
 		for (i = 0; i < n; i++)
-			if (!isgraph((unsigned char)s[i]))
+			if (s[i] < 0x20 || s[i] > 0x7e)
 				break;
 		if (i == n) {
 			memcpy(out, s, n + 1);
@@ -219,8 +220,8 @@ is_json_type(const char *ct)
 	return 1;
 }
 
-/* Value of a query parameter (not decoded: our values are plain words);
- * copies at most outsz-1 bytes. 1 found, 0 not. */
+/* Value of a query parameter, not decoded; 1 found (copied to out), 0 not
+ * there, -1 longer than outsz-1 bytes (never silently cut). */
 static int
 query_param(const char *q, const char *name, char *out, size_t outsz)
 {
@@ -233,7 +234,7 @@ query_param(const char *q, const char *name, char *out, size_t outsz)
 		    (n == nl || q[nl] == '=')) {
 			size_t vl = n > nl ? n - nl - 1 : 0;
 			if (vl >= outsz)
-				vl = outsz - 1;
+				return -1;
 			memcpy(out, q + (n > nl ? nl + 1 : nl), vl);
 			out[vl] = '\0';
 			return 1;
@@ -274,8 +275,12 @@ dry_run_flag(const struct req *rq)
 {
 	char v[16];
 
-	if (!query_param(rq->query, "dry_run", v, sizeof(v)))
+	int  qp = query_param(rq->query, "dry_run", v, sizeof(v));
+
+	if (qp == 0)
 		return 0;
+	if (qp < 0)
+		return -1;
 	if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0 || v[0] == '\0')
 		return 1;
 	if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
@@ -381,6 +386,16 @@ h_health(struct req *rq, struct resp *r)
 	json_object_object_add(r->body, "config_errors", errs);
 }
 
+static void
+dry_run_error(struct resp *r)
+{
+	struct ev_verr verr;
+
+	ev_verr_set(&verr, EV_VALIDATION_FAILED, "dry_run must be true or false");
+	ev_problem_add(&verr, "dry_run", "invalid");
+	resp_error(r, &verr);
+}
+
 /* Turn a finished single-event result into the response. */
 static void
 single_response(struct req *rq, struct ev_result *res, struct resp *r)
@@ -443,7 +458,7 @@ h_ingest(struct req *rq, struct resp *r)
 
 	memset(&res, 0, sizeof(res));
 	if (dry < 0) {
-		resp_err(r, EV_VALIDATION_FAILED, "dry_run must be true or false");
+		dry_run_error(r);
 		return;
 	}
 	if (prepare_event(rq, rq->json, &ev, &res) != EV_OK) {
@@ -478,7 +493,7 @@ h_batch(struct req *rq, struct resp *r)
 	unsigned           retries = 0;
 
 	if (dry < 0) {
-		resp_err(r, EV_VALIDATION_FAILED, "dry_run must be true or false");
+		dry_run_error(r);
 		return;
 	}
 	if (!json_object_is_type(rq->json, json_type_object)) {
@@ -655,7 +670,7 @@ h_event_types(struct req *rq, struct resp *r)
 static void
 h_profile_find(struct req *rq, struct resp *r)
 {
-	char           val[1024];
+	char           val[4096];
 	const char    *why = NULL;
 	char          *norm = NULL;
 	json_object   *o = NULL;
@@ -664,10 +679,11 @@ h_profile_find(struct req *rq, struct resp *r)
 	size_t         i, given = 0;
 
 	for (i = 0; i < IDENT__MAX && o == NULL; i++) {
-		if (!query_param(rq->query, ident_json_key[i], val, sizeof(val)))
+		int qp = query_param(rq->query, ident_json_key[i], val, sizeof(val));
+		if (qp == 0)
 			continue;
 		given++;
-		if (query_decode(val) != 0) {
+		if (qp < 0 || query_decode(val) != 0) {
 			ev_verr_set(&verr, EV_INVALID_IDENTITY, "bad percent-encoding");
 			ev_problem_add(&verr, ident_json_key[i], "encoding");
 			resp_error(r, &verr);
@@ -686,8 +702,9 @@ h_profile_find(struct req *rq, struct resp *r)
 			break;
 		}
 		if (norm == NULL) {
-			ev_verr_set(&verr, EV_INVALID_IDENTITY, "the identity is not valid");
-			ev_problem_add(&verr, ident_json_key[i], why ? why : "invalid");
+			ev_verr_set(&verr, EV_INVALID_IDENTITY, "%s: %s",
+			    ident_json_key[i], why ? why : "not valid");
+			ev_problem_add(&verr, ident_json_key[i], "invalid");
 			resp_error(r, &verr);
 			return;
 		}
@@ -745,7 +762,8 @@ profile_page(struct req *rq, struct resp *r, int ledger)
 	}
 	hl = query_param(rq->query, "limit", limit, sizeof(limit));
 	hc = query_param(rq->query, "cursor", cursor, sizeof(cursor));
-	if ((hc && query_decode(cursor) != 0) || (hl && limit[0] == '\0')) {
+	if (hl < 0 || hc < 0 || (hc && query_decode(cursor) != 0) ||
+	    (hl && limit[0] == '\0')) {
 		ev_verr_set(&verr, EV_VALIDATION_FAILED, "bad paging parameters");
 		ev_problem_add(&verr, hc ? "cursor" : "limit", "invalid");
 		resp_error(r, &verr);

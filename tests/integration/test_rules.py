@@ -444,6 +444,8 @@ def test_dry_run_writes_nothing_then_real_event_same_points():
     expect_error(lk, 404, "not_found", what="dry_run must not create the profile")
     b = send(e, created=True)
     expect_points(b, 200, "the same event posted for real after a dry_run")
+    missing = sorted(set(b) - {"event_id"} - set(d))
+    first_dry = r
 
     # an existing profile: balance, ledger and history unchanged by a dry_run
     ident = who()
@@ -468,8 +470,27 @@ def test_dry_run_writes_nothing_then_real_event_same_points():
     check([(x.get("delta"), x.get("balance_after")) for x in effects_of(b, "balance")] == [(200, 250)],
           "real event effects: %r" % (b,))
     check(points_of(profile(pid)) == (250, 250), "balance after the real event")
-    # and the key is used now: a dry_run of it is a duplicate or says so, never new points
     expect_duplicate(post(e, writer(TENANT)), b["event_id"], what="resend after the real event")
+    check(not missing, "dry_run must have the fields of the 201 but event_id; it lacks %r: %s"
+          % (missing, first_dry.describe()))
+
+
+def test_dry_run_shows_identity_conflicts():
+    email = uid("dc") + "@example.com"
+    a = send(ev("signup", {"email": email}))
+    ext = uid("dx")
+    b = send(ev("signup", {"externalUserId": ext}))
+    e = ev("purchase_a", {"externalUserId": ext, "email": email}, {"amount": 3})
+    d, r = dry(e)
+    check(d.get("profile_id") == b["profile_id"], "dry_run: the EXTERNAL identity's profile: " + r.describe())
+    real = send(e)
+    check(real.get("profile_id") == b["profile_id"], "real: the EXTERNAL identity's profile: %r" % (real,))
+    want = real.get("identity_conflicts")
+    check(isinstance(want, list) and want, "real event: the email bound to %s must be listed under "
+          "identity_conflicts: %r" % (a["profile_id"], real))
+    check(d.get("identity_conflicts") == want,
+          "dry_run must show the identity_conflicts the event would have (%r), got %s" % (
+              want, r.describe()))
 
 
 def test_dry_run_consumes_no_limit_and_sets_no_variable():

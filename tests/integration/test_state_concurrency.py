@@ -148,16 +148,26 @@ def _check_ledger(pid, n_entries, balance, what):
         what, n_entries, len(entries)))
     total = sum(x.get("delta", 0) for x in entries)
     check(total == balance, "%s: the ledger sums to %d, the balance is %d" % (what, total, balance))
+    # applied one after the other, each from the previous balance_after: sorted by the
+    # balance before, the entries form one chain 0 -> ... -> balance
+    befores = {x.get("balance_after") - x.get("delta"): x for x in entries}
+    check(len(befores) == len(entries), "%s: two ledger entries start from the same balance "
+          "(two events computed from one balance: a lost update)" % what)
+    cur, steps = 0, 0
+    while cur in befores and steps <= len(entries):
+        cur = befores[cur].get("balance_after")
+        steps += 1
+    check(steps == len(entries) and cur == balance,
+          "%s: the ledger entries do not chain from 0 to the balance %d (chained %d of %d, "
+          "reached %d)" % (what, balance, steps, len(entries), cur))
+    # newest first: each entry's balance before is the next (older) entry's balance_after
     broken = [(a, b) for a, b in zip(entries, entries[1:])
               if a.get("balance_after") - a.get("delta") != b.get("balance_after")]
-    check(not broken, "%s: %d breaks in the balance_after chain (a lost or interleaved update), "
-          "first: %r" % (what, len(broken), broken[:2]))
-    check(entries and entries[0].get("balance_after") == balance,
-          "%s: newest balance_after %r, balance %d" % (what, entries[0].get("balance_after")
-                                                       if entries else None, balance))
-    afters = [x.get("balance_after") for x in entries]
-    check(len(set(afters)) == len(afters), "%s: two ledger entries with the same balance_after "
-          "(two events computed from the same balance)" % what)
+    check(not broken, "%s: ledger not in the order the changes were applied (newest first): "
+          "%d of %d neighbours break the balance_after chain, first: %r" % (
+              what, len(broken), len(entries) - 1, broken[:2]))
+    check(entries[0].get("balance_after") == balance,
+          "%s: newest balance_after %r, balance %d" % (what, entries[0].get("balance_after"), balance))
 
 
 def test_16_threads_200_events_one_profile():
@@ -198,7 +208,6 @@ def test_16_threads_200_events_one_profile():
     ts = doc.get("variables", {}).get("total_spend")
     check(not isinstance(ts, bool) and isinstance(ts, (int, D)) and D(ts) == want_spend,
           "total_spend %r, expected exactly %s (a lost update of a variable?)" % (ts, want_spend))
-    _check_ledger(pid, len(purchases), want_points, "one profile, 16 threads")
     n = _history_count(pid)
     check(n == len(evs), "history has %d events, expected %d" % (n, len(evs)))
 
@@ -210,6 +219,7 @@ def test_16_threads_200_events_one_profile():
         len(bad), bad[:5]))
     pts2 = _profile(pid).get("balances", {}).get("points", {})
     check(pts2 == pts, "resending changed the balance: %r -> %r" % (pts, pts2))
+    _check_ledger(pid, len(purchases), want_points, "one profile, 16 threads")
 
 
 def test_same_50_events_from_16_threads_one_profile():
