@@ -29,7 +29,7 @@ sql_time(int64_t us, char out[32])
 
 /* What identity resolution decided for one event. */
 struct resolved {
-	int64_t  pid;                  /* 0: none (dry run of a new profile) */
+	int64_t  pid;                  /* the profile (created or found) */
 	char     public_id[32];
 	int      created;
 	char     tier[72];             /* tier before the event */
@@ -69,7 +69,7 @@ query(struct db *db, enum db_stmt st, const struct db_param *p, size_t np,
 
 /*
  * Identity resolution, API.md §3. Looks every given identity up, picks the
- * candidate, creates a profile when there is none (unless dry) and binds
+ * candidate, creates a profile when there is none and binds
  * unbound identities to the chosen profile. A race with another transaction
  * surfaces as a duplicate key and is answered with DB_RETRY, so the whole
  * transaction runs again and sees the other's committed rows.
@@ -78,7 +78,7 @@ query(struct db *db, enum db_stmt st, const struct db_param *p, size_t np,
  */
 static enum db_rc
 resolve(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
-    int dry, struct resolved *rv, struct ev_verr *verr)
+    struct resolved *rv, struct ev_verr *verr)
 {
 	struct db_param p[6];
 	struct db_res   r;
@@ -94,7 +94,7 @@ resolve(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 		p[1 + i] = ev->ident[i] ? DBP_CSTR(ev->ident[i]) : DBP_NULL;
 	/* 1. every given identity, its profile and that profile's EXTERNAL;
 	 * the profiles found are locked until the transaction ends */
-	if ((rc = query(db, dry ? DB_IDENT_FIND : DB_IDENT_FIND_LOCK, p, 5, &r)) != DB_OK)
+	if ((rc = query(db, DB_IDENT_FIND_LOCK, p, 5, &r)) != DB_OK)
 		return rc;
 	for (i = 0; i < r.nrows; i++) {
 		int64_t type = db_cell_i64(DB_CELL(&r, i, 0));
@@ -144,8 +144,6 @@ resolve(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 				rv->has_tier = 1;
 			}
 		}
-		if (dry)
-			return DB_OK;
 		if (ev_public_id("prf_", rv->public_id) != 0) {
 			ev_verr_set(verr, EV_INTERNAL, "no randomness");
 			return DB_ERROR;
@@ -161,9 +159,6 @@ resolve(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 		rv->pid = (int64_t)newid;
 	} else
 		rv->pid = cand;      /* 5. the candidate, locked above */
-	if (dry)
-		return DB_OK;
-
 	/* bind the given identities that are still unbound */
 	for (i = 0; i < IDENT__MAX; i++) {
 		if (ev->ident[i] == NULL || rv->found[i] != 0)
@@ -620,7 +615,7 @@ result_reset(struct ev_result *res)
  */
 static enum db_rc
 apply_one(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
-    struct ev_result *res, int dry, int checked, const char *reqid)
+    struct ev_result *res, int checked, const char *reqid)
 {
 	struct db_param  p[13];
 	struct resolved  rv;
@@ -645,7 +640,7 @@ apply_one(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 	}
 
 	/* 2. the profile */
-	rc = resolve(db, t, ev, dry, &rv, &verr);
+	rc = resolve(db, t, ev, &rv, &verr);
 	if (rc == DB_ROLLBACK) {
 		ev_result_error(res, &verr);
 		return DB_OK;        /* nothing was written */
@@ -660,19 +655,6 @@ apply_one(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 	outcome_json(t->conf, &st, &rv, outcome);
 	json_object_object_add(outcome, "identity_conflicts", conflicts_json(ev, &rv));
 
-	if (dry) {
-		res->st = EV_ST_DRY_RUN;
-		res->body = json_object_new_object();
-		json_object_object_add(res->body, "status",
-		    json_object_new_string("dry_run"));
-		json_object_object_add(res->body, "profile_id", rv.created ? NULL :
-		    json_object_new_string(rv.public_id));
-		json_object_object_add(res->body, "profile_created",
-		    json_object_new_boolean(rv.created));
-		json_object_object_foreach(outcome, k, v)
-			json_object_object_add(res->body, k, json_object_get(v));
-		goto out;
-	}
 
 	/* 4. claim the dedup key, with the outcome */
 	if (ev_public_id("evt_", res->event_id) != 0) {
@@ -737,7 +719,7 @@ struct batch {
 	struct ev_event        **evs;
 	struct ev_result        *res;
 	size_t                   n;
-	int                      dry;
+	int                      dry;       /* run everything, then roll back */
 	int                      checked;   /* single event, key checked */
 	const char              *reqid;
 };
@@ -762,8 +744,7 @@ batch_fn(struct db *db, void *arg)
 	for (i = 0; i < b->n; i++) {
 		if (b->evs[i] == NULL)
 			continue;
-		rc = apply_one(db, b->t, b->evs[i], &b->res[i], b->dry, checked,
-		    b->reqid);
+		rc = apply_one(db, b->t, b->evs[i], &b->res[i], checked, b->reqid);
 		if (rc == DB_ERROR && b->n > 1) {
 			struct ev_verr verr;
 			fprintf(stderr, "rfevents: request %s: item %zu: database"
@@ -778,7 +759,29 @@ batch_fn(struct db *db, void *arg)
 		if (rc != DB_OK)
 			return rc;
 	}
-	return DB_OK;
+	/* a dry run did everything for real and now takes it all back */
+	return b->dry ? DB_ROLLBACK : DB_OK;
+}
+
+/*
+ * Turn the answers of a rolled-back run into dry-run answers: "dry_run"
+ * instead of "accepted", no event_id, and no profile_id for a profile
+ * that only the run created. Duplicates and errors stay what they are.
+ */
+static void
+to_dry_run(struct ev_result *res)
+{
+	json_object *created;
+
+	if (res->st != EV_ST_ACCEPTED || res->body == NULL)
+		return;
+	res->st = EV_ST_DRY_RUN;
+	res->event_id[0] = '\0';
+	json_object_object_add(res->body, "status", json_object_new_string("dry_run"));
+	json_object_object_del(res->body, "event_id");
+	if (json_object_object_get_ex(res->body, "profile_created", &created) &&
+	    json_object_get_boolean(created))
+		json_object_object_add(res->body, "profile_id", NULL);
 }
 
 enum ev_err
@@ -803,6 +806,12 @@ ev_ingest(struct db *db, const struct ev_tenant *t, struct ev_event **evs,
 		rc = db_txn(db, batch_fn, &b, retries);
 	if (rc == DB_OK)
 		return EV_OK;
+	if (rc == DB_ROLLBACK && dry_run) {
+		for (i = 0; i < n; i++)
+			if (evs[i] != NULL)
+				to_dry_run(&res[i]);
+		return EV_OK;
+	}
 	/* Nothing was committed: drop whatever the attempts built. */
 	for (i = 0; i < n; i++)
 		if (evs[i] != NULL && res[i].body != NULL) {

@@ -60,16 +60,10 @@ static const char *const stmt_sql[DB_STMT__MAX] = {
 	"SELECT e.doc, e.outcome, e.rules_version, p.public_id FROM events e"
 	" LEFT JOIN profiles p ON p.id = e.profile_id"
 	" WHERE e.tenant_id = ? AND e.public_id = ?",
-	/* DB_IDENT_FIND: every given identity that is bound, with its profile
-	 * (public id, tier) and that profile's EXTERNAL identity if any */
-	"SELECT i.type, i.profile_id, p.public_id, p.tier, x.value"
-	" FROM identities i JOIN profiles p ON p.id = i.profile_id"
-	" LEFT JOIN identities x ON x.ext_profile_id = p.id"
-	" WHERE i.tenant_id = ? AND ("
-	" (i.type = 0 AND i.value = ?) OR (i.type = 1 AND i.value = ?) OR"
-	" (i.type = 2 AND i.value = ?) OR (i.type = 3 AND i.value = ?))",
-	/* DB_IDENT_FIND_LOCK: the same, locking the profiles found for the
-	 * rest of the transaction (one writer per profile at a time) */
+	/* DB_IDENT_FIND_LOCK: every given identity that is bound, with its
+	 * profile (public id, tier) and that profile's EXTERNAL identity if any;
+	 * the profiles found stay locked until the transaction ends (one writer
+	 * per profile at a time) */
 	"SELECT i.type, i.profile_id, p.public_id, p.tier, x.value"
 	" FROM identities i JOIN profiles p ON p.id = i.profile_id"
 	" LEFT JOIN identities x ON x.ext_profile_id = p.id"

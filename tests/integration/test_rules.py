@@ -606,3 +606,34 @@ def test_get_event_shows_outcome():
     check(isinstance(out.get("identity_conflicts"), list), "outcome.identity_conflicts: %r" % (out,))
     check(out.get("tier") == b.get("tier") == "bronze", "outcome.tier %r, 201 tier %r" % (
         out.get("tier"), b.get("tier")))
+
+
+def test_batch_dry_run_is_exactly_the_real_batch():
+    """A dry-run batch runs for real inside a transaction that is rolled back,
+    so later items see earlier ones (the second welcome is limited) and
+    nothing is written: the real batch afterwards answers the same."""
+    ident = who()
+    items = [ev("signup", ident, externalEventId=uid("w")),
+             ev("signup", ident, externalEventId=uid("w"))]
+    r = request("POST", BATCH + "?dry_run=true", encode({"items": items}),
+                key=writer(TENANT))
+    expect_status(r, 200, what="dry-run batch")
+    res = loads_exact(r.raw)["results"]
+    check([x.get("status") for x in res] == ["dry_run", "dry_run"],
+          "dry-run batch statuses: %r" % (res,))
+    check(all("event_id" not in x for x in res), "dry run shows an event_id: %r" % (res,))
+    check(res[0].get("profile_id") is None and res[0].get("profile_created") is True,
+          "a profile only the dry run created must show as null: %r" % (res[0],))
+    check([x.get("points_awarded") for x in res] == [100, 0],
+          "dry run: the second welcome is limited by the first: %r" % (res,))
+    # nothing was written: the identity is still unknown, the ids unused
+    r = get(PROFILES + "?externalUserId=" + urllib.parse.quote(ident["externalUserId"]),
+            key=profiles_reader(TENANT))
+    expect_status(r, 404, what="profile after a dry-run batch")
+    r = request("POST", BATCH, encode({"items": items}), key=writer(TENANT))
+    expect_status(r, 200, what="real batch")
+    real = loads_exact(r.raw)["results"]
+    check([x.get("status") for x in real] == ["accepted", "accepted"],
+          "real batch after the dry run: %r" % (real,))
+    check([x.get("points_awarded") for x in real] == [100, 0],
+          "real batch points: %r" % (real,))
