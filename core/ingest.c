@@ -15,6 +15,9 @@
 #include "core/core.h"
 
 #define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+/* The attempt token stored with an event: 15 random bytes naming the HTTP
+ * request, then the number of the transaction attempt within it. */
+#define EV_ATTEMPT_LEN 16
 
 /* Format microseconds as a DATETIME(6) literal for a parameter. */
 static void
@@ -413,7 +416,15 @@ write_outcome(struct db *db, const struct conf_tenant *ct, const struct ev_event
 				return rc;
 		}
 	}
-	if (oc->tier_changed) {
+	/*
+	 * The profile row is written by every event that changes an existing
+	 * profile, not only on a tier change: on a Galera cluster a SELECT ...
+	 * FOR UPDATE holds only on its own node, and two nodes could otherwise
+	 * both add to a balance read before the other's commit arrived. With a
+	 * write to the same row their write sets conflict, so one of them is
+	 * aborted (1213) and runs again with the fresh balance.
+	 */
+	if (oc->tier_changed || !rv->created) {
 		p[0] = oc->tier_after ? DBP_CSTR(oc->tier_after) : DBP_NULL;
 		p[1] = DBP_I64(rv->pid);
 		if ((rc = db_exec(db, DB_PROFILE_SET_TIER, p, 2, NULL, NULL, NULL)) != DB_OK)
@@ -567,15 +578,56 @@ answer_existing(struct ev_result *res, const char *orig_id, int same)
 }
 
 /*
- * Is the dedup key taken? 1 (res answered: duplicate or conflict), 0 (free),
- * or -1 with *rc set on a database failure.
+ * The answer this request gave when its own COMMIT went through but the
+ * reply was lost: accepted, rebuilt from the stored outcome. DB_OK or a
+ * database failure.
+ */
+static enum db_rc
+answer_own(struct db *db, int64_t evid, const char *public_id,
+    struct ev_result *res)
+{
+	struct db_param  p = DBP_I64(evid);
+	struct db_res    r;
+	struct json_perr perr;
+	json_object     *oc = NULL;
+	enum db_rc       rc;
+
+	if ((rc = query(db, DB_EVENT_OUTCOME, &p, 1, &r)) != DB_OK)
+		return rc;
+	if (r.nrows > 0 && DB_CELL(&r, 0, 0)->v != NULL)
+		oc = json_parse_strict(DB_CELL(&r, 0, 0)->v, DB_CELL(&r, 0, 0)->len,
+		    JSON_MAX_DEPTH + 8, &perr);
+	res->st = EV_ST_ACCEPTED;
+	snprintf(res->event_id, sizeof(res->event_id), "%s", public_id);
+	res->body = json_object_new_object();
+	json_object_object_add(res->body, "status", json_object_new_string("accepted"));
+	json_object_object_add(res->body, "event_id", json_object_new_string(public_id));
+	json_object_object_add(res->body, "profile_id", r.nrows > 0 &&
+	    DB_CELL(&r, 0, 1)->v ? json_object_new_string(DB_CELL(&r, 0, 1)->v) : NULL);
+	if (oc != NULL) {
+		json_object_object_foreach(oc, k, v)
+			json_object_object_add(res->body, k, json_object_get(v));
+		json_object_put(oc);
+	}
+	db_res_free(&r);
+	return DB_OK;
+}
+
+/*
+ * Is the dedup key taken? 1 (res answered: duplicate or conflict, or
+ * accepted when the row was stored by an earlier transaction attempt of
+ * this very request — same request bytes of `attempt`, another attempt
+ * number — whose COMMIT reply was lost), 0 (free), or -1 with *rc set on a
+ * database failure. A row of the current attempt is an earlier item of the
+ * same batch: a duplicate.
  */
 static int
 key_taken(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
-    struct ev_result *res, enum db_rc *rc)
+    const unsigned char *attempt, struct ev_result *res, enum db_rc *rc)
 {
 	struct db_param p[3];
 	struct db_res   r;
+	int             same;
 
 	p[0] = DBP_I64(t->id);
 	p[1] = DBP_CSTR(ev->source);
@@ -586,8 +638,17 @@ key_taken(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 		db_res_free(&r);
 		return 0;
 	}
-	answer_existing(res, DB_CELL(&r, 0, 1)->v, DB_CELL(&r, 0, 2)->len == 32 &&
-	    memcmp(DB_CELL(&r, 0, 2)->v, ev->fingerprint, 32) == 0);
+	same = DB_CELL(&r, 0, 2)->len == 32 &&
+	    memcmp(DB_CELL(&r, 0, 2)->v, ev->fingerprint, 32) == 0;
+	if (same && attempt != NULL && DB_CELL(&r, 0, 3)->len == EV_ATTEMPT_LEN &&
+	    memcmp(DB_CELL(&r, 0, 3)->v, attempt, EV_ATTEMPT_LEN - 1) == 0 &&
+	    DB_CELL(&r, 0, 3)->v[EV_ATTEMPT_LEN - 1] != (char)attempt[EV_ATTEMPT_LEN - 1]) {
+		*rc = answer_own(db, db_cell_i64(DB_CELL(&r, 0, 0)),
+		    DB_CELL(&r, 0, 1)->v, res);
+		db_res_free(&r);
+		return *rc == DB_OK ? 1 : -1;
+	}
+	answer_existing(res, DB_CELL(&r, 0, 1)->v, same);
 	db_res_free(&r);
 	return 1;
 }
@@ -615,9 +676,10 @@ result_reset(struct ev_result *res)
  */
 static enum db_rc
 apply_one(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
-    struct ev_result *res, int checked, const char *reqid)
+    struct ev_result *res, int checked, const unsigned char *attempt,
+    const char *reqid)
 {
-	struct db_param  p[13];
+	struct db_param  p[14];
 	struct resolved  rv;
 	struct ev_verr   verr;
 	struct state     st;
@@ -632,7 +694,7 @@ apply_one(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 
 	/* 1. the same key seen before */
 	if (!checked) {
-		int taken = key_taken(db, t, ev, res, &rc);
+		int taken = key_taken(db, t, ev, attempt, res, &rc);
 		if (taken < 0)
 			return rc;
 		if (taken)
@@ -654,6 +716,8 @@ apply_one(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 	outcome = json_object_new_object();
 	outcome_json(t->conf, &st, &rv, outcome);
 	json_object_object_add(outcome, "identity_conflicts", conflicts_json(ev, &rv));
+	json_object_object_add(outcome, "profile_created",
+	    json_object_new_boolean(rv.created));
 
 
 	/* 4. claim the dedup key, with the outcome */
@@ -679,7 +743,8 @@ apply_one(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 	p[10] = DBP_I64(rv.pid);
 	p[11] = DBP_CSTR(outtext);
 	p[12] = DBP_CSTR(t->conf != NULL ? t->conf->version : "");
-	rc = db_exec(db, DB_EVENT_INSERT, p, 13, NULL, &affected, &evid);
+	p[13] = DBP_STR((const char *)attempt, EV_ATTEMPT_LEN);
+	rc = db_exec(db, DB_EVENT_INSERT, p, 14, NULL, &affected, &evid);
 	if (rc != DB_OK)
 		goto out;
 	if (affected == 0) {
@@ -700,8 +765,6 @@ apply_one(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
 	    json_object_new_string(res->event_id));
 	json_object_object_add(res->body, "profile_id",
 	    json_object_new_string(rv.public_id));
-	json_object_object_add(res->body, "profile_created",
-	    json_object_new_boolean(rv.created));
 	json_object_object_foreach(outcome, k, v)
 		json_object_object_add(res->body, k, json_object_get(v));
 out:
@@ -722,6 +785,7 @@ struct batch {
 	int                      dry;       /* run everything, then roll back */
 	int                      checked;   /* single event, key checked */
 	const char              *reqid;
+	unsigned char            attempt[EV_ATTEMPT_LEN];
 };
 
 /*
@@ -741,10 +805,12 @@ batch_fn(struct db *db, void *arg)
 	int           checked = b->checked;
 
 	b->checked = 0;          /* a retry checks the key again */
+	b->attempt[EV_ATTEMPT_LEN - 1]++;   /* this transaction attempt */
 	for (i = 0; i < b->n; i++) {
 		if (b->evs[i] == NULL)
 			continue;
-		rc = apply_one(db, b->t, b->evs[i], &b->res[i], checked, b->reqid);
+		rc = apply_one(db, b->t, b->evs[i], &b->res[i], checked, b->attempt,
+		    b->reqid);
 		if (rc == DB_ERROR && b->n > 1) {
 			struct ev_verr verr;
 			fprintf(stderr, "rfevents: request %s: item %zu: database"
@@ -789,14 +855,17 @@ ev_ingest(struct db *db, const struct ev_tenant *t, struct ev_event **evs,
     struct ev_result *res, size_t n, int dry_run, const char *request_id,
     unsigned *retries)
 {
-	struct batch b = { t, evs, res, n, dry_run, 0, request_id };
+	struct batch b = { t, evs, res, n, dry_run, 0, request_id, { 0 } };
 	enum db_rc   rc = DB_OK;
 	size_t       i;
+
+	if (ev_random(b.attempt, sizeof(b.attempt)) != 0)
+		return EV_INTERNAL;
 
 	/* A single event already seen is answered by one read, without a
 	 * transaction: the duplicate path is the cheapest one. */
 	if (n == 1 && evs[0] != NULL) {
-		int taken = key_taken(db, t, evs[0], &res[0], &rc);
+		int taken = key_taken(db, t, evs[0], NULL, &res[0], &rc);
 		if (taken == 1)
 			return EV_OK;
 		if (taken == 0)

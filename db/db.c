@@ -51,11 +51,14 @@ static const char *const stmt_sql[DB_STMT__MAX] = {
 	/* DB_EVENT_INSERT: the event with its outcome claims the dedup key */
 	"INSERT IGNORE INTO events (tenant_id, source, external_event_id, public_id,"
 	" fingerprint, event_type, occurred_at, received_at, doc, request_id,"
-	" profile_id, outcome, rules_version)"
-	" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	" profile_id, outcome, rules_version, attempt)"
+	" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 	/* DB_EVENT_BY_KEY */
-	"SELECT id, public_id, fingerprint FROM events"
+	"SELECT id, public_id, fingerprint, attempt FROM events"
 	" WHERE tenant_id = ? AND source = ? AND external_event_id = ?",
+	/* DB_EVENT_OUTCOME: what an accepted event answered */
+	"SELECT e.outcome, p.public_id FROM events e"
+	" LEFT JOIN profiles p ON p.id = e.profile_id WHERE e.id = ?",
 	/* DB_EVENT_BY_PUBLIC_ID */
 	"SELECT e.doc, e.outcome, e.rules_version, p.public_id FROM events e"
 	" LEFT JOIN profiles p ON p.id = e.profile_id"
