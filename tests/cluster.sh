@@ -288,7 +288,9 @@ node_init() {
 		rm -rf -- "$scratch" "$nd/data"
 		mkdir -p -- "$scratch"
 		chown -R "$RUN_USER:" "$nd"
-		if ! mariadb-install-db --no-defaults --datadir="$scratch" --user="$RUN_USER" \
+		local user_opt=()
+		(($(id -u) == 0)) && user_opt=(--user="$RUN_USER")
+		if ! mariadb-install-db --no-defaults --datadir="$scratch" "${user_opt[@]}" \
 			--auth-root-authentication-method=socket --skip-test-db \
 			--tmpdir="$nd/tmp" >"$nd/install.log" 2>&1; then
 			log_tail "$nd/install.log"
@@ -336,7 +338,7 @@ node_launch() {
 	nd=$(node_dir "$n")
 	node_ports "$n"
 	local p
-	for p in "$N_PORT" "$N_GCOMM" "$N_IST"; do
+	for p in "$N_PORT" "$N_GCOMM" "$N_IST" "$N_SST"; do
 		port_busy "$p" && die "port $p on 127.0.0.1 (node $n) is already in use"
 	done
 	rm -f -- "$nd/mysqld.pid"
@@ -396,15 +398,17 @@ node_start() {
 		wait_exit "$LAUNCHED_PID" "$STOP_WAIT" || kill -KILL "$LAUNCHED_PID" 2>/dev/null || true
 		die "node $n was not Synced within ${SYNC_TIMEOUT}s and was stopped (log: $nd/error.log)"
 	fi
+	NODE_TIME=$(since "$t0")
 	how=""
 	if [[ $mode == join ]]; then
-		if tail -n "+$((mark + 1))" -- "$nd/error.log" | grep -q 'IST received\|Receiving IST'; then
-			how=" by IST"
-		elif tail -n "+$((mark + 1))" -- "$nd/error.log" | grep -q 'SST succeeded\|SST received\|sst.*complete'; then
+		# The rsync script reports which it did; an SST is followed by an (often empty)
+		# IST, so look for SST first.
+		if tail -n "+$((mark + 1))" -- "$nd/error.log" | grep -q 'rsync SST completed on joiner'; then
 			how=" by SST"
+		elif tail -n "+$((mark + 1))" -- "$nd/error.log" | grep -q 'WSREP: IST received'; then
+			how=" by IST"
 		fi
 	fi
-	NODE_TIME=$(since "$t0")
 	say "node $n Synced after $NODE_TIME s ($mode$how, pid $LAUNCHED_PID)"
 }
 
@@ -596,6 +600,16 @@ cmd_db_start() {
 		node_pid "$n" >/dev/null && running+=("$n")
 	done
 	t0=$(now)
+	# New nodes get their system tables in parallel (each has its own tmpdir).
+	local pids=() p
+	for n in "${NODES[@]}"; do
+		[[ -d $(node_dir "$n")/data/mysql ]] && continue
+		(node_init "$n") &
+		pids+=($!)
+	done
+	for p in "${pids[@]}"; do
+		wait "$p" || die "could not initialise the nodes"
+	done
 	if ((${#running[@]} == 0)); then
 		boot=$(pick_bootstrap)
 		node_start "$boot" bootstrap
@@ -693,6 +707,19 @@ cmd_restart_node() {
 		fi
 	done
 	[[ -n $other ]] || die "no other node is in the primary component: use '$PROG start'"
+	# A node that has just crashed is still a member for the others until they evict it
+	# (some seconds). Starting it again before that makes the membership negotiation take
+	# ~20 s longer: wait until the cluster's size is the number of running nodes.
+	local nrun=0 i t0
+	for m in "${NODES[@]}"; do
+		node_pid "$m" >/dev/null && nrun=$((nrun + 1))
+	done
+	t0=$(now)
+	for ((i = 0; i < 600; i++)); do
+		[[ $(node_var "$other" wsrep_cluster_size) == "$nrun" ]] && break
+		sleep 0.1
+	done
+	((i == 0)) || say "waited $(since "$t0") s until node $n had left the cluster"
 	node_start "$n" join
 	printf 'RESTART_SECONDS=%s\n' "$NODE_TIME"
 }
