@@ -4,6 +4,7 @@
  * the JSON response with its fixed headers (API.md §1, §2, §4, §5).
  */
 #include <ctype.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #define JSON_FLAGS    (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 #define REQID_MAX     200
 #define RETRY_AFTER   "1"
+#define BIG_BODY      (256u << 10)   /* trim the heap after bodies this big */
 
 enum body_kind { BODY_NONE, BODY_SINGLE, BODY_BATCH, BODY__MAX };
 
@@ -1019,6 +1021,10 @@ out:
 	ev_key_clear(&rq.key);
 	if (r.body != NULL)
 		json_object_put(r.body);
+	/* A large batch leaves megabytes of freed heap behind; give them back
+	 * so a long-lived worker stays small (FastCGI workers live for days). */
+	if (blen > BIG_BODY)
+		malloc_trim(0);
 }
 
 int
