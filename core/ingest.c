@@ -786,7 +786,128 @@ struct batch {
 	int                      checked;   /* single event, key checked */
 	const char              *reqid;
 	unsigned char            attempt[EV_ATTEMPT_LEN];
+	size_t                  *order;     /* processing order of the items */
 };
+
+/* The identity that decides an event's profile: its highest-precedence one. */
+static int
+primary_ident(const struct ev_event *ev, const char **value)
+{
+	int i;
+
+	for (i = 0; i < IDENT__MAX; i++)
+		if (ev->ident[i] != NULL) {
+			*value = ev->ident[i];
+			return i;
+		}
+	*value = "";
+	return IDENT__MAX;
+}
+
+/* Order of two items: by the dedup key, then position. */
+static int
+cmp_key(struct ev_event **evs, size_t a, size_t b)
+{
+	int c = strcmp(evs[a]->source, evs[b]->source);
+
+	if (c == 0 && evs[a]->ext_id_len != evs[b]->ext_id_len)
+		c = evs[a]->ext_id_len < evs[b]->ext_id_len ? -1 : 1;
+	if (c == 0)
+		c = memcmp(evs[a]->ext_id, evs[b]->ext_id, evs[a]->ext_id_len);
+	if (c == 0)
+		c = a < b ? -1 : a > b;
+	return c;
+}
+
+/* Order of two items by their group leader's primary identity, then
+ * leader position, then position (lead[] maps an item to its leader). */
+static int
+cmp_lock(struct ev_event **evs, const size_t *lead, size_t a, size_t b)
+{
+	const char *va, *vb;
+	size_t      la = lead[a], lb = lead[b];
+	int         ta = primary_ident(evs[la], &va), tb = primary_ident(evs[lb], &vb);
+	int         c = ta - tb;
+
+	if (c == 0)
+		c = strcmp(va, vb);
+	if (c == 0)
+		c = la < lb ? -1 : la > lb;
+	if (c == 0)
+		c = a < b ? -1 : a > b;
+	return c;
+}
+
+/* Stable merge sort of idx[0..n) with one of the comparators above. */
+static void
+sort_idx(size_t *idx, size_t *tmp, size_t n, struct ev_event **evs,
+    const size_t *lead)
+{
+	size_t m, i, j, k;
+
+	if (n < 2)
+		return;
+	m = n / 2;
+	sort_idx(idx, tmp, m, evs, lead);
+	sort_idx(idx + m, tmp, n - m, evs, lead);
+	for (i = 0, j = m, k = 0; k < n; k++) {
+		int left;
+		if (i == m)
+			left = 0;
+		else if (j == n)
+			left = 1;
+		else
+			left = (lead ? cmp_lock(evs, lead, idx[i], idx[j]) :
+			    cmp_key(evs, idx[i], idx[j])) <= 0;
+		tmp[k] = left ? idx[i++] : idx[j++];
+	}
+	memcpy(idx, tmp, n * sizeof(*idx));
+}
+
+/*
+ * The order a batch is applied in. Items are grouped by the identity that
+ * decides their profile, in one global order (type, then value), so two
+ * concurrent batches over the same customers lock their profiles in the
+ * same order instead of deadlocking each other on every attempt. Items
+ * repeating an earlier item's (source, externalEventId) stay right behind
+ * it, so the first of them is still the one accepted; otherwise items keep
+ * their relative order. Results are always reported in the order of items.
+ * Returns order[0..n) of the valid items (*nvalid), or NULL when out of
+ * memory (then items are applied in their own order).
+ */
+static size_t *
+batch_order(struct ev_event **evs, size_t n, size_t *nvalid)
+{
+	size_t *idx = malloc((n ? n : 1) * sizeof(*idx));
+	size_t *tmp = malloc((n ? n : 1) * sizeof(*tmp));
+	size_t *lead = malloc((n ? n : 1) * sizeof(*lead));
+	size_t  i, m = 0;
+
+	if (idx == NULL || tmp == NULL || lead == NULL) {
+		free(idx);
+		free(tmp);
+		free(lead);
+		return NULL;
+	}
+	for (i = 0; i < n; i++)
+		if (evs[i] != NULL)
+			idx[m++] = i;
+	/* leaders: the first item of each dedup key */
+	sort_idx(idx, tmp, m, evs, NULL);
+	for (i = 0; i < m; i++)
+		lead[idx[i]] = idx[i];
+	for (i = 1; i < m; i++) {
+		struct ev_event *a = evs[idx[i - 1]], *b = evs[idx[i]];
+		if (strcmp(a->source, b->source) == 0 && a->ext_id_len == b->ext_id_len &&
+		    memcmp(a->ext_id, b->ext_id, a->ext_id_len) == 0)
+			lead[idx[i]] = lead[idx[i - 1]];
+	}
+	sort_idx(idx, tmp, m, evs, lead);
+	free(tmp);
+	free(lead);
+	*nvalid = m;
+	return idx;
+}
 
 /*
  * The transaction body: every item in order. Items need no savepoint:
@@ -800,13 +921,14 @@ static enum db_rc
 batch_fn(struct db *db, void *arg)
 {
 	struct batch *b = arg;
-	size_t        i;
+	size_t        k, i;
 	enum db_rc    rc;
 	int           checked = b->checked;
 
 	b->checked = 0;          /* a retry checks the key again */
 	b->attempt[EV_ATTEMPT_LEN - 1]++;   /* this transaction attempt */
-	for (i = 0; i < b->n; i++) {
+	for (k = 0; k < b->n; k++) {
+		i = b->order != NULL ? b->order[k] : k;
 		if (b->evs[i] == NULL)
 			continue;
 		rc = apply_one(db, b->t, b->evs[i], &b->res[i], checked, b->attempt,
@@ -855,9 +977,9 @@ ev_ingest(struct db *db, const struct ev_tenant *t, struct ev_event **evs,
     struct ev_result *res, size_t n, int dry_run, const char *request_id,
     unsigned *retries)
 {
-	struct batch b = { t, evs, res, n, dry_run, 0, request_id, { 0 } };
+	struct batch b = { t, evs, res, n, dry_run, 0, request_id, { 0 }, NULL };
 	enum db_rc   rc = DB_OK;
-	size_t       i;
+	size_t       i, nvalid = n;
 
 	if (ev_random(b.attempt, sizeof(b.attempt)) != 0)
 		return EV_INTERNAL;
@@ -871,8 +993,13 @@ ev_ingest(struct db *db, const struct ev_tenant *t, struct ev_event **evs,
 		if (taken == 0)
 			b.checked = 1;
 	}
+	if (n > 1 && (b.order = batch_order(evs, n, &nvalid)) != NULL)
+		b.n = nvalid;
 	if (rc == DB_OK)
 		rc = db_txn(db, batch_fn, &b, retries);
+	free(b.order);
+	b.order = NULL;
+	b.n = n;
 	if (rc == DB_OK)
 		return EV_OK;
 	if (rc == DB_ROLLBACK && dry_run) {

@@ -256,3 +256,45 @@ def test_same_50_events_from_16_threads_one_profile():
     check(pts.get("balance") == want and pts.get("lifetime") == want,
           "balance %r, expected exactly %d" % (pts, want))
     _check_ledger(pid, 50, want, "50 events x 16 threads")
+
+
+def test_concurrent_batches_over_the_same_customers_do_not_deadlock():
+    """Four 250-item batches at once, each over the same 40 customers in its own
+    random order: a batch locks the profiles it touches, so without a common
+    lock order the four would deadlock on every attempt and end in 503. Every
+    item must be accepted, once, and every balance must be the exact sum."""
+    users = [uid("lock") for _ in range(40)]
+    want = {u: 0 for u in users}
+    batches = []
+    for _ in range(4):
+        items = []
+        for _ in range(250):
+            u = random.choice(users)
+            amount = random.randint(1, 50)
+            want[u] += amount
+            items.append(event("purchase_a", identity={"externalUserId": u},
+                               properties={"amount": amount}))
+        batches.append(items)
+    results = [None] * 4
+
+    def send(k):
+        results[k] = request("POST", BATCH, _body({"items": batches[k]}),
+                             key=writer(TENANT), timeout=120)
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for k, r in enumerate(results):
+        expect_status(r, 200, what="concurrent batch %d" % k)
+        got = [x.get("status") for x in expect_json_object(r, "batch")["results"]]
+        check(got == ["accepted"] * 250, "batch %d: %d of 250 accepted: %r" %
+              (k, got.count("accepted"), sorted(set(got))))
+    for u in users:
+        r = get(PROFILES + "?externalUserId=" + urllib.parse.quote(u),
+                key=profiles_reader(TENANT))
+        if want[u] == 0:
+            continue
+        expect_status(r, 200, what="profile of " + u)
+        bal = expect_json_object(r, "profile")["balances"]["points"]["balance"]
+        check(bal == want[u], "%s: balance %r, want %r" % (u, bal, want[u]))
