@@ -8,29 +8,41 @@
  * READ-COMMITTED, strict mode, CLIENT_FOUND_ROWS), prepared statements with
  * bound parameters, results fetched with mysql_stmt_store_result().
  *
- * --mode accept: one accepted event for a known user (core/ingest.c
- * apply_one() plus the rules engine's writes), per event:
- *     SAVEPOINT item                     (only with --per-txn > 1, like a batch)
- *     INSERT IGNORE INTO events ...      (a new external id, a ~400-byte doc)
- *     SELECT ... FROM identities ...     (DB_IDENT_FIND: externalUserId + email)
- *     SELECT ... FROM profiles ... FOR UPDATE              (DB_PROFILE_LOCK)
- *     SELECT ... FROM balances WHERE profile_id = ?        (DB_BALANCES_OF)
+ * --mode accept: one accepted event for a known user, the statements of
+ * core/ingest.c (ev_ingest(), apply_one(), load_state(), write_outcome())
+ * for a tenant with one points rule, per event:
+ *     SELECT id, public_id, fingerprint, attempt FROM events WHERE <key>
+ *                                        (DB_EVENT_BY_KEY;
+ *                                        a single event: before START TRANSACTION)
+ *     SELECT ... FROM identities JOIN profiles ... FOR UPDATE (DB_IDENT_FIND_LOCK:
+ *                                        externalUserId + email, locks the profile)
+ *     SELECT balances UNION ALL variables UNION ALL counters (DB_STATE_OF)
+ *     INSERT IGNORE INTO events ... with the outcome       (DB_EVENT_INSERT;
+ *                                        a new external id, a ~400-byte doc)
  *     INSERT INTO balances ... ON DUPLICATE KEY UPDATE ... (DB_BALANCE_UPSERT)
  *     INSERT INTO ledger ...                               (DB_LEDGER_INSERT)
- *     UPDATE events SET profile_id, outcome, rules_version (DB_EVENT_SET_OUTCOME)
- * inside START TRANSACTION ... COMMIT, --per-txn events per transaction.
- * --mode dup: the duplicate path, per event:
- *     INSERT IGNORE INTO events ...      (a key that exists: 0 rows)
- *     SELECT id, public_id, fingerprint FROM events WHERE <key>  (DB_EVENT_BY_KEY)
- * one event per transaction, on the keys <dup-prefix>-<0..dup-count-1>.
+ *     UPDATE profiles SET tier, updated_at WHERE id = ?    (DB_PROFILE_SET_TIER:
+ *                                        every event that changes a profile)
+ * inside START TRANSACTION ... COMMIT, --per-txn events per transaction (a
+ * batch: one transaction, the key check of every item inside it).
+ * --mode dup: the duplicate path of a single event: one SELECT of the key
+ * (DB_EVENT_BY_KEY, autocommit, no transaction), on the existing keys
+ * <dup-prefix>-<0..dup-count-1>.
+ * The statement texts are those of db/db.c stmt_sql[] (ST_X here is DB_X
+ * there); tests/bench/run.sh reports when they drift apart.
+ * The user of each event is random; --sorted 1 orders the events of one
+ * transaction by user, so that concurrent transactions lock the profiles in
+ * the same order (with random order, several concurrent 1000-event
+ * transactions over 1000 users deadlock nearly every time).
  *
  * Deadlocks and lock-wait timeouts roll back and run the transaction again
- * after a short randomised backoff, as db_txn() does; they are counted.
+ * after a short randomised backoff, as db_txn() does, at most 8 times; the
+ * retries and the transactions given up (the service's 503) are counted.
  *
  * Prints one line:
- *   RESULT events=N txns=N seconds=S eps=E p50_ms=X p99_ms=Y retries=N
- * where p50/p99 are per transaction (from START TRANSACTION to COMMIT's
- * answer). Exit 0, or 1 with a message on stderr.
+ *   RESULT events=N txns=N seconds=S eps=E p50_ms=X p99_ms=Y retries=N gave_up=N
+ * where p50/p99 are per transaction (from the key check to COMMIT's answer;
+ * for dup, per read). Exit 0, or 1 with a message on stderr.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -49,46 +61,50 @@
 enum st {
 	ST_EVENT_INSERT,
 	ST_EVENT_BY_KEY,
-	ST_IDENT_FIND,
-	ST_PROFILE_LOCK,
-	ST_BALANCES_OF,
+	ST_IDENT_FIND_LOCK,
+	ST_STATE_OF,
 	ST_BALANCE_UPSERT,
 	ST_LEDGER_INSERT,
-	ST_EVENT_SET_OUTCOME,
+	ST_PROFILE_SET_TIER,
 	ST__MAX
 };
 
 static const char *const st_sql[ST__MAX] = {
 	/* ST_EVENT_INSERT */
 	"INSERT IGNORE INTO events (tenant_id, source, external_event_id, public_id,"
-	" fingerprint, event_type, occurred_at, received_at, doc, request_id)"
-	" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	" fingerprint, event_type, occurred_at, received_at, doc, request_id,"
+	" profile_id, outcome, rules_version, attempt)"
+	" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 	/* ST_EVENT_BY_KEY */
-	"SELECT id, public_id, fingerprint FROM events"
+	"SELECT id, public_id, fingerprint, attempt FROM events"
 	" WHERE tenant_id = ? AND source = ? AND external_event_id = ?",
-	/* ST_IDENT_FIND */
-	"SELECT type, value, profile_id FROM identities WHERE tenant_id = ? AND ("
-	" (type = 0 AND value = ?) OR (type = 1 AND value = ?) OR"
-	" (type = 2 AND value = ?) OR (type = 3 AND value = ?))",
-	/* ST_PROFILE_LOCK */
-	"SELECT public_id, tier FROM profiles WHERE id = ? FOR UPDATE",
-	/* ST_BALANCES_OF */
-	"SELECT name, balance, lifetime FROM balances WHERE profile_id = ? ORDER BY name",
+	/* ST_IDENT_FIND_LOCK */
+	"SELECT i.type, i.profile_id, p.public_id, p.tier, x.value"
+	" FROM identities i JOIN profiles p ON p.id = i.profile_id"
+	" LEFT JOIN identities x ON x.ext_profile_id = p.id"
+	" WHERE i.tenant_id = ? AND ("
+	" (i.type = 0 AND i.value = ?) OR (i.type = 1 AND i.value = ?) OR"
+	" (i.type = 2 AND i.value = ?) OR (i.type = 3 AND i.value = ?)) FOR UPDATE",
+	/* ST_STATE_OF */
+	"SELECT 'b', name, balance, lifetime FROM balances WHERE profile_id = ?"
+	" UNION ALL SELECT 'v', name, value, NULL FROM variables WHERE profile_id = ?"
+	" UNION ALL SELECT 'c', rule_id, period, count FROM rule_counters"
+	" WHERE profile_id = ? AND period IN ('all', ?, ?)",
 	/* ST_BALANCE_UPSERT */
 	"INSERT INTO balances (profile_id, name, balance, lifetime) VALUES (?, ?, ?, ?)"
 	" ON DUPLICATE KEY UPDATE balance = VALUES(balance), lifetime = VALUES(lifetime)",
 	/* ST_LEDGER_INSERT */
 	"INSERT INTO ledger (profile_id, event_id, seq, rule_id, balance_name, delta,"
-	" balance_after, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-	/* ST_EVENT_SET_OUTCOME */
-	"UPDATE events SET profile_id = ?, outcome = ?, rules_version = ? WHERE id = ?",
+	" balance_after, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))",
+	/* ST_PROFILE_SET_TIER */
+	"UPDATE profiles SET tier = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ?",
 };
 _Static_assert(sizeof(st_sql) / sizeof(st_sql[0]) == ST__MAX,
     "st_sql must have one entry per enum st");
 
-#define MAX_PARAMS   10
+#define MAX_PARAMS   14
 #define MAX_ROWS     8
-#define MAX_COLS     4
+#define MAX_COLS     5
 #define CELL_MAX     1100
 #define MAX_ATTEMPTS 8           /* db/db.h DB_MAX_ATTEMPTS */
 #define SOURCE       "brand.pos"
@@ -111,6 +127,7 @@ static struct {
 	const char    *user_fmt;     /* externalUserId of user i */
 	const char    *dup_prefix;   /* existing external ids: DUP_PREFIX-I */
 	unsigned       dup_count;
+	int            sorted;       /* a transaction's users in ascending order */
 	const char    *rules_version;
 } opt = {
 	.conns = 1, .per_txn = 1, .seconds = 10, .users = 1000,
@@ -150,7 +167,7 @@ struct worker {
 	MYSQL_STMT         *st[ST__MAX];
 	uint64_t            rnd;
 	unsigned long long  seq;           /* external ids made so far */
-	unsigned long long  events, txns, retries;
+	unsigned long long  events, txns, retries, gave_up;
 	double             *lat;           /* per-transaction latency, ms */
 	size_t              nlat, caplat;
 	struct rows         rows;
@@ -361,7 +378,7 @@ err:
 	return -1;
 }
 
-/* Simple statements (START TRANSACTION, SAVEPOINT): 0, errno or -1. */
+/* Simple statements (START TRANSACTION): 0, errno or -1. */
 static int
 query(struct worker *w, const char *sql)
 {
@@ -424,7 +441,7 @@ make_event(struct worker *w, struct evbuf *e, const char *ext, unsigned user,
 	public_id(w, e->pub);
 	for (i = 0; i < sizeof(e->fp); i++)
 		e->fp[i] = (char)(rnd_next(w) & 0xff);
-	snprintf(e->occ, sizeof(e->occ), "2026-05-20 12:45:00");
+	snprintf(e->occ, sizeof(e->occ), "2025-05-20 12:45:00");
 	sql_now(e->rec);
 	snprintf(e->user, sizeof(e->user), opt.user_fmt, user);
 	snprintf(e->email, sizeof(e->email), "%s@example.com", e->user);
@@ -435,8 +452,8 @@ make_event(struct worker *w, struct evbuf *e, const char *ext, unsigned user,
 	snprintf(iso, sizeof(iso), "%.10sT%sZ", e->rec, e->rec + 11);
 	snprintf(e->doc, sizeof(e->doc),
 	    "{\"source\":\"" SOURCE "\",\"externalEventId\":\"%s\","
-	    "\"eventType\":\"" EVENT_TYPE "\",\"occurredAt\":\"2026-05-20T12:45:00Z\","
-	    "\"occurredAtUtc\":\"2026-05-20T12:45:00Z\",\"receivedAt\":\"%s\","
+	    "\"eventType\":\"" EVENT_TYPE "\",\"occurredAt\":\"2025-05-20T12:45:00Z\","
+	    "\"occurredAtUtc\":\"2025-05-20T12:45:00Z\",\"receivedAt\":\"%s\","
 	    "\"identity\":{\"externalUserId\":\"%s\",\"email\":\"%s\"},"
 	    "\"properties\":{\"order_id\":\"order_%s\",\"amount\":%u.%02u,"
 	    "\"currency\":\"USD\",\"store_id\":\"store_%u\"}}",
@@ -444,13 +461,82 @@ make_event(struct worker *w, struct evbuf *e, const char *ext, unsigned user,
 	    user % 100);
 }
 
-/* Step 1 of apply_one(): INSERT IGNORE on the dedup key. */
+/* Is the key taken? 0 (free), 1 (taken), retryable errno or -1. */
 static int
-event_insert(struct worker *w, const struct evbuf *e,
-    unsigned long long *affected, unsigned long long *evid)
+key_check(struct worker *w, const struct evbuf *e, int *taken)
 {
-	struct param p[10];
+	struct param p[3];
+	int          rc;
 
+	p[0] = PI(opt.tenant);
+	p[1] = PS(SOURCE);
+	p[2] = PS(e->ext);
+	if ((rc = exec_st(w, ST_EVENT_BY_KEY, p, 3, NULL, NULL)) != 0)
+		return rc;
+	*taken = w->rows.n > 0;
+	return 0;
+}
+
+/*
+ * One accepted event for a known user inside the open transaction; the key
+ * check first unless done before the transaction. 0, retryable errno or -1.
+ */
+static int
+accept_one(struct worker *w, const struct evbuf *e, int check)
+{
+	struct param        p[14];
+	unsigned long long  affected = 0, evid = 0;
+	long long           pid = 0, bal = 0, life = 0, delta = e->amount / 100;
+	char                out[512], attempt[16];
+	size_t              i;
+	int                 rc, taken = 0;
+
+	if (check && (rc = key_check(w, e, &taken)) != 0)
+		return rc;
+	if (taken) {
+		fail(w, "key check", "a new external id is taken");
+		return -1;
+	}
+	p[0] = PI(opt.tenant);
+	p[1] = PS(e->user);
+	p[2] = PS(e->email);
+	p[3] = PNULL;
+	p[4] = PNULL;
+	if ((rc = exec_st(w, ST_IDENT_FIND_LOCK, p, 5, NULL, NULL)) != 0)
+		return rc;
+	for (i = 0; i < w->rows.n; i++)
+		if (strcmp(w->rows.cell[i][0], "0") == 0)
+			pid = strtoll(w->rows.cell[i][1], NULL, 10);
+	if (pid == 0) {
+		fail(w, "identity look-up", "a known user was not found: run the"
+		    " bench's user seeding first");
+		return -1;
+	}
+	p[0] = PI(pid);
+	p[1] = PI(pid);
+	p[2] = PI(pid);
+	p[3] = PS("d2025-05-20");
+	p[4] = PS("m2025-05");
+	if ((rc = exec_st(w, ST_STATE_OF, p, 5, NULL, NULL)) != 0)
+		return rc;
+	for (i = 0; i < w->rows.n; i++)
+		if (strcmp(w->rows.cell[i][0], "b") == 0 &&
+		    strcmp(w->rows.cell[i][1], "points") == 0) {
+			bal = strtoll(w->rows.cell[i][2], NULL, 10);
+			life = strtoll(w->rows.cell[i][3], NULL, 10);
+		}
+	bal += delta;
+	life += delta;
+	/* the attempt token: 15 bytes naming the request, then the attempt */
+	for (i = 0; i < sizeof(attempt); i++)
+		attempt[i] = (char)(rnd_next(w) & 0xff);
+	snprintf(out, sizeof(out),
+	    "{\"points_awarded\":%lld,\"rules_applied\":[\"" RULE_ID "\"],"
+	    "\"rules_skipped\":[],\"effects\":[{\"type\":\"balance\",\"rule\":"
+	    "\"" RULE_ID "\",\"balance\":\"points\",\"delta\":%lld,"
+	    "\"balance_after\":%lld}],\"tier\":null,\"identity_conflicts\":[],"
+	    "\"profile_created\":false}",
+	    delta, delta, bal);
 	p[0] = PI(opt.tenant);
 	p[1] = PS(SOURCE);
 	p[2] = PS(e->ext);
@@ -461,60 +547,22 @@ event_insert(struct worker *w, const struct evbuf *e,
 	p[7] = PS(e->rec);
 	p[8] = PS(e->doc);
 	p[9] = PS("");
-	return exec_st(w, ST_EVENT_INSERT, p, 10, affected, evid);
-}
-
-/* One accepted event for a known user; 0, retryable errno or -1. */
-static int
-accept_one(struct worker *w, const struct evbuf *e)
-{
-	struct param        p[8];
-	unsigned long long  affected = 0, evid = 0;
-	long long           pid = 0, bal = 0, life = 0, delta = e->amount / 100;
-	char                out[512], created[32];
-	size_t              i;
-	int                 rc;
-
-	if ((rc = event_insert(w, e, &affected, &evid)) != 0)
+	p[10] = PI(pid);
+	p[11] = PS(out);
+	p[12] = PS(opt.rules_version);
+	p[13] = PB(attempt, sizeof(attempt));
+	if ((rc = exec_st(w, ST_EVENT_INSERT, p, 14, &affected, &evid)) != 0)
 		return rc;
 	if (affected != 1 || mysql_warning_count(w->conn) > 0) {
 		fail(w, "INSERT IGNORE events", "the new event was not stored cleanly");
 		return -1;
 	}
-	p[0] = PI(opt.tenant);
-	p[1] = PS(e->user);
-	p[2] = PS(e->email);
-	p[3] = PNULL;
-	p[4] = PNULL;
-	if ((rc = exec_st(w, ST_IDENT_FIND, p, 5, NULL, NULL)) != 0)
-		return rc;
-	for (i = 0; i < w->rows.n; i++)
-		if (strcmp(w->rows.cell[i][0], "0") == 0)
-			pid = strtoll(w->rows.cell[i][2], NULL, 10);
-	if (pid == 0) {
-		fail(w, "identity look-up", "a known user was not found: run the"
-		    " bench's user seeding first");
-		return -1;
-	}
-	p[0] = PI(pid);
-	if ((rc = exec_st(w, ST_PROFILE_LOCK, p, 1, NULL, NULL)) != 0)
-		return rc;
-	if ((rc = exec_st(w, ST_BALANCES_OF, p, 1, NULL, NULL)) != 0)
-		return rc;
-	for (i = 0; i < w->rows.n; i++)
-		if (strcmp(w->rows.cell[i][0], "points") == 0) {
-			bal = strtoll(w->rows.cell[i][1], NULL, 10);
-			life = strtoll(w->rows.cell[i][2], NULL, 10);
-		}
-	bal += delta;
-	life += delta;
 	p[0] = PI(pid);
 	p[1] = PS("points");
 	p[2] = PI(bal);
 	p[3] = PI(life);
 	if ((rc = exec_st(w, ST_BALANCE_UPSERT, p, 4, NULL, NULL)) != 0)
 		return rc;
-	sql_now(created);
 	p[0] = PI(pid);
 	p[1] = PI((long long)evid);
 	p[2] = PI(0);
@@ -522,47 +570,11 @@ accept_one(struct worker *w, const struct evbuf *e)
 	p[4] = PS("points");
 	p[5] = PI(delta);
 	p[6] = PI(bal);
-	p[7] = PS(created);
-	if ((rc = exec_st(w, ST_LEDGER_INSERT, p, 8, NULL, NULL)) != 0)
+	if ((rc = exec_st(w, ST_LEDGER_INSERT, p, 7, NULL, NULL)) != 0)
 		return rc;
-	snprintf(out, sizeof(out),
-	    "{\"points_awarded\":%lld,\"rules_applied\":[\"" RULE_ID "\"],"
-	    "\"rules_skipped\":[],\"effects\":[{\"rule\":\"" RULE_ID "\","
-	    "\"type\":\"balance\",\"balance\":\"points\",\"delta\":%lld,"
-	    "\"balance_after\":%lld}],\"identity_conflicts\":[]}",
-	    delta, delta, bal);
-	p[0] = PI(pid);
-	p[1] = PS(out);
-	p[2] = PS(opt.rules_version);
-	p[3] = PI((long long)evid);
-	return exec_st(w, ST_EVENT_SET_OUTCOME, p, 4, NULL, NULL);
-}
-
-/* The duplicate path: the key exists, read the original. */
-static int
-dup_one(struct worker *w, const struct evbuf *e)
-{
-	struct param       p[3];
-	unsigned long long affected = 1;
-	int                rc;
-
-	if ((rc = event_insert(w, e, &affected, NULL)) != 0)
-		return rc;
-	if (affected != 0) {
-		fail(w, "duplicate path", "the key was not taken: seed the"
-		    " duplicates first (--dup-prefix, --dup-count)");
-		return -1;
-	}
-	p[0] = PI(opt.tenant);
-	p[1] = PS(SOURCE);
-	p[2] = PS(e->ext);
-	if ((rc = exec_st(w, ST_EVENT_BY_KEY, p, 3, NULL, NULL)) != 0)
-		return rc;
-	if (w->rows.n != 1) {
-		fail(w, "duplicate path", "the original event was not found");
-		return -1;
-	}
-	return 0;
+	p[0] = PNULL;
+	p[1] = PI(pid);
+	return exec_st(w, ST_PROFILE_SET_TIER, p, 2, NULL, NULL);
 }
 
 static void
@@ -594,17 +606,36 @@ backoff(struct worker *w, unsigned attempt)
 	nanosleep(&ts, NULL);
 }
 
+static int
+cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int
+cmp_unsigned(const void *a, const void *b)
+{
+	unsigned x = *(const unsigned *)a, y = *(const unsigned *)b;
+
+	return x < y ? -1 : x > y;
+}
+
 static void *
 worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct evbuf  *evs;
+	unsigned      *us;
 	char           ext[96];
 	unsigned       i, attempt;
 
-	if ((evs = calloc(opt.per_txn, sizeof(*evs))) == NULL) {
+	evs = calloc(opt.per_txn, sizeof(*evs));
+	us = calloc(opt.per_txn, sizeof(*us));
+	if (evs == NULL || us == NULL) {
 		fail(w, "events", "out of memory");
-		return NULL;
+		goto out;
 	}
 	if (connect_db(w) != 0)
 		goto out;
@@ -613,8 +644,12 @@ worker_main(void *arg)
 		int    rc = 0;
 
 		/* the transaction's events: new ids, or existing ones to replay */
+		for (i = 0; i < opt.per_txn; i++)
+			us[i] = (unsigned)(rnd_next(w) % opt.users);
+		if (opt.sorted)
+			qsort(us, opt.per_txn, sizeof(*us), cmp_unsigned);
 		for (i = 0; i < opt.per_txn; i++) {
-			unsigned user = (unsigned)(rnd_next(w) % opt.users);
+			unsigned user = us[i];
 			if (opt.mode == MODE_DUP) {
 				unsigned k = (unsigned)(rnd_next(w) % opt.dup_count);
 				snprintf(ext, sizeof(ext), "%s-%u", opt.dup_prefix, k);
@@ -625,18 +660,39 @@ worker_main(void *arg)
 			    100 + (unsigned)(rnd_next(w) % 50000));
 		}
 		t0 = now_s();
+		if (opt.mode == MODE_DUP) {
+			/* a single event seen before: one read, no transaction */
+			int taken = 0;
+			if ((rc = key_check(w, &evs[0], &taken)) != 0) {
+				fail(w, "duplicate path", mysql_error(w->conn));
+				goto out;
+			}
+			if (!taken) {
+				fail(w, "duplicate path", "the key is not taken: seed the"
+				    " duplicates first (--dup-prefix, --dup-count)");
+				goto out;
+			}
+			add_latency(w, (now_s() - t0) * 1000.0);
+			w->txns++;
+			w->events++;
+			continue;
+		}
+		/* a single event: its key is checked before the transaction */
+		if (opt.per_txn == 1) {
+			int taken = 0;
+			if ((rc = key_check(w, &evs[0], &taken)) != 0 || taken) {
+				fail(w, "key check", "failed or taken");
+				goto out;
+			}
+		}
 		for (attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
 			if (attempt > 0) {
 				w->retries++;
 				backoff(w, attempt);
 			}
 			rc = query(w, "START TRANSACTION");
-			for (i = 0; rc == 0 && i < opt.per_txn; i++) {
-				if (opt.per_txn > 1 && (rc = query(w, "SAVEPOINT item")) != 0)
-					break;
-				rc = opt.mode == MODE_DUP ? dup_one(w, &evs[i]) :
-				    accept_one(w, &evs[i]);
-			}
+			for (i = 0; rc == 0 && i < opt.per_txn; i++)
+				rc = accept_one(w, &evs[i], opt.per_txn > 1 || attempt > 0);
 			if (rc == 0) {
 				if (mysql_commit(w->conn) == 0)
 					break;
@@ -651,8 +707,9 @@ worker_main(void *arg)
 				goto out;
 		}
 		if (rc != 0) {
-			fail(w, "transaction", "still deadlocking after the last retry");
-			goto out;
+			/* the service answers 503 here; the client would retry */
+			w->gave_up++;
+			continue;
 		}
 		add_latency(w, (now_s() - t0) * 1000.0);
 		w->txns++;
@@ -661,16 +718,10 @@ worker_main(void *arg)
 out:
 	/* frees: the event buffers; the connection is closed by main() */
 	free(evs);
+	free(us);
 	return NULL;
 }
 
-static int
-cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
 
 static void
 usage(void)
@@ -679,7 +730,7 @@ usage(void)
 	    "usage: ceiling --db URL --tenant ID [--mode accept|dup] [--conns N]\n"
 	    "               [--per-txn N] [--seconds S] [--users N] [--prefix P]\n"
 	    "               [--user-fmt FMT] [--dup-prefix P] [--dup-count N]\n"
-	    "               [--rules-version V]\n"
+	    "               [--sorted 0|1] [--rules-version V]\n"
 	    "  --db defaults to $RFEVENTS_DB (mariadb://user:pass@host[:port]/db[?socket=path])\n");
 	exit(2);
 }
@@ -692,7 +743,7 @@ main(int argc, char **argv)
 	double         t0, el;
 	double        *all;
 	size_t         nall = 0, k;
-	unsigned long long events = 0, txns = 0, retries = 0;
+	unsigned long long events = 0, txns = 0, retries = 0, gave_up = 0;
 	unsigned       i;
 	int            a, ret = 0;
 
@@ -728,6 +779,8 @@ main(int argc, char **argv)
 			opt.dup_prefix = v;
 		else if (strcmp(o, "--dup-count") == 0)
 			opt.dup_count = (unsigned)strtoul(v, NULL, 10);
+		else if (strcmp(o, "--sorted") == 0)
+			opt.sorted = strcmp(v, "0") != 0;
 		else if (strcmp(o, "--rules-version") == 0)
 			opt.rules_version = v;
 		else
@@ -738,6 +791,8 @@ main(int argc, char **argv)
 	    opt.per_txn > 100000 || opt.users == 0 || opt.dup_count == 0 ||
 	    opt.seconds <= 0)
 		usage();
+	if (opt.mode == MODE_DUP)
+		opt.per_txn = 1;
 	if (mysql_library_init(0, NULL, NULL) != 0) {
 		fprintf(stderr, "ceiling: cannot initialise the MariaDB library\n");
 		return 1;
@@ -774,6 +829,7 @@ main(int argc, char **argv)
 		events += ws[i].events;
 		txns += ws[i].txns;
 		retries += ws[i].retries;
+		gave_up += ws[i].gave_up;
 		nall += ws[i].nlat;
 	}
 	if ((all = malloc((nall ? nall : 1) * sizeof(*all))) == NULL)
@@ -784,9 +840,10 @@ main(int argc, char **argv)
 	}
 	qsort(all, nall, sizeof(*all), cmp_double);
 	printf("RESULT events=%llu txns=%llu seconds=%.3f eps=%.1f p50_ms=%.3f"
-	    " p99_ms=%.3f retries=%llu\n", events, txns, el, (double)events / el,
+	    " p99_ms=%.3f retries=%llu gave_up=%llu\n", events, txns, el,
+	    (double)events / el,
 	    nall ? all[(size_t)((double)(nall - 1) * 0.50)] : 0.0,
-	    nall ? all[(size_t)((double)(nall - 1) * 0.99)] : 0.0, retries);
+	    nall ? all[(size_t)((double)(nall - 1) * 0.99)] : 0.0, retries, gave_up);
 
 	/* frees: samples, statements, connections */
 	free(all);

@@ -9,13 +9,16 @@
 --                     batch   BENCH_ITEMS new events per request (/batch)
 --                     seed    the events PREFIX-0 .. PREFIX-(COUNT-1), in batches
 --                             of BENCH_ITEMS, each sent once; a thread stops after
---                             its share (see BENCH_MARK_DIR)
+--                             its share (see BENCH_MARK_DIR); one connection
+--                             per thread (wrk -tN -cN)
 --                     replay  events PREFIX-k, k random in [0, COUNT): the same
 --                             bodies as seed, so each is a duplicate once seeded
 --   BENCH_NONCE       makes new external ids unique: NONCE-THREAD-COUNTER
 --   BENCH_USERS       number of known users (default 1000); user i is
 --                     externalUserId bench-u-%04d, email bench-u-%04d@example.com
 --   BENCH_ITEMS       events per batch request (default 1000)
+--   BENCH_SORTED=1    batch: the items of a request in ascending user order, so
+--                     that concurrent batches lock the profiles in one order
 --   BENCH_PREFIX, BENCH_COUNT   the fixed key set of seed and replay
 --   BENCH_QUOTA       single mode: a thread stops after this many responses
 --   BENCH_MARK_DIR    where a thread that stopped by itself (seed, quota) writes
@@ -35,6 +38,7 @@ local prefix   = os.getenv("BENCH_PREFIX") or "dup"
 local count    = tonumber(os.getenv("BENCH_COUNT") or "10000")
 local quota    = tonumber(os.getenv("BENCH_QUOTA") or "0")
 local markdir  = os.getenv("BENCH_MARK_DIR")
+local sorted   = os.getenv("BENCH_SORTED") == "1"
 
 local OCCURRED = "2025-05-20T12:45:00Z"
 
@@ -71,10 +75,10 @@ local function fixed_event(k)
 end
 
 local seq = 0
-local function new_event()
+local function new_event(u)
    seq = seq + 1
    return event(string.format("%s-%d-%d", nonce, tid, seq),
-                math.random(0, users - 1), math.random(100, 50099))
+                u or math.random(0, users - 1), math.random(100, 50099))
 end
 
 local function batch(list)
@@ -82,7 +86,7 @@ local function batch(list)
                      '{"items":[' .. table.concat(list, ",") .. ']}')
 end
 
-local chunks, chunk_i = {}, 1
+local chunks = {}
 local stopped = false
 
 function init(args)
@@ -116,8 +120,10 @@ function request()
       n_items = n_items + 1
       return wrk.format("POST", "/v1/cdp/events", headers, new_event())
    elseif mode == "batch" then
-      local list = {}
-      for i = 1, items do list[i] = new_event() end
+      local us, list = {}, {}
+      for i = 1, items do us[i] = math.random(0, users - 1) end
+      if sorted then table.sort(us) end
+      for i = 1, items do list[i] = new_event(us[i]) end
       n_items = n_items + items
       return batch(list)
    elseif mode == "replay" then
@@ -125,10 +131,14 @@ function request()
       return wrk.format("POST", "/v1/cdp/events", headers,
                         fixed_event(math.random(0, count - 1)))
    elseif mode == "seed" then
-      -- after the last chunk keep sending the first one (duplicates) until
-      -- the stop takes effect
-      local c = chunks[chunk_i] or chunks[1] or 0
-      chunk_i = chunk_i + 1
+      -- One connection per thread: request k follows response k - 1, so
+      -- the count of responses says which chunk is next (wrk also calls
+      -- request() once before the run, to check it). After this thread's
+      -- last chunk (or without any), a health check until the stop.
+      local c = chunks[n_resp + 1]
+      if c == nil then
+         return wrk.format("GET", "/v1/health")
+      end
       local list = {}
       for k = c * items, math.min(count, (c + 1) * items) - 1 do
          list[#list + 1] = fixed_event(k)

@@ -11,6 +11,9 @@
 #   BENCH_DUP_COUNT  events seeded for the duplicate path (default 10000)
 #   BENCH_WRK_THREADS  wrk threads (default 2)
 #   BENCH_KEEP_DB=1  keep the database of the last run (default: start empty)
+#   BENCH_STACK    the stack script (default tests/stack.sh)
+# The web server is always lighttpd (SERVER=lighttpd for tests/stack.sh): the worker
+# processes are found as the children of its pid.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BENCH_DIR=$ROOT/tests/bench
@@ -33,7 +36,8 @@ VAR=$(cd -- "$VAR" && pwd)
 LOGS=$VAR/logs
 CEILING=$VAR/ceiling
 DB_SOCK=$VAR/mysql/mysqld.sock
-export VAR PORT PROCS CONF
+SERVER=lighttpd
+export VAR PORT PROCS CONF SERVER
 
 # A random part of every external id of this run: ids never repeat across runs
 # even with BENCH_KEEP_DB=1.
@@ -83,11 +87,27 @@ stack_down() {
 	fi
 }
 
+# snapshot — copies of the binaries and the migrations under $VAR/snap, used for the
+# whole run: a rebuild in the working tree meanwhile (make, another terminal) cannot
+# swap the binary or the schema in the middle of a measurement.
+snapshot() {
+	local snap=$VAR/snap
+	[[ -x $FCGI_BIN && -x $CLI_BIN ]] || die "build first: make"
+	rm -rf -- "$snap"
+	mkdir -p -- "$snap/bin" "$snap/db"
+	cp -- "$FCGI_BIN" "$CLI_BIN" "$snap/bin/"
+	cp -R -- "$ROOT/db/migrations" "$snap/db/"
+	# the CLI finds the migrations next to its bin/
+	FCGI_BIN=$snap/bin/${FCGI_BIN##*/}
+	CLI_BIN=$snap/bin/${CLI_BIN##*/}
+	export FCGI_BIN CLI_BIN
+}
+
 # stack_up — MariaDB (an empty rfevents database unless BENCH_KEEP_DB=1), the
 # schema, lighttpd with PROCS workers on PORT; stopped again on exit.
 stack_up() {
 	local pid
-	[[ -x $FCGI_BIN && -x $CLI_BIN ]] || die "build first: make"
+	snapshot
 	if [[ -s $VAR/lighttpd.pid ]] && pid=$(cat "$VAR/lighttpd.pid") &&
 		[[ $(cat "/proc/$pid/comm" 2>/dev/null) == lighttpd ]]; then
 		die "lighttpd already runs under $VAR (pid $pid): another bench? (VAR=$VAR tests/stack.sh stop)"
@@ -111,6 +131,9 @@ stack_up() {
 	export RFEVENTS_DB
 	"$CLI_BIN" check "$CONF" >/dev/null 2>"$LOGS/check.log" ||
 		{ cat "$LOGS/check.log" >&2; die "the bench configuration does not load"; }
+	# the logs hold the last run only (the app's stderr: one line per request)
+	: >"$VAR/access.log"
+	: >"$VAR/lighttpd-error.log"
 	STARTED_WEB=1
 	"$STACK" web-start
 	KEY=$("$CLI_BIN" key create --tenant "$TENANT" --scopes events:write,events:read \
@@ -171,16 +194,42 @@ wrk_run() {
 	fi
 	wait "$pid" || { cat "$log" >&2; die "wrk failed (log: $log)"; }
 	parse_result "$log" || { cat "$log" >&2; die "wrk gave no RESULT (log: $log)"; }
+	drain
 }
 
-# ceiling_run LOG MODE CONNS PER_TXN PREFIX — one run of the ceiling; RESULT in R.
+# drain — wait until every FastCGI worker is back in accept(): requests that were
+# in flight when wrk stopped (a batch takes seconds) must not slow down the next
+# measurement. Where the accept syscall numbers are not known, wait 3 seconds.
+drain() {
+	local i p busy sys idle
+	case $(uname -m) in
+	x86_64) idle=" 43 288 " ;;           # accept, accept4
+	aarch64) idle=" 202 242 " ;;
+	*) sleep 3; return 0 ;;
+	esac
+	for ((i = 0; i < 1200; i++)); do
+		busy=0
+		for p in $(worker_pids); do
+			sys=$(cut -d' ' -f1 "/proc/$p/syscall" 2>/dev/null) || continue
+			[[ $idle == *" $sys "* ]] || busy=1
+		done
+		((busy)) || return 0
+		sleep 0.05
+	done
+	say "warning: the FastCGI workers are still busy after 60 s"
+}
+
+# ceiling_run LOG MODE CONNS PER_TXN PREFIX [OPTION...] — one run of the ceiling;
+# RESULT in R.
 ceiling_run() {
-	"$CEILING" --db "$RFEVENTS_DB" --tenant "$TENANT_ID" --mode "$2" --conns "$3" \
-		--per-txn "$4" --seconds "$SECS" --users "$USERS" --prefix "$5" \
+	local log=$1 mode=$2 conns=$3 per=$4 prefix=$5
+	shift 5
+	"$CEILING" --db "$RFEVENTS_DB" --tenant "$TENANT_ID" --mode "$mode" --conns "$conns" \
+		--per-txn "$per" --seconds "$SECS" --users "$USERS" --prefix "$prefix" \
 		--dup-prefix "$DUP_PREFIX" --dup-count "$DUP_COUNT" \
-		--rules-version "$RULES_VERSION" >"$1" 2>&1 ||
-		{ cat "$1" >&2; die "the ceiling failed (log: $1)"; }
-	parse_result "$1" || die "the ceiling gave no RESULT (log: $1)"
+		--rules-version "$RULES_VERSION" "$@" >"$log" 2>&1 ||
+		{ cat "$log" >&2; die "the ceiling failed (log: $log)"; }
+	parse_result "$log" || die "the ceiling gave no RESULT (log: $log)"
 }
 
 # seed_users — one event for each known user through the service: creates the
@@ -215,4 +264,33 @@ worker_pids() {
 # proc_kb PID FIELD — a kB value of /proc/PID/status (VmHWM, VmRSS).
 proc_kb() {
 	awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null
+}
+
+# cpu_snapshot — prints "busy total ours" in clock ticks: busy and total CPU time of the
+# machine (/proc/stat) and the CPU time of this stack (mariadbd, lighttpd, the
+# workers) plus that of this script's waited-for children (wrk, the ceiling).
+cpu_snapshot() {
+	local ours=0 p f
+	for p in "$(cat "$VAR/mysql/mysqld.pid" 2>/dev/null)" "$(cat "$VAR/lighttpd.pid" 2>/dev/null)" \
+		$(worker_pids) "$$"; do
+		[[ -n $p && -r /proc/$p/stat ]] || continue
+		# fields after the ")" of the command: utime stime cutime cstime are 12-15
+		f=$(sed 's/^.*) //' "/proc/$p/stat")
+		if [[ $p == "$$" ]]; then
+			ours=$((ours + $(awk '{ print $14 + $15 }' <<<"$f")))
+		else
+			ours=$((ours + $(awk '{ print $12 + $13 }' <<<"$f")))
+		fi
+	done
+	awk -v ours="$ours" '$1 == "cpu" { busy = $2 + $3 + $4 + $7 + $8 + $9
+		print busy, busy + $5 + $6, ours }' /proc/stat
+}
+
+# cpu_report BEFORE AFTER — "X of N cores busy, Y by processes outside this bench".
+cpu_report() {
+	awk -v a="$1" -v b="$2" -v n="$(nproc)" 'BEGIN { split(a, x, " "); split(b, y, " ")
+		t = y[2] - x[2]; if (t <= 0) { print "-"; exit }
+		busy = (y[1] - x[1]) / t * n; other = busy - (y[3] - x[3]) / t * n
+		if (other < 0) other = 0
+		printf "%.2f of %d cores busy, %.2f of them outside this bench (other processes, kernel threads)", busy, n, other }'
 }
