@@ -970,6 +970,19 @@ fcgi_handle(struct fcgi_app *app, const struct fcgi_io *io)
 		rq.tenant.id = rq.key.tenant_id;
 		rq.tenant.slug = rq.key.tenant;
 		rq.tenant.conf = rq.conf ? conf_tenant_find(rq.conf, rq.key.tenant) : NULL;
+		/*
+		 * A tenant whose file is missing or has never loaded cannot
+		 * validate or score events. That is for the operator to fix, so
+		 * the client is told to retry later (503) instead of dropping
+		 * the event as invalid (422).
+		 */
+		if (rq.tenant.conf == NULL && rt->scope == EV_SCOPE_EVENTS_WRITE) {
+			ev_verr_set(&verr, EV_UNAVAILABLE, "no configuration is loaded for"
+			    " tenant %s; retry later with the same externalEventId",
+			    rq.key.tenant);
+			resp_error(&r, &verr);
+			goto out;
+		}
 	}
 
 	/* body: size, content type, strict JSON */
