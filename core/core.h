@@ -69,8 +69,8 @@ int json_is_number(const json_object *o);
 
 /*
  * Parse an RFC 3339 date-time (§5.6): YYYY-MM-DDTHH:MM:SS[.fraction](Z|±hh:mm);
- * 'T'/'Z' may be lower case; fraction 1-9 digits (kept to microseconds,
- * truncated); seconds 00-59 (a leap second 60 is rejected); year 0001-9999;
+ * 'T'/'Z' may be lower case; fraction of 1 or more digits (kept to
+ * microseconds, truncated; callers bound the text's length); seconds 00-59 (a leap second 60 is rejected); year 0001-9999;
  * day checked against the month and leap years; offset at most ±23:59.
  * Returns 0 and microseconds since the Unix epoch (UTC) in *us, or -1.
  */

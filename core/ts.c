@@ -141,10 +141,10 @@ ts_parse(const char *s, size_t len, int64_t *us)
 	if (s[pos] == '.') {
 		pos++;
 		while (pos < len && s[pos] >= '0' && s[pos] <= '9') {
-			if (++nfrac > 9)
-				return -1;
-			if (nfrac <= 6)
+			if (nfrac < 6)
 				frac = frac * 10 + (s[pos] - '0');
+			if (nfrac < 7)           /* stays small however long */
+				nfrac++;
 			pos++;
 		}
 		if (nfrac == 0)
