@@ -5,6 +5,7 @@
  *   rfevents key list --tenant SLUG
  *   rfevents key revoke KEY_ID
  *   rfevents migrate
+ *   rfevents import [options] FILE     (fcgi/import.c)
  * RFEVENTS_DB defaults to the private database of `make run` (var/db.env
  * next to the binary's bin/), RFEVENTS_CONF to conf/.
  */
@@ -18,6 +19,7 @@
 #include "conf/conf.h"
 #include "core/core.h"
 #include "db/db.h"
+#include "fcgi/fcgi.h"
 
 static char topdir[PATH_MAX];   /* the checkout: parent of bin/ */
 
@@ -29,7 +31,10 @@ usage(void)
 	    "       rfevents key create --tenant SLUG [--scopes s,...] [--sources s,...] [--name N]\n"
 	    "       rfevents key list --tenant SLUG\n"
 	    "       rfevents key revoke KEY_ID\n"
-	    "       rfevents migrate\n");
+	    "       rfevents migrate\n"
+	    "       rfevents import [--url URL] [--key KEY] [--format ndjson|csv] [--map COL=FIELD,...]\n"
+	    "                       [--source S] [--event-type T] [--batch N] [--errors FILE]\n"
+	    "                       [--state FILE] [--restart] [--max-retries N] [--timeout S] FILE\n");
 	exit(2);
 }
 
@@ -285,6 +290,8 @@ main(int argc, char **argv)
 		return cmd_key(argc - 2, argv + 2);
 	if (strcmp(argv[1], "migrate") == 0)
 		return cmd_migrate();
+	if (strcmp(argv[1], "import") == 0)
+		return import_main(argc - 2, argv + 2);
 	usage();
 	return 2;
 }

@@ -51,4 +51,5 @@ void  fcgi_metrics_event(int st, unsigned retries);
 /* Prometheus text exposition; caller frees. */
 char *fcgi_metrics_text(const char *const *route_names, size_t nroutes);
 
+int   import_main(int argc, char **argv);  /* rfevents import (fcgi/import.c) */
 #endif /* FCGI_H */
