@@ -537,7 +537,98 @@ static struct {
 	struct conf_error *dir_errs;    /* dir/tenants unreadable */
 	size_t             ndir_errs;
 	struct conf       *snap;        /* what conf_current() returns */
+	char              *lg_dir;      /* last good copies; NULL: none */
+	int                lg_tried;
 } cache;
+
+/*
+ * Last good copies of tenant files, shared by every process of one
+ * deployment. A process keeps the previous version of a file that fails to
+ * load, but a worker the web server starts after the file broke has no
+ * previous version of its own (mod_fcgid and plain CGI start processes on
+ * demand); it loads the copy the others saved instead, so every process
+ * keeps serving the same rules. The folder is $RFEVENTS_STATE ("off": no
+ * copies), or
+ * /dev/shm/rfevents-conf-UID-HASH (HASH of the configuration folder's path),
+ * created 0700 and trusted only when it belongs to this user.
+ */
+static const char *
+lastgood_dir(void)
+{
+	const char   *env = getenv("RFEVENTS_STATE");
+	char          buf[4096], real[4096];
+	unsigned char md[32];
+	unsigned int  mdlen = 0;
+	struct stat   sb;
+
+	if (cache.lg_tried)
+		return cache.lg_dir;
+	cache.lg_tried = 1;
+	if (env != NULL && strcmp(env, "off") == 0)
+		return NULL;
+	if (env != NULL && *env != '\0')
+		snprintf(buf, sizeof(buf), "%s", env);
+	else {
+		const char *d = realpath(cache.dir, real) ? real : cache.dir;
+		EVP_Digest(d, strlen(d), md, &mdlen, EVP_sha256(), NULL);
+		snprintf(buf, sizeof(buf), "/dev/shm/rfevents-conf-%lu-%02x%02x%02x%02x"
+		    "%02x%02x%02x%02x", (unsigned long)getuid(), md[0], md[1], md[2],
+		    md[3], md[4], md[5], md[6], md[7]);
+	}
+	if (mkdir(buf, 0700) == -1 && errno != EEXIST)
+		return NULL;
+	if (lstat(buf, &sb) == -1 || !S_ISDIR(sb.st_mode) || sb.st_uid != getuid() ||
+	    (sb.st_mode & 077) != 0)
+		return NULL;
+	cache.lg_dir = conf_xstrdup(buf);
+	return cache.lg_dir;
+}
+
+/* Save the bytes of a tenant file that loaded (write, then rename). */
+static void
+lastgood_save(const char *name, const struct fdata *fd)
+{
+	const char *dir = lastgood_dir();
+	char        tmp[4200], path[4200];
+	FILE       *f;
+
+	if (dir == NULL || name == NULL)
+		return;
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	snprintf(tmp, sizeof(tmp), "%s/.%s.%ld", dir, name, (long)getpid());
+	if ((f = fopen(tmp, "wb")) == NULL)
+		return;
+	if (fwrite(fd->buf, 1, fd->len, f) != fd->len || fclose(f) != 0) {
+		unlink(tmp);
+		return;
+	}
+	if (rename(tmp, path) == -1)
+		unlink(tmp);
+}
+
+/* The tenant of the last good copy of f, or NULL (its errors dropped). */
+static struct conf_tenant *
+lastgood_load(const struct cfile *f)
+{
+	const char         *dir = lastgood_dir();
+	char                path[4200];
+	struct conf_error  *errs = NULL;
+	size_t              nerrs = 0;
+	struct conf_diag    d = { path, &errs, &nerrs, 0 };
+	struct conf_tenant *t = NULL;
+	struct fdata        fd;
+
+	if (dir == NULL || f->name == NULL)
+		return NULL;
+	snprintf(path, sizeof(path), "%s/%s", dir, f->name);
+	if (read_file(path, &fd, &d) == 0) {
+		/* built under the real path: the slug comes from the file name */
+		t = tenant_from(f->path, &fd, &d);
+		free(fd.buf);
+	}
+	conf_errors_free(errs, nerrs);
+	return t;
+}
 
 /* Free what one record holds (not the record itself). */
 static void
@@ -595,6 +686,8 @@ cfile_refresh(struct cfile *f, int server)
 	}
 	if (read_file(f->path, &fd, &d) == -1) {
 		f->have_st = f->have_hash = 0;
+		if (!server && f->t == NULL)
+			f->t = lastgood_load(f);
 		return cfile_set_errors(f, errs, nerrs);
 	}
 	f->st = fd.st;
@@ -614,7 +707,9 @@ cfile_refresh(struct cfile *f, int server)
 	} else if ((t = tenant_from(f->path, &fd, &d)) != NULL) {
 		conf_tenant_free(f->t);
 		f->t = t;
-	}
+		lastgood_save(f->name, &fd);
+	} else if (f->t == NULL)
+		f->t = lastgood_load(f);
 	free(fd.buf);
 	cfile_set_errors(f, errs, nerrs);
 	return 1;
@@ -751,5 +846,6 @@ conf_current_free(void)
 	conf_errors_free(cache.dir_errs, cache.ndir_errs);
 	free(cache.tdir);
 	free(cache.dir);
+	free(cache.lg_dir);
 	memset(&cache, 0, sizeof(cache));
 }

@@ -1278,11 +1278,55 @@ rm_tree(const char *path)
 		unlink(path);
 }
 
+/*
+ * A process started after a tenant file broke has no previous version of
+ * its own: it loads the last good copy that an earlier process saved in
+ * RFEVENTS_STATE, and still lists the live file's error.
+ */
+static void
+test_last_good(void)
+{
+	static const char good[] = "event_types: { one: {} }\n";
+	static const char bad[] = "event_types: { one: {} \n";
+	char dir[256], state[512], copy[600];
+	const struct conf *c;
+	time_t now = 5000;
+	struct stat sb;
+
+	make_conf_dir(dir, sizeof(dir), "lastgood");
+	snprintf(state, sizeof(state), "%s/state", tmpdir);
+	setenv("RFEVENTS_STATE", state, 1);
+	put(dir, "tenants/a.yaml", good);
+	c = conf_current(dir, now);
+	T_OK(c->ntenants == 1 && c->nerrors == 0, "good file loads");
+	snprintf(copy, sizeof(copy), "%s/a.yaml", state);
+	T_OK(stat(copy, &sb) == 0 && (size_t)sb.st_size == strlen(good),
+	    "last good copy saved");
+	T_OK(stat(state, &sb) == 0 && (sb.st_mode & 077) == 0,
+	    "state folder is private");
+	conf_current_free();                 /* as if a new process started */
+	put(dir, "tenants/a.yaml", bad);
+	c = conf_current(dir, ++now);
+	T_OK(c->ntenants == 1 && strcmp(type0(c, "a"), "one") == 0,
+	    "new process: the last good version is in force");
+	T_OK(c->nerrors == 1, "new process: the broken file is listed (%zu)",
+	    c->nerrors);
+	conf_current_free();
+	/* without a saved copy there is nothing to fall back on */
+	unlink(copy);
+	c = conf_current(dir, ++now);
+	T_OK(c->ntenants == 0 && c->nerrors == 1, "no copy: no tenant, one error");
+	conf_current_free();
+	setenv("RFEVENTS_STATE", "off", 1);
+}
+
 int
 main(void)
 {
 	t_file = "test_conf";
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_conf.XXXXXX");
+	/* keep the last good copies of these throwaway folders out of /dev/shm */
+	setenv("RFEVENTS_STATE", "off", 1);
 	if (mkdtemp(tmpdir) == NULL) {
 		perror("mkdtemp");
 		return 1;
@@ -1296,6 +1340,7 @@ main(void)
 	test_server();
 	test_load_dir();
 	test_reload();
+	test_last_good();
 	test_demo();
 	rm_tree(tmpdir);
 	return t_done();
