@@ -2,7 +2,12 @@
 #   make            build bin/rfevents.fcgi and bin/rfevents
 #   make run        start MariaDB + lighttpd + the app on 127.0.0.1:$(PORT)
 #   make test       unit + integration tests; ends with "N passed, N failed"
+#   make run SERVER=apache|nginx|cgi   the same behind another web server
+#   make run CLUSTER=3                 a three-node Galera cluster, three web servers
+#   make test TEST_SERVERS="lighttpd"  only some web servers (default: all four)
 #   make fuzz       libFuzzer targets for FUZZ_SECONDS each
+#   make valgrind   one FastCGI worker under valgrind for 10,000 requests (LEAK_REQUESTS=N)
+#   make bench      throughput against the database's own ceiling (PROFILE=1: perf)
 #   make SANITIZE=address,undefined test
 PORT     ?= 8080
 CONF     ?= conf
@@ -64,19 +69,27 @@ deps:
 	@tests/stack.sh deps
 
 run: deps all
-	PORT=$(PORT) CONF=$(CONF) tests/stack.sh run
+ifeq ($(CLUSTER),3)
+	tests/cluster.sh deps
+	PORT=$(PORT) CONF=$(CONF) tests/cluster.sh run
+else
+	PORT=$(PORT) CONF=$(CONF) SERVER=$(or $(SERVER),lighttpd) tests/stack.sh run
+endif
 
 test: deps all unit
-	SANITIZE=$(SANITIZE) tests/run.sh
+	SANITIZE=$(SANITIZE) TEST_SERVERS="$(TEST_SERVERS)" tests/run.sh
 
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
 
+valgrind: deps all
+	tests/leaks.sh
+
 bench: deps all
-	tests/bench/run.sh
+	$(if $(PROFILE),tests/bench/profile.sh,tests/bench/run.sh)
 
 clean:
 	rm -rf build build-san build-fuzz $(BIN)
 
-.PHONY: all unit deps run test fuzz bench clean
+.PHONY: all unit deps run test fuzz valgrind bench clean
 -include $(LIB_OBJ:.o=.d) $(BUILD)/fcgi/main.d $(BUILD)/fcgi/cli.d $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)

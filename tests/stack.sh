@@ -8,6 +8,8 @@
 #   tests/stack.sh web-start   start the web server $SERVER + the app on 127.0.0.1:$PORT
 #   tests/stack.sh web-stop    stop the web server $SERVER (and the app processes it runs)
 #   tests/stack.sh web-logs    print the paths of the logs that hold the app's stderr
+#   tests/stack.sh app-pids    print the pids of the app processes of $SERVER (for tests
+#                              that kill them; the server starts new ones)
 #   tests/stack.sh run         all of the above, print a demo key, stay in the foreground
 #   tests/stack.sh stop        stop every web server running under $VAR, then MariaDB
 #
@@ -16,7 +18,7 @@
 #              lighttpd  lighttpd mod_fastcgi spawning the FastCGI app
 #              apache    Apache 2.4 mod_fcgid running the FastCGI app
 #              nginx     nginx fastcgi_pass to a unix socket, the app started by spawn-fcgi
-#              cgi       Apache 2.4 mod_cgid running the same binary as plain CGI
+#              cgi       Apache 2.4 mod_cgi running the same binary as plain CGI
 #   VAR      state directory (default: <repo>/var); relative paths are taken from $PWD
 #   PORT     HTTP port of the web server (default 8080), always bound on 127.0.0.1
 #   CONF     configuration directory handed to the app as RFEVENTS_CONF (default: <repo>/conf)
@@ -35,7 +37,8 @@
 #             app's stderr), apache-fcgid-access.log, apache-fcgid.run/
 #   cgi       the same with apache-cgi instead of apache-fcgid
 #   nginx     nginx.conf, nginx.pid, nginx-error.log, nginx-access.log, nginx.tmp/,
-#             nginx-fcgi.sock, spawn-fcgi.pid, nginx-app-error.log (the app's stderr)
+#             nginx-fcgi.sock, spawn-fcgi.pid (the sh loops that run and restart the
+#             app processes), nginx-app-error.log (the app's stderr)
 # The configurations are made from the templates in conf/deploy/.
 set -euo pipefail
 
@@ -95,9 +98,7 @@ setup_paths() {
 	DB_LOG=$DB_DIR/error.log
 	DB_TMP=$DB_DIR/tmp
 	DB_ENV=$VAR/db.env
-	WEB_CONF=$VAR/lighttpd.conf
-	WEB_PID=$VAR/lighttpd.pid
-	WEB_LOG=$VAR/lighttpd-error.log
+	web_setup "$SERVER"
 	# A unix socket path is limited to 107 bytes; leave room for lighttpd's "-N" suffix.
 	((${#DB_SOCK} < 100)) || die "VAR is too long for a unix socket path: $DB_SOCK"
 	# The MariaDB account that administers the private server: the OS user, who
@@ -376,20 +377,15 @@ cmd_migrate() {
 	"$CLI_BIN" migrate || die "'bin/rfevents migrate' failed"
 }
 
-# ---------------------------------------------------------------------------- lighttpd
+# ---------------------------------------------------------------------------- web servers
 
 # port_busy PORT — true if something accepts connections on 127.0.0.1:PORT.
 port_busy() {
 	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# Escape a value for the replacement side of a sed s||| command.
-sed_repl() {
-	printf '%s' "$1" | sed -e 's/[\\&|]/\\&/g'
-}
-
-# Quote a value for a lighttpd config string.
-lt_str() {
+# Quote a value for a lighttpd or Apache config string ("..." with \ and " escaped).
+conf_str() {
 	local s=${1//\\/\\\\}
 	printf '"%s"' "${s//\"/\\\"}"
 }
@@ -420,6 +416,124 @@ write_error_pages() {
 	EOF
 }
 
+# web_setup NAME — the facts and file names of web server NAME (one of $SERVERS):
+#   WEB_TITLE     what to call it
+#   WEB_NAME      prefix of its files under $VAR; WEB_CONF, WEB_PID, WEB_LOG (error log)
+#   WEB_COMM      its main process's name (/proc/PID/comm)
+#   WEB_TEMPLATE  the configuration template in conf/deploy/
+#   WEB_APP_LOG   where the app's stderr goes (the error log but for nginx)
+web_setup() {
+	case $1 in
+	lighttpd)
+		WEB_TITLE="lighttpd + mod_fastcgi" WEB_NAME=lighttpd WEB_COMM=lighttpd
+		WEB_TEMPLATE=$DEPLOY/lighttpd-dev.conf.in
+		;;
+	apache)
+		WEB_TITLE="Apache + mod_fcgid" WEB_NAME=apache-fcgid WEB_COMM=apache2
+		WEB_TEMPLATE=$DEPLOY/apache-fcgid.conf.in
+		;;
+	cgi)
+		WEB_TITLE="Apache + plain CGI (mod_cgi)" WEB_NAME=apache-cgi WEB_COMM=apache2
+		WEB_TEMPLATE=$DEPLOY/apache-cgi.conf.in
+		;;
+	nginx)
+		WEB_TITLE="nginx + spawn-fcgi" WEB_NAME=nginx WEB_COMM=nginx
+		WEB_TEMPLATE=$DEPLOY/nginx.conf.in
+		;;
+	*) die "SERVER must be one of: ${SERVERS[*]} (not '$1')" ;;
+	esac
+	WEB_SERVER=$1
+	WEB_CONF=$VAR/$WEB_NAME.conf
+	WEB_PID=$VAR/$WEB_NAME.pid
+	WEB_LOG=$VAR/$WEB_NAME-error.log
+	WEB_APP_LOG=$WEB_LOG
+	[[ $1 == nginx ]] && WEB_APP_LOG=$VAR/nginx-app-error.log
+	return 0
+}
+
+# fill TEMPLATE OUT NAME=VALUE... — write TEMPLATE to OUT with every @NAME@ replaced by
+# VALUE; OUT gets mode 600 (it holds the database password). Dies if a placeholder
+# is left outside comments.
+fill() {
+	local tpl=$1 out=$2 text kv
+	shift 2
+	[[ -r $tpl ]] || die "$tpl is missing"
+	text=$(<"$tpl")
+	for kv in "$@"; do
+		# quoted replacement: taken literally (no & expansion in bash 5.2)
+		text=${text//"@${kv%%=*}@"/"${kv#*=}"}
+	done
+	local left
+	left=$(grep -v '^[[:space:]]*#' <<<"$text" | grep -o -m1 '@[A-Z_]*@' | head -n 1) || true
+	[[ -z $left ]] || die "$tpl: no value for the placeholder $left"
+	(
+		umask 077
+		printf '# Generated by tests/stack.sh from %s: edit that instead.\n%s\n' \
+			"${tpl#"$ROOT"/}" "$text" >"$out.tmp"
+	)
+	mv -f -- "$out.tmp" "$out"
+}
+
+# max_body CONF — the largest request body the web server should accept: 16 MiB, or
+# 1 MiB above the app's largest body limit in CONF/rfevents.yaml if that is more.
+max_body() {
+	local v max=$((16 << 20)) app=0
+	if [[ -r $1/rfevents.yaml ]]; then
+		while read -r v; do
+			[[ $v =~ ^[0-9]{1,10}$ ]] && ((10#$v > app)) && app=$((10#$v))
+		done < <(sed -n 's/^max_body_\(single\|batch\):[[:space:]]*\([0-9]*\).*/\2/p' "$1/rfevents.yaml")
+	fi
+	((app + (1 << 20) > max)) && max=$((app + (1 << 20)))
+	printf '%s\n' "$max"
+}
+
+# web_account — RUN_USER and RUN_GROUP: the account Apache, nginx and spawn-fcgi run
+# the workers and the app as. As root: $WEB_USER (default www-data), as Apache will not
+# serve as root; otherwise the invoking user, as nobody else can be switched to.
+web_account() {
+	if (($(id -u) == 0)); then
+		RUN_USER=${WEB_USER:-www-data}
+	else
+		RUN_USER=$(id -un)
+	fi
+	id -u "$RUN_USER" >/dev/null 2>&1 || die "WEB_USER '$RUN_USER' is no account on this machine"
+	RUN_GROUP=$(id -gn "$RUN_USER")
+	if (($(id -u) == 0)) && (($(id -u "$RUN_USER") == 0)) && [[ $WEB_SERVER != nginx ]]; then
+		die "Apache does not serve as root: set WEB_USER to another account"
+	fi
+	return 0
+}
+
+# check_reach CONF — as root, make sure RUN_USER can run the app: execute FCGI_BIN, read
+# CONF and connect to the MariaDB socket. A checkout under a private home directory
+# (/root is mode 700) fails this.
+check_reach() {
+	(($(id -u) == 0 && $(id -u "$RUN_USER") != 0)) || return 0
+	local what
+	for what in "x:$FCGI_BIN" "r:$1" "x:$1" "w:$DB_SOCK"; do
+		if ! setpriv --reuid="$RUN_USER" --regid="$RUN_GROUP" --init-groups \
+			test "-${what%%:*}" "${what#*:}" 2>/dev/null; then
+			die "the account $RUN_USER, which $WEB_TITLE runs the app as, cannot reach ${what#*:}: make every directory above it searchable by others (chmod o+x DIR), or set WEB_USER to an account that can"
+		fi
+	done
+}
+
+# descendants PID — the pids of all processes below PID, one a line.
+descendants() {
+	local k
+	for k in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+		printf '%s\n' "$k"
+		descendants "$k"
+	done
+	return 0
+}
+
+# app_comm — the process name of FCGI_BIN (/proc/PID/comm keeps 15 bytes).
+app_comm() {
+	local n=${FCGI_BIN##*/}
+	printf '%s\n' "${n:0:15}"
+}
+
 cmd_web_start() {
 	local port=${PORT:-8080} procs=${PROCS:-4} conf=${CONF:-$ROOT/conf} pid
 	if ! [[ $port =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then
@@ -431,78 +545,258 @@ cmd_web_start() {
 	[[ -d $conf ]] || die "CONF directory '$conf' does not exist"
 	conf=$(abspath "$conf")
 	check_plain_path "$conf" CONF
-	[[ -x $LIGHTTPD ]] || die "$LIGHTTPD not found: run 'tests/stack.sh deps'"
-	[[ -r $TEMPLATE ]] || die "$TEMPLATE is missing"
+	check_plain_path "$FCGI_BIN" FCGI_BIN
 	need_bin "$FCGI_BIN"
 	load_db_env
-	if pid=$(alive_pid "$WEB_PID" lighttpd); then
-		die "lighttpd already runs under $VAR (pid $pid); 'tests/stack.sh web-stop' stops it"
+	if pid=$(alive_pid "$WEB_PID" "$WEB_COMM"); then
+		die "$WEB_TITLE already runs under $VAR (pid $pid); 'SERVER=$WEB_SERVER tests/stack.sh web-stop' stops it"
 	fi
 	port_busy "$port" && die "port $port on 127.0.0.1 is already in use (choose another: PORT=...)"
 
 	mkdir -p -- "$VAR/www" "$VAR/tmp"
 	write_error_pages
-	local extra="" v
-	for v in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS; do
-		if [[ -n ${!v:-} ]]; then
-			extra+="$(lt_str "$v") => $(lt_str "${!v}"), "
-		fi
-	done
-	sed -e "s|@PORT@|$port|g" \
-		-e "s|@VAR@|$(sed_repl "$VAR")|g" \
-		-e "s|@FCGI_BIN@|$(sed_repl "$FCGI_BIN")|g" \
-		-e "s|@RFEVENTS_DB@|$(sed_repl "$RFEVENTS_DB")|g" \
-		-e "s|@RFEVENTS_CONF@|$(sed_repl "$conf")|g" \
-		-e "s|@PROCS@|$procs|g" \
-		-e "s|@EXTRA_ENV@|$(sed_repl "$extra")|g" \
-		"$TEMPLATE" >"$WEB_CONF.tmp"
-	chmod 600 "$WEB_CONF.tmp"	# it holds the database password
-	mv -f -- "$WEB_CONF.tmp" "$WEB_CONF"
-	if ! "$LIGHTTPD" -tt -f "$WEB_CONF" >"$VAR/lighttpd-check.log" 2>&1; then
-		cat "$VAR/lighttpd-check.log" >&2
-		die "lighttpd rejects $WEB_CONF"
-	fi
-
 	rm -f -- "$WEB_PID"
 	: >>"$WEB_LOG"
 	local start_mark
 	start_mark=$(wc -l <"$WEB_LOG")
-	daemon "$LIGHTTPD" -D -f "$WEB_CONF" </dev/null >>"$WEB_LOG" 2>&1 &
+	case $WEB_SERVER in
+	lighttpd) lighttpd_start "$port" "$procs" "$conf" ;;
+	apache | cgi) apache_start "$port" "$procs" "$conf" ;;
+	nginx) nginx_start "$port" "$procs" "$conf" ;;
+	esac
 	local spawned=$! i
 	for ((i = 0; i < WEB_WAIT * 10; i++)); do
 		if ! kill -0 "$spawned" 2>/dev/null; then
 			tail -n "+$((start_mark + 1))" -- "$WEB_LOG" | tail -n 25 >&2
-			die "lighttpd exited during start-up (log: $WEB_LOG)"
+			(web_stop_app) || true
+			die "$WEB_TITLE exited during start-up (log: $WEB_LOG)"
 		fi
-		if port_busy "$port" && alive_pid "$WEB_PID" lighttpd >/dev/null; then
+		if port_busy "$port" && alive_pid "$WEB_PID" "$WEB_COMM" >/dev/null; then
 			return 0
 		fi
 		sleep 0.1
 	done
 	kill -TERM "$spawned" 2>/dev/null || true
 	tail -n "+$((start_mark + 1))" -- "$WEB_LOG" | tail -n 25 >&2
-	die "lighttpd did not accept connections on 127.0.0.1:$port within ${WEB_WAIT}s"
+	(web_stop_app) || true
+	die "$WEB_TITLE did not accept connections on 127.0.0.1:$port within ${WEB_WAIT}s"
+}
+
+# check_conf LOG CMD... — run the configuration test CMD; die with its output if it fails.
+check_conf() {
+	local log=$1
+	shift
+	if ! "$@" >"$log" 2>&1; then
+		cat -- "$log" >&2
+		die "$WEB_TITLE rejects $WEB_CONF"
+	fi
+}
+
+# lighttpd_start PORT PROCS CONF — lighttpd spawns and supervises the FastCGI processes
+# (mod_fastcgi); the app's stderr goes to lighttpd's error log. Sets $! to the server.
+lighttpd_start() {
+	local extra="" v
+	[[ -x $LIGHTTPD ]] || die "$LIGHTTPD not found: run 'tests/stack.sh deps'"
+	for v in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS; do
+		if [[ -n ${!v:-} ]]; then
+			extra+="$(conf_str "$v") => $(conf_str "${!v}"), "
+		fi
+	done
+	fill "$WEB_TEMPLATE" "$WEB_CONF" PORT="$1" VAR="$VAR" FCGI_BIN="$FCGI_BIN" \
+		RFEVENTS_DB="$RFEVENTS_DB" RFEVENTS_CONF="$3" PROCS="$2" EXTRA_ENV="$extra"
+	check_conf "$VAR/lighttpd-check.log" "$LIGHTTPD" -tt -f "$WEB_CONF"
+	daemon "$LIGHTTPD" -D -f "$WEB_CONF" </dev/null >>"$WEB_LOG" 2>&1 &
+}
+
+# apache_start PORT PROCS CONF — a private Apache instance, its configuration complete
+# in one file (nothing of /etc/apache2): mod_fcgid spawns and supervises the FastCGI
+# processes (SERVER=apache), or mod_cgi runs the binary once per request (SERVER=cgi).
+# Either way the app's stderr goes to Apache's error log. Sets $! to the server.
+apache_start() {
+	local run=$VAR/$WEB_NAME.run extra="" v setenv=FcgidInitialEnv indent=""
+	[[ -x $APACHE ]] || die "$APACHE not found: run 'tests/stack.sh deps'"
+	if [[ $WEB_SERVER == cgi ]]; then
+		setenv=SetEnv indent="        "
+		[[ -r $APACHE_MODULES/mod_cgi.so ]] || die "mod_cgi not found: run 'tests/stack.sh deps'"
+	else
+		[[ -r $APACHE_MODULES/mod_fcgid.so ]] || die "mod_fcgid not found: run 'tests/stack.sh deps'"
+	fi
+	web_account
+	check_reach "$3"
+	# Runtime files (mod_fcgid sockets, lock files): the workers create
+	# some of them after switching to RUN_USER.
+	rm -rf -- "$run"
+	mkdir -p -- "$run"
+	(($(id -u) == 0)) && chown -- "$RUN_USER:$RUN_GROUP" "$run"
+	for v in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS; do
+		if [[ -n ${!v:-} ]]; then
+			extra+="$indent$setenv $v $(conf_str "${!v}")"$'\n'
+		fi
+	done
+	fill "$WEB_TEMPLATE" "$WEB_CONF" PORT="$1" VAR="$VAR" FCGI_BIN="$FCGI_BIN" \
+		FCGI_DIR="${FCGI_BIN%/*}" FCGI_NAME="${FCGI_BIN##*/}" RFEVENTS_DB="$RFEVENTS_DB" \
+		RFEVENTS_CONF="$3" PROCS="$2" PROCS_TOTAL="$((2 * $2))" MAX_BODY="$(max_body "$3")" \
+		MAX_BODY_FCGID="$(($(max_body "$3") + (1 << 20)))" USER="$RUN_USER" \
+		GROUP="$RUN_GROUP" EXTRA_ENV="${extra%$'\n'}"
+	check_conf "$VAR/$WEB_NAME-check.log" "$APACHE" -t -f "$WEB_CONF"
+	daemon "$APACHE" -f "$WEB_CONF" -DFOREGROUND </dev/null >>"$WEB_LOG" 2>&1 &
+}
+
+# nginx_start PORT PROCS CONF — spawn-fcgi starts PROCS FastCGI processes on a unix
+# socket (their stderr appended to WEB_APP_LOG through sh: spawn-fcgi itself sends it
+# to /dev/null), then nginx passes every request to that socket. Sets $! to nginx.
+nginx_start() {
+	local sock=$VAR/nginx-fcgi.sock tmp=$VAR/nginx.tmp user_opts=() env=() v
+	[[ -x $NGINX ]] || die "$NGINX not found: run 'tests/stack.sh deps'"
+	[[ -x $SPAWN_FCGI ]] || die "$SPAWN_FCGI not found: run 'tests/stack.sh deps'"
+	web_account
+	check_reach "$3"
+	(web_stop_app) || true	# processes left over from an earlier start
+	mkdir -p -- "$tmp"
+	: >>"$WEB_APP_LOG"
+	if (($(id -u) == 0)); then
+		# the app runs as RUN_USER and owns the socket; nginx's workers too
+		user_opts=(-u "$RUN_USER" -g "$RUN_GROUP")
+		chown -- "$RUN_USER:$RUN_GROUP" "$tmp" "$WEB_APP_LOG"
+	fi
+	fill "$WEB_TEMPLATE" "$WEB_CONF" PORT="$1" VAR="$VAR" FCGI_SOCKET="$sock" \
+		MAX_BODY="$(max_body "$3")" USER="$RUN_USER" GROUP="$RUN_GROUP"
+	if (($(id -u) != 0)); then
+		sed -i 's/^user /# user (only for a master started as root): /' "$WEB_CONF"
+	fi
+	check_conf "$VAR/nginx-check.log" "$NGINX" -t -p "$tmp/" -e "$WEB_LOG" -c "$WEB_CONF"
+
+	# The app's environment, and nothing else.
+	env=(PATH=/usr/bin:/bin RFEVENTS_DB="$RFEVENTS_DB" RFEVENTS_CONF="$3")
+	for v in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS; do
+		[[ -n ${!v:-} ]] && env+=("$v=${!v}")
+	done
+	rm -f -- "$sock" "$VAR/spawn-fcgi.pid"
+	# Each of the PROCS processes spawn-fcgi forks is a small sh loop that runs the app
+	# on the inherited socket and starts it again when it dies (spawn-fcgi itself
+	# supervises nothing; lighttpd and mod_fcgid do restart their processes).
+	# shellcheck disable=SC2016,SC2094  # $0 and $1 are sh's; the log is only appended to
+	daemon env -i "${env[@]}" "$SPAWN_FCGI" -s "$sock" -M 0660 -F "$2" \
+		-P "$VAR/spawn-fcgi.pid" "${user_opts[@]}" \
+		-- /bin/sh -c 'while :; do "$0" 2>>"$1"; sleep 0.5; done' "$FCGI_BIN" "$WEB_APP_LOG" \
+		</dev/null >>"$WEB_APP_LOG" 2>&1 &
+	local spawner=$! rc=0
+	wait "$spawner" || rc=$?
+	if ((rc != 0)) || [[ ! -S $sock ]]; then
+		log_tail "$WEB_APP_LOG"
+		(web_stop_app) || true
+		die "spawn-fcgi could not start the app (exit status $rc; log: $WEB_APP_LOG)"
+	fi
+	# shellcheck disable=SC2094  # -e names the log that stderr is appended to as well
+	daemon "$NGINX" -p "$tmp/" -e "$WEB_LOG" -c "$WEB_CONF" -g 'daemon off;' \
+		</dev/null >>"$WEB_LOG" 2>&1 &
+}
+
+# spawn_loops — the pids of the sh loops spawn-fcgi started for nginx, one a line
+# (or of app processes it started directly, should the pid file list any).
+spawn_loops() {
+	local pidfile=$VAR/spawn-fcgi.pid pid comm app
+	[[ -s $pidfile ]] || return 0
+	app=$(app_comm)
+	while read -r pid || [[ -n $pid ]]; do
+		[[ $pid =~ ^[0-9]+$ ]] || continue
+		comm=$(cat "/proc/$pid/comm" 2>/dev/null) || continue
+		[[ $comm == sh || $comm == "$app" ]] && printf '%s\n' "$pid"
+	done <"$pidfile"
+	return 0
+}
+
+# app_pids — the pids of the app processes of WEB_SERVER under $VAR, one a line (for
+# plain CGI, the requests running at the moment).
+app_pids() {
+	local top=() pid kid comm
+	comm=$(app_comm)
+	if [[ $WEB_SERVER == nginx ]]; then
+		mapfile -t top < <(spawn_loops)
+	elif pid=$(alive_pid "$WEB_PID" "$WEB_COMM"); then
+		top=("$pid")
+	fi
+	for pid in "${top[@]}"; do
+		for kid in "$pid" $(descendants "$pid"); do
+			[[ $(cat "/proc/$kid/comm" 2>/dev/null) == "$comm" ]] && printf '%s\n' "$kid"
+		done
+	done
+	return 0
+}
+
+# web_stop_app — stop the FastCGI processes spawn-fcgi started for nginx (no-op for the
+# other servers: they stop their app processes themselves).
+web_stop_app() {
+	[[ $WEB_SERVER == nginx ]] || return 0
+	local loops=() apps=() pid
+	mapfile -t loops < <(spawn_loops)
+	mapfile -t apps < <(app_pids)
+	# The loops first, so that they start nothing again; then the app processes:
+	# SIGTERM makes each finish its request and exit (writing leak reports, if any).
+	for pid in "${loops[@]}" "${apps[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	wait_all 10 "${loops[@]}" "${apps[@]}"
+	rm -f -- "$VAR/spawn-fcgi.pid" "$VAR/nginx-fcgi.sock"
+}
+
+# wait_all SECONDS PID... — wait until every PID is gone; kill those still there after
+# SECONDS.
+wait_all() {
+	local secs=$1 i p left
+	shift
+	for ((i = 0; i < secs * 10; i++)); do
+		left=0
+		for p in "$@"; do
+			kill -0 "$p" 2>/dev/null && left=1
+		done
+		((left)) || return 0
+		sleep 0.1
+	done
+	for p in "$@"; do
+		if kill -0 "$p" 2>/dev/null; then
+			say "process $p ignored SIGTERM for ${secs}s; killing it"
+			kill -KILL "$p" 2>/dev/null || true
+		fi
+	done
 }
 
 cmd_web_stop() {
-	local pid kids=() k
-	pid=$(alive_pid "$WEB_PID" lighttpd) || {
-		rm -f -- "$WEB_PID"
-		return 0
-	}
-	# lighttpd signals the FastCGI processes it spawned when it stops; wait for them
-	# too, so that whatever they write on exit (sanitizer reports) is in the log.
-	mapfile -t kids < <(ps -o pid= --ppid "$pid" 2>/dev/null | tr -d ' ')
-	kill -TERM "$pid" 2>/dev/null || true
-	wait_exit "$pid" "$STOP_WAIT" || die "lighttpd (pid $pid) did not stop within ${STOP_WAIT}s"
-	for k in "${kids[@]}"; do
-		[[ -n $k ]] || continue
-		if ! wait_exit "$k" 10; then
-			say "FastCGI process $k ignored SIGTERM for 10s; killing it"
-			kill -KILL "$k" 2>/dev/null || true
-		fi
+	local pid kids=()
+	if pid=$(alive_pid "$WEB_PID" "$WEB_COMM"); then
+		# The servers signal the processes they started (FastCGI apps, Apache's
+		# children) when they stop; wait for all of them too, so that whatever they
+		# write on exit (sanitizer reports) is in the log.
+		mapfile -t kids < <(descendants "$pid")
+		kill -TERM "$pid" 2>/dev/null || true
+		wait_exit "$pid" "$STOP_WAIT" || die "$WEB_TITLE (pid $pid) did not stop within ${STOP_WAIT}s"
+		wait_all 10 "${kids[@]}"
+	fi
+	web_stop_app
+	rm -f -- "$WEB_PID"
+	case $WEB_SERVER in
+	lighttpd) rm -f -- "$VAR"/fcgi.sock-* ;;
+	apache | cgi) rm -rf -- "${VAR:?}/$WEB_NAME.run" ;;
+	esac
+	return 0
+}
+
+# cmd_stop_all — stop every web server running under $VAR.
+cmd_stop_all() {
+	local s rc=0
+	for s in "${SERVERS[@]}"; do
+		(web_setup "$s" && cmd_web_stop) || rc=1
 	done
-	rm -f -- "$WEB_PID" "$VAR"/fcgi.sock-*
+	return "$rc"
+}
+
+cmd_app_pids() {
+	app_pids
+}
+
+cmd_web_logs() {
+	printf '%s\n' "$WEB_LOG"
+	[[ $WEB_APP_LOG == "$WEB_LOG" ]] || printf '%s\n' "$WEB_APP_LOG"
 }
 
 # ---------------------------------------------------------------------------- run
@@ -518,7 +812,7 @@ run_cleanup() {
 	[[ -n $RUN_TAIL_PID ]] && kill "$RUN_TAIL_PID" 2>/dev/null
 	# Subshells: a failure (die) in one stop must not skip the other.
 	if [[ -n $RUN_WEB_STARTED ]]; then
-		say "stopping lighttpd"
+		say "stopping $WEB_TITLE"
 		(cmd_web_stop) || true
 	fi
 	if [[ -n $RUN_DB_STARTED ]]; then
@@ -533,8 +827,8 @@ cmd_run() {
 	conf=$(abspath "$conf")
 	export CONF=$conf PORT=$port RFEVENTS_CONF=$conf
 
-	if pid=$(alive_pid "$WEB_PID" lighttpd); then
-		die "lighttpd already runs under $VAR (pid $pid): is another 'make run' active? ('tests/stack.sh stop' stops it)"
+	if pid=$(alive_pid "$WEB_PID" "$WEB_COMM"); then
+		die "$WEB_TITLE already runs under $VAR (pid $pid): is another 'make run' active? ('tests/stack.sh stop' stops it)"
 	fi
 	trap run_cleanup EXIT
 	trap 'exit 130' INT
@@ -552,7 +846,8 @@ cmd_run() {
 	cmd_web_start
 
 	local url=http://127.0.0.1:$port
-	printf '\nrfevents is running on %s  (config %s, state %s)\n' "$url" "$conf" "$VAR"
+	printf '\nrfevents is running on %s behind %s  (config %s, state %s)\n' \
+		"$url" "$WEB_TITLE" "$conf" "$VAR"
 	printf 'RFEVENTS_DB and the log files are in %s; Ctrl-C stops everything.\n\n' "$VAR"
 	if [[ -f $conf/tenants/demo.yaml ]]; then
 		if key=$("$CLI_BIN" key create --tenant demo --scopes admin --name demo) && [[ -n $key ]]; then
@@ -571,16 +866,18 @@ cmd_run() {
 			"$DB_ENV" "$CLI_BIN"
 	fi
 	printf 'Health: curl -sS %s/v1/health\n' "$url"
-	printf 'Following %s:\n' "$WEB_LOG"
+	local logs=()
+	mapfile -t logs < <(cmd_web_logs)
+	printf 'Following %s:\n' "${logs[*]}"
 
-	tail -n 0 -F "$WEB_LOG" 2>/dev/null &
+	tail -n 0 -F "${logs[@]}" 2>/dev/null &
 	RUN_TAIL_PID=$!
-	while alive_pid "$WEB_PID" lighttpd >/dev/null; do
+	while alive_pid "$WEB_PID" "$WEB_COMM" >/dev/null; do
 		sleep 1 &
 		wait $! || true
 	done
 	RUN_WEB_STARTED=""
-	say "lighttpd stopped unexpectedly (log: $WEB_LOG)"
+	say "$WEB_TITLE stopped unexpectedly (log: $WEB_LOG)"
 	exit 1
 }
 
@@ -595,7 +892,7 @@ main() {
 	(($# == 1)) || usage
 	case $1 in
 	deps) cmd_deps ;;
-	db-start | db-stop | migrate | web-start | web-stop | run | stop)
+	db-start | db-stop | migrate | web-start | web-stop | web-logs | app-pids | run | stop)
 		setup_paths
 		case $1 in
 		db-start) cmd_db_start ;;
@@ -603,9 +900,12 @@ main() {
 		migrate) cmd_migrate ;;
 		web-start) cmd_web_start ;;
 		web-stop) cmd_web_stop ;;
+		web-logs) cmd_web_logs ;;
+		app-pids) cmd_app_pids ;;
 		run) cmd_run ;;
 		stop)
-			cmd_web_stop
+			# a failing web server stop must not keep MariaDB running
+			cmd_stop_all || say "warning: a web server under $VAR did not stop cleanly"
 			cmd_db_stop
 			;;
 		esac

@@ -103,7 +103,11 @@ def request(method, path, body=None, headers=None, key=None,
             conn.request(method, PREFIX + path, body=body, headers=hdrs)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server may answer (413) before reading the whole body
-        resp = conn.getresponse()
+        try:
+            resp = conn.getresponse()
+        except AttributeError as e:
+            # http.client after a failed send on a closed connection
+            raise ConnectionResetError("connection closed: %s" % e)
         raw = resp.read()
         h = {}
         for name, value in resp.getheaders():

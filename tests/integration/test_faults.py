@@ -527,7 +527,7 @@ if STACK and VAR:
 # Killed FastCGI processes come back only where the web server supervises them
 # (lighttpd mod_fastcgi, Apache mod_fcgid); spawn-fcgi behind nginx does not respawn,
 # and plain CGI has no long-lived process to kill.
-RESPAWNS = os.environ.get("SERVER", "lighttpd") in ("lighttpd", "apache")
+RESPAWNS = os.environ.get("SERVER", "lighttpd") in ("lighttpd", "apache", "nginx")
 
 if STACK and VAR and RESPAWNS:
     def test_faults_kill_fastcgi_workers_under_load():

@@ -1,5 +1,6 @@
 """POST /v1/cdp/events: accepted, duplicate, conflict, the fingerprint's canonical
 form, dry runs, and GET /v1/cdp/events/{id}. API.md §2.1, §4."""
+import os
 import json
 import time
 import urllib.parse
@@ -321,7 +322,12 @@ def test_get_event_not_found():
     for i in ids:
         r = get(EVENTS + "/" + i, k)
         try:
-            expect_error(r, 404, "not_found", what="GET event %r" % i)
+            if i == "%00" and os.environ.get("SERVER") == "nginx":
+                # nginx refuses a NUL in the path itself, before any location,
+                # with its own (JSON) 400
+                expect_error(r, 400, "bad_request", what="GET event %r via nginx" % i)
+            else:
+                expect_error(r, 404, "not_found", what="GET event %r" % i)
         except AssertionError as e:
             problems.append(str(e))
     summarise(problems, len(ids), "unknown event ids not answered 404 not_found")
