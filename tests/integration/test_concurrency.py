@@ -3,7 +3,8 @@ events at once, single and batch mixed."""
 import random
 import threading
 
-from lib import (BATCH, EVENTS, check, fetch_event, purchase, request, uid, writer)
+from lib import (BATCH, EVENTS, admin, check, fetch_event, purchase, request, uid,
+                 writer)
 
 
 def _outcomes(r, evs):
@@ -26,10 +27,17 @@ def _outcomes(r, evs):
     return out
 
 
-def test_same_30_events_from_16_threads():
+N = 50
+
+
+def test_same_50_events_from_16_threads():
+    """16 clients send the same 50 events at once, in their own orders, mixed
+    between the single and the batch endpoint: each event accepted exactly
+    once, every balance exact (acme: points = floor(amount))."""
     k = writer()
     users = [{"externalUserId": uid("cu")} for _ in range(5)]
-    evs = [purchase(identity=users[i % 5]) for i in range(30)]
+    evs = [purchase(identity=users[i % 5], properties={
+        "order_id": uid("o"), "amount": 10 + i, "currency": "USD"}) for i in range(N)]
     nthreads = 16
     barrier = threading.Barrier(nthreads)
     collected = [[] for _ in range(nthreads)]
@@ -57,7 +65,7 @@ def test_same_30_events_from_16_threads():
     allout = [o for c in collected for o in c]
     odd = [o for o in allout if o[1] not in ("accepted", "duplicate")]
     check(not odd, "%d answers neither accepted nor duplicate, first: %r" % (len(odd), odd[:5]))
-    check(len(allout) == 30 * nthreads, "expected %d answers, got %d" % (30 * nthreads, len(allout)))
+    check(len(allout) == N * nthreads, "expected %d answers, got %d" % (N * nthreads, len(allout)))
     accepted = {}
     for eid, st, evt in allout:
         if st == "accepted":
@@ -65,13 +73,20 @@ def test_same_30_events_from_16_threads():
     multi = {e: v for e, v in accepted.items() if len(v) > 1}
     check(not multi, "events accepted more than once: %r" % list(multi.items())[:5])
     total = sum(len(v) for v in accepted.values())
-    check(total == 30, "expected exactly 30 accepted in total, got %d" % total)
+    check(total == N, "expected exactly %d accepted in total, got %d" % (N, total))
     wrong = [(eid, evt) for eid, st, evt in allout
              if st == "duplicate" and evt != accepted.get(eid, [None])[0]]
     check(not wrong, "duplicates naming another original_event_id: %r" % wrong[:5])
     for ev in evs[:3]:
         doc = fetch_event(accepted[ev["externalEventId"]][0])
         check(doc.get("externalEventId") == ev["externalEventId"], "stored event differs: %r" % doc)
+    for j, u in enumerate(users):
+        want = sum(10 + i for i in range(N) if i % 5 == j)
+        r = request("GET", "/v1/cdp/profiles?externalUserId=" + u["externalUserId"],
+                    key=admin())
+        bal = r.body.get("balances", {}).get("points", {}) if r.is_json else {}
+        check(r.status == 200 and bal.get("balance") == want and bal.get("lifetime") == want,
+              "user %d: balance %r, want %d: %s" % (j, bal, want, r.describe(200)))
 
 
 def test_concurrent_conflicting_payloads():
