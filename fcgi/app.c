@@ -1040,11 +1040,43 @@ out:
 		malloc_trim(0);
 }
 
+/*
+ * The database URL from RFEVENTS_DB_FILE: a file holding the URL on its
+ * first line, or a line "RFEVENTS_DB=URL" (the format of var/db.env). It
+ * keeps the password out of the web server's configuration, and fits where
+ * an environment value is limited (mod_fcgid's FcgidInitialEnv keeps only
+ * 127 characters). Returns a static buffer or NULL.
+ */
+static const char *
+db_url_from_file(const char *path)
+{
+	static char line[4096];
+	FILE       *f;
+
+	if (path == NULL || *path == '\0' || (f = fopen(path, "r")) == NULL)
+		return NULL;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char *v = line;
+		line[strcspn(line, "\r\n")] = '\0';
+		if (strncmp(v, "RFEVENTS_DB=", 12) == 0)
+			v += 12;
+		else if (strncmp(v, "mariadb://", 10) != 0 && strncmp(v, "mysql://", 8) != 0)
+			continue;
+		fclose(f);
+		memmove(line, v, strlen(v) + 1);
+		return line;
+	}
+	fclose(f);
+	return NULL;
+}
+
 int
 fcgi_app_init(struct fcgi_app *app)
 {
 	const char *url = getenv("RFEVENTS_DB");
 
+	if (url == NULL || *url == '\0')
+		url = db_url_from_file(getenv("RFEVENTS_DB_FILE"));
 	memset(app, 0, sizeof(*app));
 	app->conf_dir = getenv("RFEVENTS_CONF");
 	if (app->conf_dir == NULL || *app->conf_dir == '\0')

@@ -64,14 +64,21 @@ db_url(void)
 
 	if (env != NULL && *env != '\0')
 		return strdup(env);
-	snprintf(path, sizeof(path), "%s/var/db.env", topdir);
+	if ((env = getenv("RFEVENTS_DB_FILE")) != NULL && *env != '\0')
+		snprintf(path, sizeof(path), "%s", env);
+	else
+		snprintf(path, sizeof(path), "%s/var/db.env", topdir);
 	if ((f = fopen(path, "r")) == NULL)
 		return NULL;
 	while (fgets(line, sizeof(line), f) != NULL) {
+		line[strcspn(line, "\r\n")] = '\0';
 		if (strncmp(line, "RFEVENTS_DB=", 12) == 0) {
-			line[strcspn(line, "\r\n")] = '\0';
 			fclose(f);
 			return strdup(line + 12);
+		}
+		if (strncmp(line, "mariadb://", 10) == 0) {
+			fclose(f);
+			return strdup(line);
 		}
 	}
 	fclose(f);

@@ -633,8 +633,14 @@ apache_start() {
 			extra+="$indent$setenv $v $(conf_str "${!v}")"$'\n'
 		fi
 	done
+	# The URL goes to the app in a file of its own (mod_fcgid cuts environment
+	# values after 127 characters), readable by the account the app runs as.
+	local dbfile=$VAR/app-db.url
+	printf '%s\n' "$RFEVENTS_DB" >"$dbfile"
+	chmod 400 "$dbfile"
+	(($(id -u) == 0)) && chown -- "$RUN_USER:$RUN_GROUP" "$dbfile"
 	fill "$WEB_TEMPLATE" "$WEB_CONF" PORT="$1" VAR="$VAR" FCGI_BIN="$FCGI_BIN" \
-		FCGI_DIR="${FCGI_BIN%/*}" FCGI_NAME="${FCGI_BIN##*/}" RFEVENTS_DB="$RFEVENTS_DB" \
+		FCGI_DIR="${FCGI_BIN%/*}" FCGI_NAME="${FCGI_BIN##*/}" RFEVENTS_DB_FILE="$dbfile" \
 		RFEVENTS_CONF="$3" PROCS="$2" PROCS_TOTAL="$((2 * $2))" MAX_BODY="$(max_body "$3")" \
 		MAX_BODY_FCGID="$(($(max_body "$3") + (1 << 20)))" USER="$RUN_USER" \
 		GROUP="$RUN_GROUP" EXTRA_ENV="${extra%$'\n'}"
