@@ -129,9 +129,10 @@ def _environ(pid):
 
 def _workers():
     """Pids of the FastCGI processes of this stack: rfevents.fcgi processes whose
-    RFEVENTS_DB names the database socket under VAR (whichever web server spawned
-    them; with lighttpd they are its children)."""
+    RFEVENTS_DB names the database socket under VAR, or whose RFEVENTS_DB_FILE
+    lies under VAR (Apache), whichever web server spawned them."""
     mark = (VAR.rstrip("/") + "/mysql/mysqld.sock").encode()
+    under = (VAR.rstrip("/") + "/").encode()
     out = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -143,7 +144,8 @@ def _workers():
         if st in (None, "Z"):
             continue
         env = _environ(pid)
-        if any(x.startswith(b"RFEVENTS_DB=") and mark in x for x in env.split(b"\0")):
+        if any((x.startswith(b"RFEVENTS_DB=") and mark in x) or
+               x.startswith(b"RFEVENTS_DB_FILE=" + under) for x in env.split(b"\0")):
             out.append(pid)
     return out
 
