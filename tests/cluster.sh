@@ -288,6 +288,9 @@ node_init() {
 		rm -rf -- "$scratch" "$nd/data"
 		mkdir -p -- "$scratch"
 		chown -R "$RUN_USER:" "$nd"
+		if (($(id -u) == 0)) && ! runuser -u "$RUN_USER" -- test -w "$scratch" 2>/dev/null; then
+			die "the $RUN_USER account cannot reach $nd (a folder above it is closed to others, e.g. /root): set VAR to a folder under /tmp"
+		fi
 		local user_opt=()
 		(($(id -u) == 0)) && user_opt=(--user="$RUN_USER")
 		if ! mariadb-install-db --no-defaults --datadir="$scratch" "${user_opt[@]}" \

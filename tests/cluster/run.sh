@@ -22,6 +22,15 @@ cd "$ROOT"
 
 CLUSTER=$ROOT/tests/cluster.sh
 export VAR=$ROOT/var/cluster-test
+# The nodes run as the mysql user (rsync state transfer refuses root); when that
+# account cannot reach this checkout (a clone under /root, say), the cluster's
+# state goes under /tmp instead.
+if [[ $(id -u) == 0 ]] && id -u mysql >/dev/null 2>&1 &&
+	! runuser -u mysql -- test -x "$ROOT/tests" 2>/dev/null; then
+	VAR=/tmp/rfevents-cluster-$(printf '%s' "$ROOT" | md5sum | cut -c1-12)
+	mkdir -p -- "$VAR"
+	chmod 755 "$VAR"
+fi
 export PORT=${CLUSTER_TEST_PORT:-18180}
 export DB_PORT_BASE=${CLUSTER_TEST_DB_PORT_BASE:-3320}
 export GALERA_PORT_BASE=${CLUSTER_TEST_GALERA_BASE:-4660}
