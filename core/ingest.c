@@ -30,529 +30,12 @@ sql_time(int64_t us, char out[32])
 	snprintf(out, 32, "%.10s %.*s", iso, (int)(strlen(iso) - 12), iso + 11);
 }
 
-/* What identity resolution decided for one event. */
-struct resolved {
-	int64_t  pid;                  /* the profile (created or found) */
-	char     public_id[32];
-	int      created;
-	char     tier[72];             /* tier before the event */
-	int      has_tier;
-	int64_t  found[IDENT__MAX];    /* profile each given identity is bound to */
-	char     found_pub[IDENT__MAX][32];   /* ... its public id */
-};
-
-/* The tier a profile with this lifetime has; NULL with no tiers. */
-static const char *
-tier_name_for(const struct conf_tenant *ct, int64_t lifetime)
-{
-	size_t i;
-	const char *name = NULL;
-
-	/* tiers are sorted by min_lifetime: the last one reached wins */
-	for (i = 0; ct != NULL && i < ct->ntiers; i++) {
-		mpq_t l;
-		int   reached;
-		mpq_init(l);
-		mpq_set_si(l, (long)lifetime, 1);
-		reached = mpq_cmp(ct->tiers[i].min_lifetime, l) <= 0;
-		mpq_clear(l);
-		if (reached)
-			name = ct->tiers[i].name;
-	}
-	return name;
-}
-
 /* Run a statement that returns at most one row; DB_OK with *r filled. */
 static enum db_rc
 query(struct db *db, enum db_stmt st, const struct db_param *p, size_t np,
     struct db_res *r)
 {
 	return db_exec(db, st, p, np, r, NULL, NULL);
-}
-
-/*
- * Identity resolution, API.md §3. Looks every given identity up, picks the
- * candidate, creates a profile when there is none and binds
- * unbound identities to the chosen profile. A race with another transaction
- * surfaces as a duplicate key and is answered with DB_RETRY, so the whole
- * transaction runs again and sees the other's committed rows.
- * Returns DB_OK, DB_ROLLBACK with verr set (identity_not_found), or a
- * database failure.
- */
-static enum db_rc
-resolve(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
-    struct resolved *rv, struct ev_verr *verr)
-{
-	struct db_param p[6];
-	struct db_res   r;
-	enum db_rc      rc;
-	size_t          i;
-	int64_t         cand = 0;
-	uint64_t        newid = 0;
-	int             auto_create = t->conf == NULL || t->conf->auto_create_profiles;
-
-	memset(rv, 0, sizeof(*rv));
-	p[0] = DBP_I64(t->id);
-	for (i = 0; i < IDENT__MAX; i++)
-		p[1 + i] = ev->ident[i] ? DBP_CSTR(ev->ident[i]) : DBP_NULL;
-	/* 1. every given identity, its profile and that profile's EXTERNAL;
-	 * the profiles found are locked until the transaction ends */
-	if ((rc = query(db, DB_IDENT_FIND_LOCK, p, 5, &r)) != DB_OK)
-		return rc;
-	for (i = 0; i < r.nrows; i++) {
-		int64_t type = db_cell_i64(DB_CELL(&r, i, 0));
-		if (type < 0 || type >= IDENT__MAX)
-			continue;
-		rv->found[type] = db_cell_i64(DB_CELL(&r, i, 1));
-		snprintf(rv->found_pub[type], sizeof(rv->found_pub[type]), "%s",
-		    DB_CELL(&r, i, 2)->v ? DB_CELL(&r, i, 2)->v : "");
-	}
-
-	/* 2. the highest-precedence identity found gives the candidate */
-	for (i = 0; i < IDENT__MAX && cand == 0; i++)
-		if (ev->ident[i] != NULL && rv->found[i] != 0)
-			cand = rv->found[i];
-	for (i = 0; cand != 0 && i < r.nrows; i++) {
-		if (db_cell_i64(DB_CELL(&r, i, 1)) != cand)
-			continue;
-		/* 3. a new externalUserId never joins a profile that has another */
-		if (ev->ident[IDENT_EXTERNAL] != NULL &&
-		    rv->found[IDENT_EXTERNAL] == 0 && DB_CELL(&r, i, 4)->v != NULL) {
-			cand = 0;
-			break;
-		}
-		snprintf(rv->public_id, sizeof(rv->public_id), "%s",
-		    DB_CELL(&r, i, 2)->v ? DB_CELL(&r, i, 2)->v : "");
-		if (DB_CELL(&r, i, 3)->v != NULL) {
-			snprintf(rv->tier, sizeof(rv->tier), "%s", DB_CELL(&r, i, 3)->v);
-			rv->has_tier = 1;
-		}
-		break;
-	}
-	db_res_free(&r);
-
-	if (cand == 0) {
-		/* 4. no candidate: pre-provision a profile */
-		if (!auto_create) {
-			ev_verr_set(verr, EV_IDENTITY_NOT_FOUND,
-			    "no profile has these identities and this tenant does"
-			    " not create profiles automatically");
-			return DB_ROLLBACK;
-		}
-		rv->created = 1;
-		{
-			const char *tn = tier_name_for(t->conf, 0);
-			if (tn != NULL) {
-				snprintf(rv->tier, sizeof(rv->tier), "%s", tn);
-				rv->has_tier = 1;
-			}
-		}
-		if (ev_public_id("prf_", rv->public_id) != 0) {
-			ev_verr_set(verr, EV_INTERNAL, "no randomness");
-			return DB_ERROR;
-		}
-		p[0] = DBP_I64(t->id);
-		p[1] = DBP_CSTR(rv->public_id);
-		p[2] = rv->has_tier ? DBP_CSTR(rv->tier) : DBP_NULL;
-		rc = db_exec(db, DB_PROFILE_INSERT, p, 3, NULL, NULL, &newid);
-		if (rc == DB_DUPKEY)
-			return DB_RETRY;     /* public id collision: try again */
-		if (rc != DB_OK)
-			return rc;
-		rv->pid = (int64_t)newid;
-	} else
-		rv->pid = cand;      /* 5. the candidate, locked above */
-	/* bind the given identities that are still unbound */
-	for (i = 0; i < IDENT__MAX; i++) {
-		if (ev->ident[i] == NULL || rv->found[i] != 0)
-			continue;
-		p[0] = DBP_I64(t->id);
-		p[1] = DBP_I64((int64_t)i);
-		p[2] = DBP_CSTR(ev->ident[i]);
-		p[3] = DBP_I64(rv->pid);
-		p[4] = i == IDENT_EXTERNAL ? DBP_I64(rv->pid) : DBP_NULL;
-		rc = db_exec(db, DB_IDENT_INSERT, p, 5, NULL, NULL, NULL);
-		if (rc == DB_DUPKEY)
-			return DB_RETRY;     /* bound meanwhile by another event */
-		if (rc != DB_OK)
-			return rc;
-	}
-	return DB_OK;
-}
-
-/* identity_conflicts: given identities bound to another profile (they
- * stay there: profiles are never merged automatically). New array. */
-static json_object *
-conflicts_json(const struct ev_event *ev, const struct resolved *rv)
-{
-	json_object *a = json_object_new_array();
-	size_t       i;
-
-	for (i = 0; i < IDENT__MAX; i++) {
-		json_object *c;
-		if (ev->ident[i] == NULL || rv->found[i] == 0 ||
-		    rv->found[i] == rv->pid)
-			continue;
-		c = json_object_new_object();
-		json_object_object_add(c, "type",
-		    json_object_new_string(ident_type_name[i]));
-		json_object_object_add(c, "value",
-		    json_object_new_string(ev->ident[i]));
-		json_object_object_add(c, "bound_to_profile_id",
-		    json_object_new_string(rv->found_pub[i]));
-		json_object_array_add(a, c);
-	}
-	return a;
-}
-
-
-/* ---- rules: state before the event, the engine, the writes ---- */
-
-/* Everything read about the profile for the rules, and what the engine
- * made of it; freed by state_free(). */
-struct state {
-	struct db_res        res;       /* rows the views below point into */
-	struct rule_balance *bals;
-	size_t               nbals;
-	json_object         *vars;
-	struct rule_def     *defs;
-	struct rule_set     *sets;
-	struct rule_tier    *tiers;
-	struct rule_count   *counts;
-	struct rule_outcome  oc;
-	int                  ran;       /* the engine ran (oc is valid) */
-};
-
-static void
-state_free(struct state *st)
-{
-	rule_outcome_free(&st->oc);
-	db_res_free(&st->res);
-	free(st->bals);
-	if (st->vars != NULL)
-		json_object_put(st->vars);
-	free(st->defs);
-	free(st->sets);
-	free(st->tiers);
-	free(st->counts);
-	memset(st, 0, sizeof(*st));
-}
-
-/* Views of the tenant's compiled rules and tiers for the engine. */
-static void
-build_defs(const struct conf_tenant *ct, struct state *st)
-{
-	size_t i, j, nsets = 0, k = 0;
-
-	for (i = 0; i < ct->nrules; i++)
-		nsets += ct->rules[i].nsets;
-	st->defs = calloc(ct->nrules ? ct->nrules : 1, sizeof(*st->defs));
-	st->sets = calloc(nsets ? nsets : 1, sizeof(*st->sets));
-	st->tiers = calloc(ct->ntiers ? ct->ntiers : 1, sizeof(*st->tiers));
-	st->counts = calloc(ct->nrules ? ct->nrules : 1, sizeof(*st->counts));
-	if (st->defs == NULL || st->sets == NULL || st->tiers == NULL ||
-	    st->counts == NULL)
-		abort();      /* out of memory: the web server restarts us */
-	for (i = 0; i < ct->nrules; i++) {
-		const struct conf_rule *cr = &ct->rules[i];
-		struct rule_def        *d = &st->defs[i];
-		d->id = cr->id;
-		d->event = cr->event;
-		d->when = cr->when;
-		d->points = cr->points;
-		d->balance = cr->balance;
-		d->amount = cr->amount;
-		d->sets = &st->sets[k];
-		d->nsets = cr->nsets;
-		for (j = 0; j < cr->nsets; j++, k++) {
-			st->sets[k].name = cr->sets[j].name;
-			st->sets[k].expr = cr->sets[j].expr;
-		}
-		d->per_profile = cr->per_profile;
-		d->per_day = cr->per_day;
-		d->per_month = cr->per_month;
-		d->stop = cr->stop;
-		d->tier_multiplier = cr->tier_multiplier;
-	}
-	for (i = 0; i < ct->ntiers; i++) {
-		st->tiers[i].name = ct->tiers[i].name;
-		st->tiers[i].min_lifetime = ct->tiers[i].min_lifetime;
-		st->tiers[i].multiplier = ct->tiers[i].multiplier;
-	}
-}
-
-/* "dYYYY-MM-DD" and "mYYYY-MM" of the event's occurredAt in UTC. */
-static void
-periods(int64_t us, char day[16], char month[16])
-{
-	char iso[32];
-
-	ts_format(us, iso);
-	snprintf(day, 16, "d%.10s", iso);
-	snprintf(month, 16, "m%.7s", iso);
-}
-
-/*
- * Load balances, variables and limit counters of an existing profile in
- * one round trip (DB_STATE_OF: rows of kind 'b', 'v' and 'c').
- */
-static enum db_rc
-load_state(struct db *db, const struct conf_tenant *ct, const struct ev_event *ev,
-    int64_t pid, struct state *st)
-{
-	struct db_param p[5];
-	enum db_rc      rc;
-	size_t          i, j;
-	char            day[16], month[16];
-
-	periods(ev->occurred_us, day, month);
-	p[0] = DBP_I64(pid);
-	p[1] = DBP_I64(pid);
-	p[2] = DBP_I64(pid);
-	p[3] = DBP_CSTR(day);
-	p[4] = DBP_CSTR(month);
-	if ((rc = db_exec(db, DB_STATE_OF, p, 5, &st->res, NULL, NULL)) != DB_OK)
-		return rc;
-	if ((st->bals = calloc(st->res.nrows ? st->res.nrows : 1,
-	    sizeof(*st->bals))) == NULL)
-		abort();
-	for (i = 0; i < st->res.nrows; i++) {
-		const char *kind = DB_CELL(&st->res, i, 0)->v;
-		const char *k1 = DB_CELL(&st->res, i, 1)->v;
-		if (kind == NULL || k1 == NULL)
-			continue;
-		if (kind[0] == 'b') {
-			struct rule_balance *b = &st->bals[st->nbals++];
-			b->name = k1;
-			b->balance = db_cell_i64(DB_CELL(&st->res, i, 2));
-			b->lifetime = db_cell_i64(DB_CELL(&st->res, i, 3));
-		} else if (kind[0] == 'v') {
-			struct json_perr perr;
-			json_object *v = json_parse_strict(DB_CELL(&st->res, i, 2)->v,
-			    DB_CELL(&st->res, i, 2)->len, JSON_MAX_DEPTH, &perr);
-			json_object_object_add(st->vars, k1, v);
-		} else if (kind[0] == 'c') {
-			const char *per = DB_CELL(&st->res, i, 2)->v;
-			int64_t     n = db_cell_i64(DB_CELL(&st->res, i, 3));
-			for (j = 0; per != NULL && j < ct->nrules; j++) {
-				if (strcmp(ct->rules[j].id, k1) != 0)
-					continue;
-				if (strcmp(per, "all") == 0)
-					st->counts[j].ever = n;
-				else if (per[0] == 'd')
-					st->counts[j].day = n;
-				else
-					st->counts[j].month = n;
-			}
-		}
-	}
-	return DB_OK;
-}
-
-/* Write the engine's outcome: balances, ledger, variables, counters, tier. */
-static enum db_rc
-write_outcome(struct db *db, const struct conf_tenant *ct, const struct ev_event *ev,
-    const struct resolved *rv, int64_t evid, const struct rule_outcome *oc)
-{
-	struct db_param p[8];
-	enum db_rc      rc;
-	size_t          i, j;
-	char            day[16], month[16];
-
-	for (i = 0; i < oc->ndeltas; i++) {
-		const struct rule_delta *d = &oc->deltas[i];
-		int later = 0;
-		/* one balance row per name: its state after the last delta */
-		for (j = i + 1; j < oc->ndeltas; j++)
-			if (strcmp(oc->deltas[j].balance, d->balance) == 0)
-				later = 1;
-		if (!later) {
-			p[0] = DBP_I64(rv->pid);
-			p[1] = DBP_CSTR(d->balance);
-			p[2] = DBP_I64(d->balance_after);
-			p[3] = DBP_I64(d->lifetime_after);
-			if ((rc = db_exec(db, DB_BALANCE_UPSERT, p, 4, NULL, NULL, NULL)) != DB_OK)
-				return rc;
-		}
-		p[0] = DBP_I64(rv->pid);
-		p[1] = DBP_I64(evid);
-		p[2] = DBP_I64((int64_t)i);
-		p[3] = DBP_CSTR(d->rule_id);
-		p[4] = DBP_CSTR(d->balance);
-		p[5] = DBP_I64(d->delta);
-		p[6] = DBP_I64(d->balance_after);
-		if ((rc = db_exec(db, DB_LEDGER_INSERT, p, 7, NULL, NULL, NULL)) != DB_OK)
-			return rc;
-	}
-	for (i = 0; i < oc->nassigns; i++) {
-		json_object *v = rule_value_to_json(&oc->assigns[i].value, 12);
-		const char  *txt = v ? json_object_to_json_string_ext(v, JSON_FLAGS) : "null";
-		p[0] = DBP_I64(rv->pid);
-		p[1] = DBP_CSTR(oc->assigns[i].name);
-		p[2] = DBP_CSTR(txt);
-		rc = db_exec(db, DB_VAR_UPSERT, p, 3, NULL, NULL, NULL);
-		if (v != NULL)
-			json_object_put(v);
-		if (rc != DB_OK)
-			return rc;
-	}
-	periods(ev->occurred_us, day, month);
-	for (i = 0; i < oc->napplied; i++) {
-		const struct conf_rule *cr = &ct->rules[oc->applied[i].index];
-		const char *per[3] = { NULL, NULL, NULL };
-		if (cr->per_profile > 0)
-			per[0] = "all";
-		if (cr->per_day > 0)
-			per[1] = day;
-		if (cr->per_month > 0)
-			per[2] = month;
-		for (j = 0; j < 3; j++) {
-			if (per[j] == NULL)
-				continue;
-			p[0] = DBP_I64(rv->pid);
-			p[1] = DBP_CSTR(cr->id);
-			p[2] = DBP_CSTR(per[j]);
-			if ((rc = db_exec(db, DB_COUNTER_BUMP, p, 3, NULL, NULL, NULL)) != DB_OK)
-				return rc;
-		}
-	}
-	/*
-	 * The profile row is written by every event that changes an existing
-	 * profile, not only on a tier change: on a Galera cluster a SELECT ...
-	 * FOR UPDATE holds only on its own node, and two nodes could otherwise
-	 * both add to a balance read before the other's commit arrived. With a
-	 * write to the same row their write sets conflict, so one of them is
-	 * aborted (1213) and runs again with the fresh balance.
-	 */
-	if (oc->tier_changed || !rv->created) {
-		p[0] = oc->tier_after ? DBP_CSTR(oc->tier_after) : DBP_NULL;
-		p[1] = DBP_I64(rv->pid);
-		if ((rc = db_exec(db, DB_PROFILE_SET_TIER, p, 2, NULL, NULL, NULL)) != DB_OK)
-			return rc;
-	}
-	return DB_OK;
-}
-
-/* Outcome fields into o: points_awarded, rules_applied, rules_skipped,
- * effects, tier (the engine's, or an empty outcome when it did not run). */
-static void
-outcome_json(const struct conf_tenant *ct, const struct state *st,
-    const struct resolved *rv, json_object *o)
-{
-	const struct rule_outcome *oc = &st->oc;
-	json_object *ap = json_object_new_array(), *sk = json_object_new_array();
-	json_object *ef = json_object_new_array();
-	size_t       i;
-
-	for (i = 0; st->ran && i < oc->napplied; i++)
-		json_object_array_add(ap, json_object_new_string(oc->applied[i].rule_id));
-	for (i = 0; st->ran && i < oc->nskipped; i++) {
-		json_object *s = json_object_new_object();
-		json_object_object_add(s, "rule",
-		    json_object_new_string(oc->skipped[i].rule_id));
-		json_object_object_add(s, "reason",
-		    json_object_new_string(oc->skipped[i].reason));
-		json_object_array_add(sk, s);
-	}
-	for (i = 0; st->ran && i < oc->ndeltas; i++) {
-		json_object *e = json_object_new_object();
-		json_object_object_add(e, "type", json_object_new_string("balance"));
-		json_object_object_add(e, "rule",
-		    json_object_new_string(oc->deltas[i].rule_id));
-		json_object_object_add(e, "balance",
-		    json_object_new_string(oc->deltas[i].balance));
-		json_object_object_add(e, "delta",
-		    json_object_new_int64(oc->deltas[i].delta));
-		json_object_object_add(e, "balance_after",
-		    json_object_new_int64(oc->deltas[i].balance_after));
-		json_object_array_add(ef, e);
-	}
-	for (i = 0; st->ran && i < oc->nassigns; i++) {
-		json_object *e = json_object_new_object();
-		json_object_object_add(e, "type", json_object_new_string("variable"));
-		json_object_object_add(e, "rule",
-		    json_object_new_string(oc->assigns[i].rule_id));
-		json_object_object_add(e, "name",
-		    json_object_new_string(oc->assigns[i].name));
-		json_object_object_add(e, "value",
-		    rule_value_to_json(&oc->assigns[i].value, 12));
-		json_object_array_add(ef, e);
-	}
-	if (st->ran && oc->tier_changed) {
-		json_object *e = json_object_new_object();
-		const char  *cause = NULL;
-		/* the rule whose points delta first brought the lifetime into
-		 * the new tier (none when a configuration change moved it) */
-		for (i = 0; i < oc->ndeltas && cause == NULL; i++) {
-			const char *tn;
-			if (strcmp(oc->deltas[i].balance, "points") != 0)
-				continue;
-			tn = tier_name_for(ct, oc->deltas[i].lifetime_after);
-			if (tn != NULL && oc->tier_after != NULL &&
-			    strcmp(tn, oc->tier_after) == 0)
-				cause = oc->deltas[i].rule_id;
-		}
-		json_object_object_add(e, "type", json_object_new_string("tier"));
-		json_object_object_add(e, "rule", cause ?
-		    json_object_new_string(cause) : NULL);
-		json_object_object_add(e, "from", oc->tier_before ?
-		    json_object_new_string(oc->tier_before) : NULL);
-		json_object_object_add(e, "to", oc->tier_after ?
-		    json_object_new_string(oc->tier_after) : NULL);
-		json_object_array_add(ef, e);
-	}
-	json_object_object_add(o, "points_awarded",
-	    json_object_new_int64(st->ran ? oc->points_awarded : 0));
-	json_object_object_add(o, "rules_applied", ap);
-	json_object_object_add(o, "rules_skipped", sk);
-	json_object_object_add(o, "effects", ef);
-	if (st->ran)
-		json_object_object_add(o, "tier", oc->tier_after ?
-		    json_object_new_string(oc->tier_after) : NULL);
-	else
-		json_object_object_add(o, "tier", rv->has_tier ?
-		    json_object_new_string(rv->tier) : NULL);
-}
-
-/*
- * Evaluate the tenant's rules for the event against the profile as it was
- * before it (locked by resolve()). Fills st (the engine did not run when
- * no rule listens to this type and there are no tiers: no round trip).
- */
-static enum db_rc
-eval_rules(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
-    const struct resolved *rv, struct state *st)
-{
-	const struct conf_tenant *ct = t->conf;
-	struct rule_env           env;
-	enum db_rc                rc;
-	size_t                    i;
-	int                       relevant = 0;
-	char                      occ[32];
-
-	for (i = 0; ct != NULL && i < ct->nrules && !relevant; i++)
-		relevant = strcmp(ct->rules[i].event, ev->type) == 0;
-	if (!relevant && (ct == NULL || ct->ntiers == 0))
-		return DB_OK;
-	st->vars = json_object_new_object();
-	build_defs(ct, st);
-	if (rv->pid != 0 && !rv->created &&
-	    (rc = load_state(db, ct, ev, rv->pid, st)) != DB_OK)
-		return rc;
-	memset(&env, 0, sizeof(env));
-	env.properties = ev->properties;
-	env.event_type = ev->type;
-	env.event_source = ev->source;
-	env.event_occurred_at = ts_format(ev->occurred_us, occ);
-	env.tier = rv->has_tier ? rv->tier : NULL;
-	env.balances = st->bals;
-	env.nbalances = st->nbals;
-	env.vars = st->vars;
-	if (rule_engine_run(st->defs, ct->nrules, st->tiers, ct->ntiers,
-	    (enum rule_rounding)ct->rounding, &env, st->counts, &st->oc) != 0)
-		return DB_ERROR;
-	st->ran = 1;
-	return DB_OK;
 }
 
 /* The body of a duplicate or conflict answer. */
@@ -613,46 +96,6 @@ answer_own(struct db *db, int64_t evid, const char *public_id,
 	return DB_OK;
 }
 
-/*
- * Is the dedup key taken? 1 (res answered: duplicate or conflict, or
- * accepted when the row was stored by an earlier transaction attempt of
- * this very request — same request bytes of `attempt`, another attempt
- * number — whose COMMIT reply was lost), 0 (free), or -1 with *rc set on a
- * database failure. A row of the current attempt is an earlier item of the
- * same batch: a duplicate.
- */
-static int
-key_taken(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
-    const unsigned char *attempt, struct ev_result *res, enum db_rc *rc)
-{
-	struct db_param p[3];
-	struct db_res   r;
-	int             same;
-
-	p[0] = DBP_I64(t->id);
-	p[1] = DBP_CSTR(ev->source);
-	p[2] = DBP_STR(ev->ext_id, ev->ext_id_len);
-	if ((*rc = query(db, DB_EVENT_BY_KEY, p, 3, &r)) != DB_OK)
-		return -1;
-	if (r.nrows == 0) {
-		db_res_free(&r);
-		return 0;
-	}
-	same = DB_CELL(&r, 0, 2)->len == 32 &&
-	    memcmp(DB_CELL(&r, 0, 2)->v, ev->fingerprint, 32) == 0;
-	if (same && attempt != NULL && DB_CELL(&r, 0, 3)->len == EV_ATTEMPT_LEN &&
-	    memcmp(DB_CELL(&r, 0, 3)->v, attempt, EV_ATTEMPT_LEN - 1) == 0 &&
-	    DB_CELL(&r, 0, 3)->v[EV_ATTEMPT_LEN - 1] != (char)attempt[EV_ATTEMPT_LEN - 1]) {
-		*rc = answer_own(db, db_cell_i64(DB_CELL(&r, 0, 0)),
-		    DB_CELL(&r, 0, 1)->v, res);
-		db_res_free(&r);
-		return *rc == DB_OK ? 1 : -1;
-	}
-	answer_existing(res, DB_CELL(&r, 0, 1)->v, same);
-	db_res_free(&r);
-	return 1;
-}
-
 /* Reset a result for another attempt. */
 static void
 result_reset(struct ev_result *res)
@@ -660,121 +103,6 @@ result_reset(struct ev_result *res)
 	if (res->body != NULL)
 		json_object_put(res->body);
 	memset(res, 0, sizeof(*res));
-}
-
-/*
- * Apply one event inside the open transaction. The order keeps every
- * decision before the first write: (1) is the key taken (duplicate /
- * conflict: answered, nothing written); (2) identity resolution — an
- * unknown identity in a tenant without auto-creation is answered here,
- * before anything is written; (3) the rules against the locked profile;
- * (4) INSERT IGNORE of the event with its outcome — claiming the key; when
- * another transaction claimed it since (1), the whole transaction runs
- * again and (1) then answers duplicate; (5) the effects.
- * `checked`: (1) was already done outside the transaction.
- * Returns DB_OK (res decided) or a database failure for db_txn().
- */
-static enum db_rc
-apply_one(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
-    struct ev_result *res, int checked, const unsigned char *attempt,
-    const char *reqid)
-{
-	struct db_param  p[14];
-	struct resolved  rv;
-	struct ev_verr   verr;
-	struct state     st;
-	enum db_rc       rc;
-	uint64_t         affected = 0, evid = 0;
-	char             occ[32], rec[32];
-	json_object     *doc = NULL, *outcome = NULL;
-	const char      *doctext, *outtext;
-
-	result_reset(res);
-	memset(&st, 0, sizeof(st));
-
-	/* 1. the same key seen before */
-	if (!checked) {
-		int taken = key_taken(db, t, ev, attempt, res, &rc);
-		if (taken < 0)
-			return rc;
-		if (taken)
-			return DB_OK;
-	}
-
-	/* 2. the profile */
-	rc = resolve(db, t, ev, &rv, &verr);
-	if (rc == DB_ROLLBACK) {
-		ev_result_error(res, &verr);
-		return DB_OK;        /* nothing was written */
-	}
-	if (rc != DB_OK)
-		return rc;
-
-	/* 3. the rules against the profile as it was */
-	if ((rc = eval_rules(db, t, ev, &rv, &st)) != DB_OK)
-		goto out;
-	outcome = json_object_new_object();
-	outcome_json(t->conf, &st, &rv, outcome);
-	json_object_object_add(outcome, "identity_conflicts", conflicts_json(ev, &rv));
-	json_object_object_add(outcome, "profile_created",
-	    json_object_new_boolean(rv.created));
-
-
-	/* 4. claim the dedup key, with the outcome */
-	if (ev_public_id("evt_", res->event_id) != 0) {
-		rc = DB_ERROR;
-		goto out;
-	}
-	doc = ev_event_doc(ev);
-	doctext = json_object_to_json_string_ext(doc, JSON_FLAGS);
-	outtext = json_object_to_json_string_ext(outcome, JSON_FLAGS);
-	sql_time(ev->occurred_us, occ);
-	sql_time(ev->received_us, rec);
-	p[0] = DBP_I64(t->id);
-	p[1] = DBP_CSTR(ev->source);
-	p[2] = DBP_STR(ev->ext_id, ev->ext_id_len);
-	p[3] = DBP_CSTR(res->event_id);
-	p[4] = DBP_STR((const char *)ev->fingerprint, 32);
-	p[5] = DBP_CSTR(ev->type);
-	p[6] = DBP_CSTR(occ);
-	p[7] = DBP_CSTR(rec);
-	p[8] = DBP_CSTR(doctext);
-	p[9] = DBP_CSTR(reqid ? reqid : "");
-	p[10] = DBP_I64(rv.pid);
-	p[11] = DBP_CSTR(outtext);
-	p[12] = DBP_CSTR(t->conf != NULL ? t->conf->version : "");
-	p[13] = DBP_STR((const char *)attempt, EV_ATTEMPT_LEN);
-	rc = db_exec(db, DB_EVENT_INSERT, p, 14, NULL, &affected, &evid);
-	if (rc != DB_OK)
-		goto out;
-	if (affected == 0) {
-		/* claimed meanwhile (or a public id collision): run again */
-		rc = DB_RETRY;
-		goto out;
-	}
-
-	/* 5. the effects */
-	if (st.ran && (rc = write_outcome(db, t->conf, ev, &rv, (int64_t)evid,
-	    &st.oc)) != DB_OK)
-		goto out;
-
-	res->st = EV_ST_ACCEPTED;
-	res->body = json_object_new_object();
-	json_object_object_add(res->body, "status", json_object_new_string("accepted"));
-	json_object_object_add(res->body, "event_id",
-	    json_object_new_string(res->event_id));
-	json_object_object_add(res->body, "profile_id",
-	    json_object_new_string(rv.public_id));
-	json_object_object_foreach(outcome, k, v)
-		json_object_object_add(res->body, k, json_object_get(v));
-out:
-	/* frees: document, outcome, rule state */
-	if (doc != NULL)
-		json_object_put(doc);
-	if (outcome != NULL)
-		json_object_put(outcome);
-	state_free(&st);
-	return rc;
 }
 
 struct batch {
@@ -787,7 +115,1394 @@ struct batch {
 	const char              *reqid;
 	unsigned char            attempt[EV_ATTEMPT_LEN];
 	size_t                  *order;     /* processing order of the items */
+	int                      one_by_one;  /* finding an item the server refuses */
 };
+
+/* ---- a group of events applied with a handful of statements ---- */
+
+/*
+ * The events of a request are applied as one group: each step below is one
+ * statement for all of them (split at DB_MULTI_MAX_ROWS), so a 1000-event
+ * batch costs about as many round trips as a single event:
+ *   1. the dedup keys already taken (DB_M_EVENT_KEYS; for a single event
+ *      this read was done before the transaction);
+ *   2. every given identity and its profile, locked (DB_M_IDENT_LOCK);
+ *   3. identity resolution of every item in order, in memory (API.md §3:
+ *      later items see the profiles and bindings of earlier ones);
+ *   4. new profiles and identity bindings (DB_M_PROFILE_INSERT,
+ *      DB_M_IDENT_INSERT);
+ *   5. balances, variables and limit counters of the profiles found
+ *      (DB_M_STATE_OF), read after they were locked;
+ *   6. the rules of every item in order against its profile's state as the
+ *      earlier items left it;
+ *   7. the events with their outcomes (DB_M_EVENT_INSERT, claiming the
+ *      keys), the ledger, the final balances and variables, the counters
+ *      and the profiles whose tier changed (or, on Galera, every profile
+ *      changed: see below).
+ * Every decision to refuse an item is taken before the first write, so a
+ * group needs no savepoints.
+ */
+
+/* A balance of a profile in the group. */
+struct gbal {
+	char    *name;
+	int64_t  balance, lifetime;
+	int      dirty;
+};
+
+/* A limit counter of a profile: rule index, period ("all", "dYYYY-MM-DD",
+ * "mYYYY-MM"), the count, and how much this group adds. */
+struct gcnt {
+	size_t   rule;
+	char     period[16];
+	int64_t  count, add;
+};
+
+/* A profile the group reads or changes. */
+struct gprof {
+	int64_t      pid;            /* 0 until a new one is inserted */
+	char         public_id[32];
+	char        *tier;           /* current tier (owned), NULL: none */
+	char        *tier0;          /* tier before the group (owned) */
+	int          created;        /* inserted by this group */
+	int          has_external;   /* an EXTERNAL identity is bound to it */
+	int          changed;        /* an accepted item is applied to it */
+	int          want_state;     /* an item runs the rules on it */
+	struct gbal *bals;   size_t nbals;
+	struct gcnt *cnts;   size_t ncnts;
+	json_object *vars;           /* name -> value */
+	json_object *vars_dirty;     /* name -> final value, to write */
+};
+
+/* A distinct identity (type, value) given by the items, and the profile
+ * (index into profs + 1) it is bound to, 0 when none. */
+struct gident {
+	int          type;
+	const char  *value;
+	size_t       prof;
+	int          insert;          /* bound by this group: to insert */
+};
+
+/* A stored event of the group's keys (step 1). */
+struct gkeyrow {
+	int64_t        id;
+	char           public_id[32];
+	unsigned char  fp[32];
+	int            fp_ok;
+	unsigned char  attempt[EV_ATTEMPT_LEN];
+	int            attempt_ok;
+};
+
+/* One item of the group. */
+struct gitem {
+	size_t           i;          /* index in the request */
+	struct ev_event *ev;
+	size_t           key;        /* its dedup key: index into keys */
+	int              done;       /* answered (duplicate, conflict, error) */
+	size_t           prof;       /* profile index + 1 when accepted */
+	int              created;    /* this item created the profile */
+	size_t           found[IDENT__MAX];   /* profile index + 1 per identity */
+	int              ran;        /* the engine ran */
+	json_object     *outcome;    /* outcome fields */
+	json_object     *doc;        /* stored document */
+	char             occ[32], rec[32];
+	int64_t          evid;
+};
+
+/* A distinct dedup key: the first item with it, the stored row, the
+ * item of the group that claimed it (index + 1). */
+struct gkey {
+	const struct ev_event *ev;
+	struct gkeyrow        *row;
+	size_t                 claimed;
+};
+
+struct gledger {
+	size_t       item, seq;
+	const char  *rule_id, *balance;
+	int64_t      delta, balance_after;
+};
+
+struct group {
+	struct db                *db;
+	const struct ev_tenant   *t;
+	const struct conf_tenant *ct;
+	struct gitem   *items;   size_t nitems;
+	struct gkey    *keys;    size_t nkeys;
+	struct gkeyrow *rows;    size_t nrows;
+	struct gident  *idents;  size_t nidents;
+	struct gprof   *profs;   size_t nprofs, capprofs;
+	struct gledger *ledger;  size_t nledger, capledger;
+	struct rule_def   *defs;
+	struct rule_set   *sets;
+	struct rule_tier  *tiers;
+	struct db_param   *p;    size_t capp;     /* parameters of one statement */
+};
+
+static void *
+xcalloc(size_t n, size_t sz)
+{
+	void *p = calloc(n ? n : 1, sz);
+
+	if (p == NULL)
+		abort();      /* out of memory: the web server restarts us */
+	return p;
+}
+
+static void *
+xrealloc(void *p, size_t n, size_t sz)
+{
+	if ((p = realloc(p, (n ? n : 1) * sz)) == NULL)
+		abort();
+	return p;
+}
+
+static char *
+xstrdup(const char *s)
+{
+	char *d;
+
+	if (s == NULL)
+		return NULL;
+	if ((d = strdup(s)) == NULL)
+		abort();
+	return d;
+}
+
+/* Room for n parameters in g->p. */
+static struct db_param *
+gparams(struct group *g, size_t n)
+{
+	if (n > g->capp) {
+		g->p = xrealloc(g->p, n, sizeof(*g->p));
+		g->capp = n;
+	}
+	return g->p;
+}
+
+static void
+group_free(struct group *g)
+{
+	size_t i, j;
+
+	for (i = 0; i < g->nitems; i++) {
+		if (g->items[i].outcome != NULL)
+			json_object_put(g->items[i].outcome);
+		if (g->items[i].doc != NULL)
+			json_object_put(g->items[i].doc);
+	}
+	for (i = 0; i < g->nprofs; i++) {
+		struct gprof *pr = &g->profs[i];
+		free(pr->tier);
+		free(pr->tier0);
+		for (j = 0; j < pr->nbals; j++)
+			free(pr->bals[j].name);
+		free(pr->bals);
+		free(pr->cnts);
+		if (pr->vars != NULL)
+			json_object_put(pr->vars);
+		if (pr->vars_dirty != NULL)
+			json_object_put(pr->vars_dirty);
+	}
+	free(g->items);
+	free(g->keys);
+	free(g->rows);
+	free(g->idents);
+	free(g->profs);
+	free(g->ledger);
+	free(g->defs);
+	free(g->sets);
+	free(g->tiers);
+	free(g->p);
+	memset(g, 0, sizeof(*g));
+}
+
+/* Views of the tenant's compiled rules and tiers for the engine. */
+static void
+build_defs(struct group *g)
+{
+	const struct conf_tenant *ct = g->ct;
+	size_t i, j, nsets = 0, k = 0;
+
+	for (i = 0; i < ct->nrules; i++)
+		nsets += ct->rules[i].nsets;
+	g->defs = xcalloc(ct->nrules, sizeof(*g->defs));
+	g->sets = xcalloc(nsets, sizeof(*g->sets));
+	g->tiers = xcalloc(ct->ntiers, sizeof(*g->tiers));
+	for (i = 0; i < ct->nrules; i++) {
+		const struct conf_rule *cr = &ct->rules[i];
+		struct rule_def        *d = &g->defs[i];
+		d->id = cr->id;
+		d->event = cr->event;
+		d->when = cr->when;
+		d->points = cr->points;
+		d->balance = cr->balance;
+		d->amount = cr->amount;
+		d->sets = &g->sets[k];
+		d->nsets = cr->nsets;
+		for (j = 0; j < cr->nsets; j++, k++) {
+			g->sets[k].name = cr->sets[j].name;
+			g->sets[k].expr = cr->sets[j].expr;
+		}
+		d->per_profile = cr->per_profile;
+		d->per_day = cr->per_day;
+		d->per_month = cr->per_month;
+		d->stop = cr->stop;
+		d->tier_multiplier = cr->tier_multiplier;
+	}
+	for (i = 0; i < ct->ntiers; i++) {
+		g->tiers[i].name = ct->tiers[i].name;
+		g->tiers[i].min_lifetime = ct->tiers[i].min_lifetime;
+		g->tiers[i].multiplier = ct->tiers[i].multiplier;
+	}
+}
+
+/* The tier of a lifetime, NULL with no tiers (or none reached). */
+static const char *
+tier_name_for(const struct group *g, int64_t lifetime)
+{
+	const struct rule_tier *tr;
+
+	if (g->ct == NULL || g->ct->ntiers == 0)
+		return NULL;
+	tr = rule_tier_for(g->tiers, g->ct->ntiers, lifetime);
+	return tr != NULL ? tr->name : NULL;
+}
+
+/* Does the engine run for this event (a rule listens to its type, or
+ * there are tiers to keep)? */
+static int
+rules_run_for(const struct conf_tenant *ct, const struct ev_event *ev)
+{
+	size_t i;
+
+	if (ct == NULL)
+		return 0;
+	if (ct->ntiers > 0)
+		return 1;
+	for (i = 0; i < ct->nrules; i++)
+		if (strcmp(ct->rules[i].event, ev->type) == 0)
+			return 1;
+	return 0;
+}
+
+/* "dYYYY-MM-DD" and "mYYYY-MM" of the event's occurredAt in UTC. */
+static void
+periods(int64_t us, char day[16], char month[16])
+{
+	char iso[32];
+
+	ts_format(us, iso);
+	snprintf(day, 16, "d%.10s", iso);
+	snprintf(month, 16, "m%.7s", iso);
+}
+
+/* ---- lookups ---- */
+
+static int
+cmp_evkey(const struct ev_event *a, const struct ev_event *b)
+{
+	int c = strcmp(a->source, b->source);
+
+	if (c == 0 && a->ext_id_len != b->ext_id_len)
+		c = a->ext_id_len < b->ext_id_len ? -1 : 1;
+	if (c == 0)
+		c = memcmp(a->ext_id, b->ext_id, a->ext_id_len);
+	return c;
+}
+
+static int
+qcmp_key(const void *a, const void *b)
+{
+	return cmp_evkey(((const struct gkey *)a)->ev, ((const struct gkey *)b)->ev);
+}
+
+/* The key of (source, ext_id), or NULL. keys are sorted. */
+static struct gkey *
+find_key(struct group *g, const char *source, const char *ext, size_t extlen)
+{
+	struct ev_event probe;
+	struct gkey     k, *r;
+
+	memset(&probe, 0, sizeof(probe));
+	probe.source = (char *)(uintptr_t)source;
+	probe.ext_id = (char *)(uintptr_t)ext;
+	probe.ext_id_len = extlen;
+	k.ev = &probe;
+	r = bsearch(&k, g->keys, g->nkeys, sizeof(*g->keys), qcmp_key);
+	return r;
+}
+
+static int
+qcmp_ident(const void *a, const void *b)
+{
+	const struct gident *x = a, *y = b;
+
+	if (x->type != y->type)
+		return x->type < y->type ? -1 : 1;
+	return strcmp(x->value, y->value);
+}
+
+static struct gident *
+find_ident(struct group *g, int type, const char *value)
+{
+	struct gident k;
+
+	k.type = type;
+	k.value = value;
+	return bsearch(&k, g->idents, g->nidents, sizeof(*g->idents), qcmp_ident);
+}
+
+/* The profile with database id pid (index + 1), 0 when not in the group. */
+static size_t
+find_prof(const struct group *g, int64_t pid)
+{
+	size_t i;
+
+	for (i = 0; i < g->nprofs; i++)
+		if (g->profs[i].pid == pid)
+			return i + 1;
+	return 0;
+}
+
+static size_t
+add_prof(struct group *g)
+{
+	if (g->nprofs == g->capprofs) {
+		g->capprofs = g->capprofs ? 2 * g->capprofs : 16;
+		g->profs = xrealloc(g->profs, g->capprofs, sizeof(*g->profs));
+	}
+	memset(&g->profs[g->nprofs], 0, sizeof(g->profs[0]));
+	g->profs[g->nprofs].vars = json_object_new_object();
+	g->profs[g->nprofs].vars_dirty = json_object_new_object();
+	return ++g->nprofs;
+}
+
+static struct gbal *
+prof_bal(struct gprof *pr, const char *name, int create)
+{
+	size_t i;
+
+	for (i = 0; i < pr->nbals; i++)
+		if (strcmp(pr->bals[i].name, name) == 0)
+			return &pr->bals[i];
+	if (!create)
+		return NULL;
+	pr->bals = xrealloc(pr->bals, pr->nbals + 1, sizeof(*pr->bals));
+	memset(&pr->bals[pr->nbals], 0, sizeof(*pr->bals));
+	pr->bals[pr->nbals].name = xstrdup(name);
+	return &pr->bals[pr->nbals++];
+}
+
+static struct gcnt *
+prof_cnt(struct gprof *pr, size_t rule, const char *period, int create)
+{
+	size_t i;
+
+	for (i = 0; i < pr->ncnts; i++)
+		if (pr->cnts[i].rule == rule && strcmp(pr->cnts[i].period, period) == 0)
+			return &pr->cnts[i];
+	if (!create)
+		return NULL;
+	pr->cnts = xrealloc(pr->cnts, pr->ncnts + 1, sizeof(*pr->cnts));
+	memset(&pr->cnts[pr->ncnts], 0, sizeof(*pr->cnts));
+	pr->cnts[pr->ncnts].rule = rule;
+	snprintf(pr->cnts[pr->ncnts].period, sizeof(pr->cnts[0].period), "%s", period);
+	return &pr->cnts[pr->ncnts++];
+}
+
+/* ---- step 1: the keys ---- */
+
+/* Distinct keys of the items (sorted), each item pointing at its key. */
+static void
+collect_keys(struct group *g)
+{
+	size_t k, n = 0;
+
+	g->keys = xcalloc(g->nitems, sizeof(*g->keys));
+	for (k = 0; k < g->nitems; k++)
+		g->keys[n++].ev = g->items[k].ev;
+	qsort(g->keys, n, sizeof(*g->keys), qcmp_key);
+	g->nkeys = 0;
+	for (k = 0; k < n; k++)
+		if (g->nkeys == 0 || cmp_evkey(g->keys[g->nkeys - 1].ev, g->keys[k].ev) != 0)
+			g->keys[g->nkeys++] = g->keys[k];
+	for (k = 0; k < g->nitems; k++) {
+		struct ev_event *ev = g->items[k].ev;
+		g->items[k].key = (size_t)(find_key(g, ev->source, ev->ext_id,
+		    ev->ext_id_len) - g->keys);
+	}
+}
+
+/* Read the stored rows of the group's keys. */
+static enum db_rc
+read_keys(struct group *g)
+{
+	size_t     off, k, r;
+	enum db_rc rc;
+
+	g->rows = xcalloc(g->nkeys, sizeof(*g->rows));
+	for (off = 0; off < g->nkeys; off += DB_MULTI_MAX_ROWS) {
+		size_t          n = g->nkeys - off < DB_MULTI_MAX_ROWS ?
+		    g->nkeys - off : DB_MULTI_MAX_ROWS;
+		struct db_param *p = gparams(g, 1 + 2 * n);
+		struct db_res    res;
+
+		p[0] = DBP_I64(g->t->id);
+		for (k = 0; k < n; k++) {
+			const struct ev_event *ev = g->keys[off + k].ev;
+			p[1 + 2 * k] = DBP_CSTR(ev->source);
+			p[2 + 2 * k] = DBP_STR(ev->ext_id, ev->ext_id_len);
+		}
+		if ((rc = db_exec_multi(g->db, DB_M_EVENT_KEYS, &n, p, 1 + 2 * n,
+		    &res, NULL)) != DB_OK)
+			return rc;
+		for (r = 0; r < res.nrows; r++) {
+			const struct db_cell *src = DB_CELL(&res, r, 4), *ext = DB_CELL(&res, r, 5);
+			struct gkey    *key;
+			struct gkeyrow *row;
+			if (src->v == NULL || ext->v == NULL ||
+			    (key = find_key(g, src->v, ext->v, ext->len)) == NULL)
+				continue;
+			row = &g->rows[g->nrows++];
+			key->row = row;
+			row->id = db_cell_i64(DB_CELL(&res, r, 0));
+			snprintf(row->public_id, sizeof(row->public_id), "%s",
+			    DB_CELL(&res, r, 1)->v ? DB_CELL(&res, r, 1)->v : "");
+			if ((row->fp_ok = DB_CELL(&res, r, 2)->len == 32))
+				memcpy(row->fp, DB_CELL(&res, r, 2)->v, 32);
+			if ((row->attempt_ok = DB_CELL(&res, r, 3)->len == EV_ATTEMPT_LEN))
+				memcpy(row->attempt, DB_CELL(&res, r, 3)->v, EV_ATTEMPT_LEN);
+		}
+		db_res_free(&res);
+	}
+	return DB_OK;
+}
+
+/*
+ * Answer an item whose key is stored: duplicate or conflict, or accepted
+ * when the row was stored by an earlier transaction attempt of this very
+ * request (same request bytes of `attempt`, another attempt number) whose
+ * COMMIT reply was lost. A row of the current attempt is an earlier item
+ * of the same request: a duplicate.
+ */
+static enum db_rc
+answer_stored(struct db *db, const struct gkeyrow *row, const struct ev_event *ev,
+    const unsigned char *attempt, struct ev_result *res)
+{
+	int same = row->fp_ok && memcmp(row->fp, ev->fingerprint, 32) == 0;
+
+	if (same && attempt != NULL && row->attempt_ok &&
+	    memcmp(row->attempt, attempt, EV_ATTEMPT_LEN - 1) == 0 &&
+	    row->attempt[EV_ATTEMPT_LEN - 1] != attempt[EV_ATTEMPT_LEN - 1])
+		return answer_own(db, row->id, row->public_id, res);
+	answer_existing(res, row->public_id, same);
+	return DB_OK;
+}
+
+/* ---- step 2: identities ---- */
+
+static void
+collect_idents(struct group *g)
+{
+	size_t k, t, n = 0;
+
+	g->idents = xcalloc(g->nitems * IDENT__MAX, sizeof(*g->idents));
+	for (k = 0; k < g->nitems; k++)
+		for (t = 0; t < IDENT__MAX; t++)
+			if (!g->items[k].done && g->items[k].ev->ident[t] != NULL) {
+				g->idents[n].type = (int)t;
+				g->idents[n].value = g->items[k].ev->ident[t];
+				n++;
+			}
+	qsort(g->idents, n, sizeof(*g->idents), qcmp_ident);
+	g->nidents = 0;
+	for (k = 0; k < n; k++)
+		if (g->nidents == 0 || qcmp_ident(&g->idents[g->nidents - 1],
+		    &g->idents[k]) != 0)
+			g->idents[g->nidents++] = g->idents[k];
+}
+
+/* Lock the identities' profiles and learn their bindings. */
+static enum db_rc
+lock_idents(struct group *g)
+{
+	size_t     off, k, r;
+	enum db_rc rc;
+
+	for (off = 0; off < g->nidents; off += DB_MULTI_MAX_ROWS) {
+		size_t           n = g->nidents - off < DB_MULTI_MAX_ROWS ?
+		    g->nidents - off : DB_MULTI_MAX_ROWS;
+		struct db_param *p = gparams(g, 1 + 2 * n);
+		struct db_res    res;
+
+		p[0] = DBP_I64(g->t->id);
+		for (k = 0; k < n; k++) {
+			p[1 + 2 * k] = DBP_I64(g->idents[off + k].type);
+			p[2 + 2 * k] = DBP_CSTR(g->idents[off + k].value);
+		}
+		if ((rc = db_exec_multi(g->db, DB_M_IDENT_LOCK, &n, p, 1 + 2 * n,
+		    &res, NULL)) != DB_OK)
+			return rc;
+		for (r = 0; r < res.nrows; r++) {
+			int64_t        type = db_cell_i64(DB_CELL(&res, r, 0));
+			int64_t        pid = db_cell_i64(DB_CELL(&res, r, 2));
+			const char    *val = DB_CELL(&res, r, 1)->v;
+			struct gident *id;
+			size_t         pi;
+			if (type < 0 || type >= IDENT__MAX || val == NULL ||
+			    (id = find_ident(g, (int)type, val)) == NULL)
+				continue;
+			if ((pi = find_prof(g, pid)) == 0) {
+				struct gprof *pr;
+				pi = add_prof(g);
+				pr = &g->profs[pi - 1];
+				pr->pid = pid;
+				snprintf(pr->public_id, sizeof(pr->public_id), "%s",
+				    DB_CELL(&res, r, 3)->v ? DB_CELL(&res, r, 3)->v : "");
+				pr->tier = xstrdup(DB_CELL(&res, r, 4)->v);
+				pr->tier0 = xstrdup(pr->tier);
+			}
+			if (DB_CELL(&res, r, 5)->v != NULL)
+				g->profs[pi - 1].has_external = 1;
+			id->prof = pi;
+		}
+		db_res_free(&res);
+	}
+	return DB_OK;
+}
+
+/* ---- step 3: resolution ---- */
+
+/*
+ * API.md §3 for one item, against the bindings known so far: the
+ * highest-precedence identity found gives the candidate; a new
+ * externalUserId never joins a profile that has another; with no candidate
+ * a profile is pre-provisioned (or identity_not_found when the tenant does
+ * not create profiles); unbound identities are bound to the profile.
+ * 0, or -1 when the item was answered with an error.
+ */
+static int
+resolve_item(struct group *g, struct gitem *it, struct ev_result *res)
+{
+	const struct ev_event *ev = it->ev;
+	struct gident         *id[IDENT__MAX];
+	size_t                 t, cand = 0;
+	int auto_create = g->ct == NULL || g->ct->auto_create_profiles;
+
+	for (t = 0; t < IDENT__MAX; t++) {
+		id[t] = ev->ident[t] ? find_ident(g, (int)t, ev->ident[t]) : NULL;
+		it->found[t] = id[t] != NULL ? id[t]->prof : 0;
+		if (cand == 0 && it->found[t] != 0)
+			cand = it->found[t];
+	}
+	if (cand != 0 && ev->ident[IDENT_EXTERNAL] != NULL &&
+	    it->found[IDENT_EXTERNAL] == 0 && g->profs[cand - 1].has_external)
+		cand = 0;
+	if (cand == 0) {
+		struct gprof *pr;
+		if (!auto_create) {
+			struct ev_verr verr;
+			ev_verr_set(&verr, EV_IDENTITY_NOT_FOUND,
+			    "no profile has these identities and this tenant does"
+			    " not create profiles automatically");
+			ev_result_error(res, &verr);
+			return -1;
+		}
+		cand = add_prof(g);
+		pr = &g->profs[cand - 1];
+		pr->created = 1;
+		pr->tier = xstrdup(tier_name_for(g, 0));
+		pr->tier0 = xstrdup(pr->tier);
+		if (ev_public_id("prf_", pr->public_id) != 0)
+			abort();     /* no randomness: nothing sensible to do */
+		it->created = 1;
+	}
+	it->prof = cand;
+	for (t = 0; t < IDENT__MAX; t++) {
+		if (id[t] == NULL || id[t]->prof != 0)
+			continue;
+		id[t]->prof = cand;
+		id[t]->insert = 1;
+		if (t == IDENT_EXTERNAL)
+			g->profs[cand - 1].has_external = 1;
+	}
+	return 0;
+}
+
+/* ---- step 4: new profiles and bindings ---- */
+
+static enum db_rc
+insert_profiles(struct group *g)
+{
+	size_t     k, n = 0, r;
+	size_t    *todo = xcalloc(g->nprofs, sizeof(*todo));
+	enum db_rc rc = DB_OK;
+
+	for (k = 0; k < g->nprofs; k++)
+		if (g->profs[k].created)
+			todo[n++] = k;
+	for (k = 0; k < n && rc == DB_OK; ) {
+		size_t           m = n - k < DB_MULTI_MAX_ROWS ? n - k : DB_MULTI_MAX_ROWS;
+		struct db_param *p = gparams(g, 3 * m);
+		struct db_res    res;
+		size_t           j;
+
+		for (j = 0; j < m; j++) {
+			struct gprof *pr = &g->profs[todo[k + j]];
+			p[3 * j] = DBP_I64(g->t->id);
+			p[3 * j + 1] = DBP_CSTR(pr->public_id);
+			p[3 * j + 2] = pr->tier ? DBP_CSTR(pr->tier) : DBP_NULL;
+		}
+		rc = db_exec_multi(g->db, DB_M_PROFILE_INSERT, &m, p, 3 * m, &res, NULL);
+		if (rc == DB_DUPKEY)
+			rc = DB_RETRY;    /* public id collision: run again */
+		if (rc != DB_OK)
+			break;
+		for (r = 0; r < res.nrows; r++)
+			for (j = 0; j < m; j++) {
+				struct gprof *pr = &g->profs[todo[k + j]];
+				if (DB_CELL(&res, r, 1)->v != NULL &&
+				    strcmp(pr->public_id, DB_CELL(&res, r, 1)->v) == 0)
+					pr->pid = db_cell_i64(DB_CELL(&res, r, 0));
+			}
+		db_res_free(&res);
+		for (j = 0; j < m; j++)
+			if (g->profs[todo[k + j]].pid == 0) {
+				fprintf(stderr, "rfevents: a new profile came back without its id\n");
+				rc = DB_ERROR;
+			}
+		k += m;
+	}
+	free(todo);
+	return rc;
+}
+
+static enum db_rc
+insert_idents(struct group *g)
+{
+	size_t     k, n = 0;
+	size_t    *todo = xcalloc(g->nidents, sizeof(*todo));
+	enum db_rc rc = DB_OK;
+
+	for (k = 0; k < g->nidents; k++)
+		if (g->idents[k].insert)
+			todo[n++] = k;
+	for (k = 0; k < n && rc == DB_OK; ) {
+		size_t           m = n - k < DB_MULTI_MAX_ROWS ? n - k : DB_MULTI_MAX_ROWS;
+		struct db_param *p = gparams(g, 5 * m);
+		size_t           j;
+
+		for (j = 0; j < m; j++) {
+			const struct gident *id = &g->idents[todo[k + j]];
+			int64_t pid = g->profs[id->prof - 1].pid;
+			p[5 * j] = DBP_I64(g->t->id);
+			p[5 * j + 1] = DBP_I64(id->type);
+			p[5 * j + 2] = DBP_CSTR(id->value);
+			p[5 * j + 3] = DBP_I64(pid);
+			p[5 * j + 4] = id->type == IDENT_EXTERNAL ? DBP_I64(pid) : DBP_NULL;
+		}
+		rc = db_exec_multi(g->db, DB_M_IDENT_INSERT, &m, p, 5 * m, NULL, NULL);
+		if (rc == DB_DUPKEY)
+			rc = DB_RETRY;    /* bound meanwhile by another request */
+		k += m;
+	}
+	free(todo);
+	return rc;
+}
+
+/* Outcome fields into o: points_awarded, rules_applied, rules_skipped,
+ * effects, tier (the engine's; with oc NULL the engine did not run: an
+ * empty outcome and the profile's tier). */
+static void
+outcome_json(const struct group *g, const struct rule_outcome *oc,
+    const char *tier, json_object *o)
+{
+	json_object *ap = json_object_new_array(), *sk = json_object_new_array();
+	json_object *ef = json_object_new_array();
+	size_t       i;
+
+	for (i = 0; oc != NULL && i < oc->napplied; i++)
+		json_object_array_add(ap, json_object_new_string(oc->applied[i].rule_id));
+	for (i = 0; oc != NULL && i < oc->nskipped; i++) {
+		json_object *s = json_object_new_object();
+		json_object_object_add(s, "rule",
+		    json_object_new_string(oc->skipped[i].rule_id));
+		json_object_object_add(s, "reason",
+		    json_object_new_string(oc->skipped[i].reason));
+		json_object_array_add(sk, s);
+	}
+	for (i = 0; oc != NULL && i < oc->ndeltas; i++) {
+		json_object *e = json_object_new_object();
+		json_object_object_add(e, "type", json_object_new_string("balance"));
+		json_object_object_add(e, "rule",
+		    json_object_new_string(oc->deltas[i].rule_id));
+		json_object_object_add(e, "balance",
+		    json_object_new_string(oc->deltas[i].balance));
+		json_object_object_add(e, "delta",
+		    json_object_new_int64(oc->deltas[i].delta));
+		json_object_object_add(e, "balance_after",
+		    json_object_new_int64(oc->deltas[i].balance_after));
+		json_object_array_add(ef, e);
+	}
+	for (i = 0; oc != NULL && i < oc->nassigns; i++) {
+		json_object *e = json_object_new_object();
+		json_object_object_add(e, "type", json_object_new_string("variable"));
+		json_object_object_add(e, "rule",
+		    json_object_new_string(oc->assigns[i].rule_id));
+		json_object_object_add(e, "name",
+		    json_object_new_string(oc->assigns[i].name));
+		json_object_object_add(e, "value",
+		    rule_value_to_json(&oc->assigns[i].value, 12));
+		json_object_array_add(ef, e);
+	}
+	if (oc != NULL && oc->tier_changed) {
+		json_object *e = json_object_new_object();
+		const char  *cause = NULL;
+		/* the rule whose points delta first brought the lifetime into
+		 * the new tier (none when a configuration change moved it) */
+		for (i = 0; i < oc->ndeltas && cause == NULL; i++) {
+			const char *tn;
+			if (strcmp(oc->deltas[i].balance, "points") != 0)
+				continue;
+			tn = tier_name_for(g, oc->deltas[i].lifetime_after);
+			if (tn != NULL && oc->tier_after != NULL &&
+			    strcmp(tn, oc->tier_after) == 0)
+				cause = oc->deltas[i].rule_id;
+		}
+		json_object_object_add(e, "type", json_object_new_string("tier"));
+		json_object_object_add(e, "rule", cause ?
+		    json_object_new_string(cause) : NULL);
+		json_object_object_add(e, "from", oc->tier_before ?
+		    json_object_new_string(oc->tier_before) : NULL);
+		json_object_object_add(e, "to", oc->tier_after ?
+		    json_object_new_string(oc->tier_after) : NULL);
+		json_object_array_add(ef, e);
+	}
+	json_object_object_add(o, "points_awarded",
+	    json_object_new_int64(oc != NULL ? oc->points_awarded : 0));
+	json_object_object_add(o, "rules_applied", ap);
+	json_object_object_add(o, "rules_skipped", sk);
+	json_object_object_add(o, "effects", ef);
+	if (oc != NULL)
+		tier = oc->tier_after;
+	json_object_object_add(o, "tier", tier ? json_object_new_string(tier) : NULL);
+}
+
+/* identity_conflicts: given identities bound to another profile (they
+ * stay there: profiles are never merged automatically). New array. */
+static json_object *
+conflicts_json(const struct group *g, const struct gitem *it)
+{
+	json_object *a = json_object_new_array();
+	size_t       t;
+
+	for (t = 0; t < IDENT__MAX; t++) {
+		json_object *c;
+		if (it->ev->ident[t] == NULL || it->found[t] == 0 ||
+		    it->found[t] == it->prof)
+			continue;
+		c = json_object_new_object();
+		json_object_object_add(c, "type",
+		    json_object_new_string(ident_type_name[t]));
+		json_object_object_add(c, "value",
+		    json_object_new_string(it->ev->ident[t]));
+		json_object_object_add(c, "bound_to_profile_id",
+		    json_object_new_string(g->profs[it->found[t] - 1].public_id));
+		json_object_array_add(a, c);
+	}
+	return a;
+}
+
+/* ---- step 5: the state of the profiles found ---- */
+
+/* Period strings of the items that run the rules, "all" first. */
+static size_t
+collect_periods(struct group *g, char (**out)[16])
+{
+	char  (*per)[16] = xcalloc(1 + 2 * g->nitems, sizeof(*per));
+	size_t n = 1, k, j, q;
+
+	snprintf(per[0], sizeof(per[0]), "all");
+	for (k = 0; k < g->nitems; k++) {
+		char two[2][16];
+		if (g->items[k].prof == 0 || !rules_run_for(g->ct, g->items[k].ev))
+			continue;
+		periods(g->items[k].ev->occurred_us, two[0], two[1]);
+		for (q = 0; q < 2; q++) {
+			for (j = 0; j < n && strcmp(per[j], two[q]) != 0; j++)
+				;
+			if (j == n)
+				memcpy(per[n++], two[q], 16);
+		}
+	}
+	*out = per;
+	return n;
+}
+
+/* Take one row of DB_M_STATE_OF into its profile. */
+static void
+state_row(struct group *g, const struct db_res *res, size_t r, int with_bv)
+{
+	const char   *kind = DB_CELL(res, r, 0)->v, *k1 = DB_CELL(res, r, 2)->v;
+	size_t        pi = find_prof(g, db_cell_i64(DB_CELL(res, r, 1))), j;
+	struct gprof *pr;
+
+	if (kind == NULL || k1 == NULL || pi == 0)
+		return;
+	pr = &g->profs[pi - 1];
+	if (kind[0] == 'b' && with_bv) {
+		struct gbal *b = prof_bal(pr, k1, 1);
+		b->balance = db_cell_i64(DB_CELL(res, r, 3));
+		b->lifetime = db_cell_i64(DB_CELL(res, r, 4));
+	} else if (kind[0] == 'v' && with_bv) {
+		struct json_perr perr;
+		json_object *v = json_parse_strict(DB_CELL(res, r, 3)->v,
+		    DB_CELL(res, r, 3)->len, JSON_MAX_DEPTH, &perr);
+		json_object_object_add(pr->vars, k1, v);
+	} else if (kind[0] == 'c' && DB_CELL(res, r, 3)->v != NULL) {
+		for (j = 0; j < g->ct->nrules; j++)
+			if (strcmp(g->ct->rules[j].id, k1) == 0)
+				prof_cnt(pr, j, DB_CELL(res, r, 3)->v, 1)->count =
+				    db_cell_i64(DB_CELL(res, r, 4));
+	}
+}
+
+/* Balances, variables and counters of the existing profiles whose items
+ * run the rules, read after step 2 locked them. */
+static enum db_rc
+load_state(struct group *g)
+{
+	char      (*per)[16] = NULL;
+	size_t    *ids = xcalloc(g->nprofs, sizeof(*ids));
+	size_t     nids = 0, nper, k, po, qo;
+	enum db_rc rc = DB_OK;
+
+	for (k = 0; k < g->nitems; k++) {
+		struct gitem *it = &g->items[k];
+		if (it->prof != 0 && rules_run_for(g->ct, it->ev))
+			g->profs[it->prof - 1].want_state = 1;
+	}
+	for (k = 0; k < g->nprofs; k++)
+		if (g->profs[k].want_state && !g->profs[k].created)
+			ids[nids++] = k;
+	nper = collect_periods(g, &per);
+	for (po = 0; po < nids && rc == DB_OK; po += DB_MULTI_MAX_ROWS) {
+		size_t np = nids - po < DB_MULTI_MAX_ROWS ? nids - po : DB_MULTI_MAX_ROWS;
+		for (qo = 0; qo < nper && rc == DB_OK; qo += DB_MULTI_MAX_ROWS) {
+			size_t nq = nper - qo < DB_MULTI_MAX_ROWS ? nper - qo : DB_MULTI_MAX_ROWS;
+			size_t counts[4] = { np, np, np, nq }, l, j, x = 0;
+			struct db_param *p = gparams(g, 3 * np + nq);
+			struct db_res    res;
+
+			for (l = 0; l < 3; l++)
+				for (j = 0; j < np; j++)
+					p[x++] = DBP_I64(g->profs[ids[po + j]].pid);
+			for (j = 0; j < nq; j++)
+				p[x++] = DBP_CSTR(per[qo + j]);
+			if ((rc = db_exec_multi(g->db, DB_M_STATE_OF, counts, p, x,
+			    &res, NULL)) != DB_OK)
+				break;
+			/* balances and variables come with every period chunk */
+			for (j = 0; j < res.nrows; j++)
+				state_row(g, &res, j, qo == 0);
+			db_res_free(&res);
+		}
+	}
+	free(ids);
+	free(per);
+	return rc;
+}
+
+/* ---- step 6: the rules ---- */
+
+/* Run the rules for an accepted item against its profile's state and
+ * carry their effects into that state. */
+static enum db_rc
+run_rules(struct group *g, struct gitem *it)
+{
+	const struct conf_tenant *ct = g->ct;
+	struct gprof             *pr = &g->profs[it->prof - 1];
+	struct rule_env           env;
+	struct rule_outcome       oc;
+	struct rule_balance      *bals;
+	struct rule_count        *counts;
+	size_t                    i, j;
+	char                      occ[32], day[16], month[16];
+	int                       ran;
+
+	it->outcome = json_object_new_object();
+	if (!rules_run_for(ct, it->ev)) {
+		outcome_json(g, NULL, pr->tier, it->outcome);
+		return DB_OK;
+	}
+	periods(it->ev->occurred_us, day, month);
+	bals = xcalloc(pr->nbals, sizeof(*bals));
+	for (i = 0; i < pr->nbals; i++) {
+		bals[i].name = pr->bals[i].name;
+		bals[i].balance = pr->bals[i].balance;
+		bals[i].lifetime = pr->bals[i].lifetime;
+	}
+	counts = xcalloc(ct->nrules, sizeof(*counts));
+	for (i = 0; i < pr->ncnts; i++) {
+		const struct gcnt *c = &pr->cnts[i];
+		if (strcmp(c->period, "all") == 0)
+			counts[c->rule].ever = c->count;
+		else if (strcmp(c->period, day) == 0)
+			counts[c->rule].day = c->count;
+		else if (strcmp(c->period, month) == 0)
+			counts[c->rule].month = c->count;
+	}
+	memset(&env, 0, sizeof(env));
+	env.properties = it->ev->properties;
+	env.event_type = it->ev->type;
+	env.event_source = it->ev->source;
+	env.event_occurred_at = ts_format(it->ev->occurred_us, occ);
+	env.tier = pr->tier;
+	env.balances = bals;
+	env.nbalances = pr->nbals;
+	env.vars = pr->vars;
+	ran = rule_engine_run(g->defs, ct->nrules, g->tiers, ct->ntiers,
+	    (enum rule_rounding)ct->rounding, &env, counts, &oc) == 0;
+	free(counts);
+	if (!ran) {
+		free(bals);
+		return DB_ERROR;
+	}
+	it->ran = 1;
+	outcome_json(g, &oc, pr->tier, it->outcome);
+
+	/* the effects, into the profile's state and the ledger */
+	for (i = 0; i < oc.ndeltas; i++) {
+		const struct rule_delta *d = &oc.deltas[i];
+		struct gbal             *b = prof_bal(pr, d->balance, 1);
+		struct gledger          *l;
+		b->balance = d->balance_after;
+		b->lifetime = d->lifetime_after;
+		b->dirty = 1;
+		if (g->nledger == g->capledger) {
+			g->capledger = g->capledger ? 2 * g->capledger : 64;
+			g->ledger = xrealloc(g->ledger, g->capledger, sizeof(*g->ledger));
+		}
+		l = &g->ledger[g->nledger++];
+		l->item = (size_t)(it - g->items);
+		l->seq = i;
+		/* both point into the rules or the group's balances: they
+		 * live as long as the group */
+		l->rule_id = d->rule_id;
+		l->balance = b->name;
+		l->delta = d->delta;
+		l->balance_after = d->balance_after;
+	}
+	for (i = 0; i < oc.nassigns; i++) {
+		json_object *v = rule_value_to_json(&oc.assigns[i].value, 12);
+		json_object_object_add(pr->vars, oc.assigns[i].name, v);
+		json_object_object_add(pr->vars_dirty, oc.assigns[i].name,
+		    json_object_get(v));
+	}
+	for (i = 0; i < oc.napplied; i++) {
+		const struct conf_rule *cr = &ct->rules[oc.applied[i].index];
+		const char *per[3] = { NULL, NULL, NULL };
+		if (cr->per_profile > 0)
+			per[0] = "all";
+		if (cr->per_day > 0)
+			per[1] = day;
+		if (cr->per_month > 0)
+			per[2] = month;
+		for (j = 0; j < 3; j++) {
+			struct gcnt *c;
+			if (per[j] == NULL)
+				continue;
+			c = prof_cnt(pr, oc.applied[i].index, per[j], 1);
+			c->count++;      /* what the next item of the profile sees */
+			c->add++;        /* what this group writes */
+		}
+	}
+	if (oc.tier_after != pr->tier &&
+	    (oc.tier_after == NULL || pr->tier == NULL || strcmp(oc.tier_after, pr->tier) != 0)) {
+		char *nt = xstrdup(oc.tier_after);
+		free(pr->tier);
+		pr->tier = nt;
+	}
+	rule_outcome_free(&oc);
+	free(bals);
+	return DB_OK;
+}
+
+/* ---- step 7: the writes ---- */
+
+/* The events with their outcomes; DB_RETRY when a key was claimed by
+ * another request since step 1. */
+static enum db_rc
+insert_events(struct group *g, const unsigned char *attempt, const char *reqid,
+    struct ev_result *res)
+{
+	size_t    *todo = xcalloc(g->nitems, sizeof(*todo));
+	size_t     n = 0, k, j, r;
+	enum db_rc rc = DB_OK;
+
+	for (k = 0; k < g->nitems; k++)
+		if (g->items[k].prof != 0)
+			todo[n++] = k;
+	for (k = 0; k < n && rc == DB_OK; k += DB_MULTI_MAX_ROWS) {
+		size_t           m = n - k < DB_MULTI_MAX_ROWS ? n - k : DB_MULTI_MAX_ROWS;
+		struct db_param *p = gparams(g, 14 * m);
+		struct db_res    dr;
+
+		for (j = 0; j < m; j++) {
+			struct gitem          *it = &g->items[todo[k + j]];
+			const struct ev_event *ev = it->ev;
+			struct db_param       *q = &p[14 * j];
+			q[0] = DBP_I64(g->t->id);
+			q[1] = DBP_CSTR(ev->source);
+			q[2] = DBP_STR(ev->ext_id, ev->ext_id_len);
+			q[3] = DBP_CSTR(res[it->i].event_id);
+			q[4] = DBP_STR((const char *)ev->fingerprint, 32);
+			q[5] = DBP_CSTR(ev->type);
+			q[6] = DBP_CSTR(it->occ);
+			q[7] = DBP_CSTR(it->rec);
+			q[8] = DBP_CSTR(json_object_to_json_string_ext(it->doc, JSON_FLAGS));
+			q[9] = DBP_CSTR(reqid ? reqid : "");
+			q[10] = DBP_I64(g->profs[it->prof - 1].pid);
+			q[11] = DBP_CSTR(json_object_to_json_string_ext(it->outcome, JSON_FLAGS));
+			q[12] = DBP_CSTR(g->ct != NULL ? g->ct->version : "");
+			q[13] = DBP_STR((const char *)attempt, EV_ATTEMPT_LEN);
+		}
+		if ((rc = db_exec_multi(g->db, DB_M_EVENT_INSERT, &m, p, 14 * m, &dr,
+		    NULL)) != DB_OK)
+			break;
+		for (r = 0; r < dr.nrows; r++)
+			for (j = 0; j < m; j++) {
+				struct gitem *it = &g->items[todo[k + j]];
+				if (DB_CELL(&dr, r, 1)->v != NULL &&
+				    strcmp(res[it->i].event_id, DB_CELL(&dr, r, 1)->v) == 0)
+					it->evid = db_cell_i64(DB_CELL(&dr, r, 0));
+			}
+		/* a key claimed meanwhile (or a public id collision): run
+		 * again, step 1 then answers duplicate */
+		if (dr.nrows != m)
+			rc = DB_RETRY;
+		db_res_free(&dr);
+		for (j = 0; rc == DB_OK && j < m; j++)
+			if (g->items[todo[k + j]].evid == 0)
+				rc = DB_RETRY;
+	}
+	free(todo);
+	return rc;
+}
+
+static enum db_rc
+write_ledger(struct group *g)
+{
+	size_t     k, j;
+	enum db_rc rc = DB_OK;
+
+	for (k = 0; k < g->nledger && rc == DB_OK; k += DB_MULTI_MAX_ROWS) {
+		size_t m = g->nledger - k < DB_MULTI_MAX_ROWS ? g->nledger - k :
+		    DB_MULTI_MAX_ROWS;
+		struct db_param *p = gparams(g, 7 * m);
+
+		for (j = 0; j < m; j++) {
+			const struct gledger *l = &g->ledger[k + j];
+			const struct gitem   *it = &g->items[l->item];
+			struct db_param      *q = &p[7 * j];
+			q[0] = DBP_I64(g->profs[it->prof - 1].pid);
+			q[1] = DBP_I64(it->evid);
+			q[2] = DBP_I64((int64_t)l->seq);
+			q[3] = DBP_CSTR(l->rule_id);
+			q[4] = DBP_CSTR(l->balance);
+			q[5] = DBP_I64(l->delta);
+			q[6] = DBP_I64(l->balance_after);
+		}
+		rc = db_exec_multi(g->db, DB_M_LEDGER_INSERT, &m, p, 7 * m, NULL, NULL);
+	}
+	return rc;
+}
+
+/* Rows of one kind over all profiles, flushed DB_MULTI_MAX_ROWS at a time. */
+struct rowbuf {
+	struct group  *g;
+	enum db_multi  m;
+	size_t         width, n;
+	enum db_rc     rc;
+};
+
+static void
+rows_flush(struct rowbuf *rb)
+{
+	if (rb->n > 0 && rb->rc == DB_OK)
+		rb->rc = db_exec_multi(rb->g->db, rb->m, &rb->n, rb->g->p,
+		    rb->n * rb->width, NULL, NULL);
+	rb->n = 0;
+}
+
+/* The next row's parameters. */
+static struct db_param *
+rows_next(struct rowbuf *rb)
+{
+	if (rb->n == DB_MULTI_MAX_ROWS)
+		rows_flush(rb);
+	gparams(rb->g, DB_MULTI_MAX_ROWS * rb->width);
+	return &rb->g->p[rb->width * rb->n++];
+}
+
+/* Final balances, variables and counter increments of every profile. */
+static enum db_rc
+write_state(struct group *g)
+{
+	struct rowbuf rb;
+	size_t        k, j;
+
+	memset(&rb, 0, sizeof(rb));
+	rb.g = g;
+	rb.m = DB_M_BALANCE_UPSERT;
+	rb.width = 4;
+	for (k = 0; k < g->nprofs; k++)
+		for (j = 0; j < g->profs[k].nbals; j++) {
+			const struct gbal *b = &g->profs[k].bals[j];
+			struct db_param   *q;
+			if (!b->dirty)
+				continue;
+			q = rows_next(&rb);
+			q[0] = DBP_I64(g->profs[k].pid);
+			q[1] = DBP_CSTR(b->name);
+			q[2] = DBP_I64(b->balance);
+			q[3] = DBP_I64(b->lifetime);
+		}
+	rows_flush(&rb);
+
+	rb.m = DB_M_VAR_UPSERT;
+	rb.width = 3;
+	for (k = 0; k < g->nprofs; k++) {
+		json_object_object_foreach(g->profs[k].vars_dirty, name, v) {
+			struct db_param *q = rows_next(&rb);
+			q[0] = DBP_I64(g->profs[k].pid);
+			q[1] = DBP_CSTR(name);
+			q[2] = DBP_CSTR(v ? json_object_to_json_string_ext(v, JSON_FLAGS) :
+			    "null");
+		}
+	}
+	rows_flush(&rb);
+
+	rb.m = DB_M_COUNTER_ADD;
+	rb.width = 4;
+	for (k = 0; k < g->nprofs; k++)
+		for (j = 0; j < g->profs[k].ncnts; j++) {
+			const struct gcnt *c = &g->profs[k].cnts[j];
+			struct db_param   *q;
+			if (c->add == 0)
+				continue;
+			q = rows_next(&rb);
+			q[0] = DBP_I64(g->profs[k].pid);
+			q[1] = DBP_CSTR(g->ct->rules[c->rule].id);
+			q[2] = DBP_CSTR(c->period);
+			q[3] = DBP_I64(c->add);
+		}
+	rows_flush(&rb);
+	return rb.rc;
+}
+
+/*
+ * Profiles whose tier changed get it written. On a Galera cluster every
+ * existing profile the group changed is written too: a SELECT ... FOR
+ * UPDATE holds only on its own node, and two nodes could otherwise both
+ * apply an event to a state read before the other's commit arrived; with a
+ * write to the same row their write sets conflict, so one of them is
+ * aborted (1213) and runs again with the fresh state. On one server the
+ * lock already serialises them and the write is saved.
+ */
+static enum db_rc
+touch_profiles(struct group *g)
+{
+	size_t    *todo = xcalloc(g->nprofs, sizeof(*todo));
+	size_t     n = 0, k, j;
+	int        cluster = db_is_cluster(g->db);
+	enum db_rc rc = DB_OK;
+
+	for (k = 0; k < g->nprofs; k++) {
+		const struct gprof *pr = &g->profs[k];
+		int tier_moved = (pr->tier == NULL) != (pr->tier0 == NULL) ||
+		    (pr->tier != NULL && strcmp(pr->tier, pr->tier0) != 0);
+		if (pr->changed && (tier_moved || (cluster && !pr->created)))
+			todo[n++] = k;
+	}
+	for (k = 0; k < n && rc == DB_OK; k += DB_MULTI_MAX_ROWS) {
+		size_t           m = n - k < DB_MULTI_MAX_ROWS ? n - k : DB_MULTI_MAX_ROWS;
+		size_t           counts[2] = { m, m }, x = 0;
+		struct db_param *p = gparams(g, 3 * m);
+
+		for (j = 0; j < m; j++) {
+			const struct gprof *pr = &g->profs[todo[k + j]];
+			p[x++] = DBP_I64(pr->pid);
+			p[x++] = pr->tier ? DBP_CSTR(pr->tier) : DBP_NULL;
+		}
+		for (j = 0; j < m; j++)
+			p[x++] = DBP_I64(g->profs[todo[k + j]].pid);
+		rc = db_exec_multi(g->db, DB_M_PROFILE_TOUCH, counts, p, x, NULL, NULL);
+	}
+	free(todo);
+	return rc;
+}
+
+/* ---- the group ---- */
+
+/*
+ * Apply the items idx[0..m) of batch b, in that order, inside the open
+ * transaction. Answers every item in b->res. DB_OK, or a database failure
+ * for db_txn() (everything is then rolled back).
+ */
+static enum db_rc
+apply_group(struct db *db, struct batch *b, const size_t *idx, size_t m,
+    int checked)
+{
+	struct group g;
+	enum db_rc   rc = DB_OK;
+	size_t       k;
+
+	memset(&g, 0, sizeof(g));
+	g.db = db;
+	g.t = b->t;
+	g.ct = b->t->conf;
+	g.items = xcalloc(m, sizeof(*g.items));
+	for (k = 0; k < m; k++) {
+		if (b->evs[idx[k]] == NULL)
+			continue;
+		result_reset(&b->res[idx[k]]);
+		g.items[g.nitems].i = idx[k];
+		g.items[g.nitems].ev = b->evs[idx[k]];
+		g.nitems++;
+	}
+	if (g.nitems == 0)
+		goto out;
+	if (g.ct != NULL)
+		build_defs(&g);
+
+	/* 1. keys stored before; 2. identities locked */
+	collect_keys(&g);
+	if (!checked && (rc = read_keys(&g)) != DB_OK)
+		goto out;
+	for (k = 0; k < g.nitems; k++) {
+		struct gitem *it = &g.items[k];
+		const struct gkeyrow *row = g.keys[it->key].row;
+		if (row != NULL) {
+			if ((rc = answer_stored(db, row, it->ev, b->attempt,
+			    &b->res[it->i])) != DB_OK)
+				goto out;
+			it->done = 1;
+		}
+	}
+	collect_idents(&g);
+	if ((rc = lock_idents(&g)) != DB_OK)
+		goto out;
+
+	/* 3. resolution, item by item; the first item of a key claims it */
+	for (k = 0; k < g.nitems; k++) {
+		struct gitem *it = &g.items[k];
+		struct gkey  *key = &g.keys[it->key];
+		if (it->done)
+			continue;
+		if (key->claimed != 0) {
+			const struct gitem *first = &g.items[key->claimed - 1];
+			answer_existing(&b->res[it->i], b->res[first->i].event_id,
+			    memcmp(first->ev->fingerprint, it->ev->fingerprint, 32) == 0);
+			it->done = 1;
+			continue;
+		}
+		if (resolve_item(&g, it, &b->res[it->i]) != 0) {
+			it->done = 1;
+			continue;
+		}
+		key->claimed = k + 1;
+		g.profs[it->prof - 1].changed = 1;
+		if (ev_public_id("evt_", b->res[it->i].event_id) != 0) {
+			rc = DB_ERROR;
+			goto out;
+		}
+	}
+
+	/* 4. new profiles and bindings; 5. state of the others */
+	if ((rc = insert_profiles(&g)) != DB_OK || (rc = insert_idents(&g)) != DB_OK)
+		goto out;
+	if (g.ct != NULL && (rc = load_state(&g)) != DB_OK)
+		goto out;
+
+	/* 6. the rules, item by item */
+	for (k = 0; k < g.nitems; k++) {
+		struct gitem *it = &g.items[k];
+		if (it->prof == 0)
+			continue;
+		if ((rc = run_rules(&g, it)) != DB_OK)
+			goto out;
+		json_object_object_add(it->outcome, "identity_conflicts",
+		    conflicts_json(&g, it));
+		json_object_object_add(it->outcome, "profile_created",
+		    json_object_new_boolean(it->created));
+		it->doc = ev_event_doc(it->ev);
+		sql_time(it->ev->occurred_us, it->occ);
+		sql_time(it->ev->received_us, it->rec);
+	}
+
+	/* 7. the writes */
+	if ((rc = insert_events(&g, b->attempt, b->reqid, b->res)) != DB_OK ||
+	    (rc = write_ledger(&g)) != DB_OK ||
+	    (rc = write_state(&g)) != DB_OK ||
+	    (rc = touch_profiles(&g)) != DB_OK)
+		goto out;
+
+	/* the answers of the accepted items */
+	for (k = 0; k < g.nitems; k++) {
+		struct gitem     *it = &g.items[k];
+		struct ev_result *res = &b->res[it->i];
+		if (it->prof == 0)
+			continue;
+		res->st = EV_ST_ACCEPTED;
+		res->body = json_object_new_object();
+		json_object_object_add(res->body, "status",
+		    json_object_new_string("accepted"));
+		json_object_object_add(res->body, "event_id",
+		    json_object_new_string(res->event_id));
+		json_object_object_add(res->body, "profile_id",
+		    json_object_new_string(g.profs[it->prof - 1].public_id));
+		json_object_object_foreach(it->outcome, key, v)
+			json_object_object_add(res->body, key, json_object_get(v));
+	}
+out:
+	group_free(&g);
+	return rc;
+}
+
+/*
+ * Is the dedup key of a single event taken (read before any transaction)?
+ * 1 (res answered: duplicate or conflict), 0 (free), or -1 with *rc set on
+ * a database failure.
+ */
+static int
+key_taken(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
+    struct ev_result *res, enum db_rc *rc)
+{
+	struct db_param p[3];
+	struct db_res   r;
+	struct gkeyrow  row;
+
+	p[0] = DBP_I64(t->id);
+	p[1] = DBP_CSTR(ev->source);
+	p[2] = DBP_STR(ev->ext_id, ev->ext_id_len);
+	if ((*rc = query(db, DB_EVENT_BY_KEY, p, 3, &r)) != DB_OK)
+		return -1;
+	if (r.nrows == 0) {
+		db_res_free(&r);
+		return 0;
+	}
+	memset(&row, 0, sizeof(row));
+	snprintf(row.public_id, sizeof(row.public_id), "%s",
+	    DB_CELL(&r, 0, 1)->v ? DB_CELL(&r, 0, 1)->v : "");
+	if ((row.fp_ok = DB_CELL(&r, 0, 2)->len == 32))
+		memcpy(row.fp, DB_CELL(&r, 0, 2)->v, 32);
+	db_res_free(&r);
+	*rc = answer_stored(db, &row, ev, NULL, res);
+	return *rc == DB_OK ? 1 : -1;
+}
+
 
 /* The identity that decides an event's profile: its highest-precedence one. */
 static int
@@ -910,30 +1625,48 @@ batch_order(struct ev_event **evs, size_t n, size_t *nvalid)
 }
 
 /*
- * The transaction body: every item in order. Items need no savepoint:
- * apply_one() decides every refusal before its first write. An item that
- * meets a database error that retrying cannot cure (DB_ERROR: a bug or data
- * the server refuses) is answered internal_error on its own and the
- * transaction runs again without it, so it never spoils the others; the
- * happy path pays nothing for that.
+ * The transaction body: the items as one group (apply_group()). When the
+ * group meets a database error that retrying cannot cure (DB_ERROR: a bug,
+ * or data the server refuses), the transaction runs again with one group
+ * per item to find the item: it is answered internal_error on its own and
+ * the others run again as one group, so it never spoils them; the happy
+ * path pays nothing for that.
  */
 static enum db_rc
 batch_fn(struct db *db, void *arg)
 {
 	struct batch *b = arg;
-	size_t        k, i;
+	size_t        k, i, all = b->n;
 	enum db_rc    rc;
 	int           checked = b->checked;
 
 	b->checked = 0;          /* a retry checks the key again */
 	b->attempt[EV_ATTEMPT_LEN - 1]++;   /* this transaction attempt */
-	for (k = 0; k < b->n; k++) {
+	if (!b->one_by_one) {
+		size_t *idx = b->order;
+		size_t *seq = NULL;
+		if (idx == NULL) {
+			seq = xcalloc(all, sizeof(*seq));
+			for (k = 0; k < all; k++)
+				seq[k] = k;
+			idx = seq;
+		}
+		rc = apply_group(db, b, idx, all, checked);
+		free(seq);
+		if (rc == DB_ERROR && b->n > 1) {
+			b->one_by_one = 1;
+			return DB_RETRY;
+		}
+		if (rc != DB_OK)
+			return rc;
+		return b->dry ? DB_ROLLBACK : DB_OK;
+	}
+	for (k = 0; k < all; k++) {
 		i = b->order != NULL ? b->order[k] : k;
 		if (b->evs[i] == NULL)
 			continue;
-		rc = apply_one(db, b->t, b->evs[i], &b->res[i], checked, b->attempt,
-		    b->reqid);
-		if (rc == DB_ERROR && b->n > 1) {
+		rc = apply_group(db, b, &i, 1, checked);
+		if (rc == DB_ERROR) {
 			struct ev_verr verr;
 			fprintf(stderr, "rfevents: request %s: item %zu: database"
 			    " error %u: %s\n", b->reqid ? b->reqid : "-", i,
@@ -942,6 +1675,7 @@ batch_fn(struct db *db, void *arg)
 			    " stored; retry it with the same externalEventId");
 			ev_result_error(&b->res[i], &verr);
 			b->evs[i] = NULL;
+			b->one_by_one = 0;
 			return DB_RETRY;
 		}
 		if (rc != DB_OK)
@@ -977,7 +1711,7 @@ ev_ingest(struct db *db, const struct ev_tenant *t, struct ev_event **evs,
     struct ev_result *res, size_t n, int dry_run, const char *request_id,
     unsigned *retries)
 {
-	struct batch b = { t, evs, res, n, dry_run, 0, request_id, { 0 }, NULL };
+	struct batch b = { t, evs, res, n, dry_run, 0, request_id, { 0 }, NULL, 0 };
 	enum db_rc   rc = DB_OK;
 	size_t       i, nvalid = n;
 
@@ -987,7 +1721,7 @@ ev_ingest(struct db *db, const struct ev_tenant *t, struct ev_event **evs,
 	/* A single event already seen is answered by one read, without a
 	 * transaction: the duplicate path is the cheapest one. */
 	if (n == 1 && evs[0] != NULL) {
-		int taken = key_taken(db, t, evs[0], NULL, &res[0], &rc);
+		int taken = key_taken(db, t, evs[0], &res[0], &rc);
 		if (taken == 1)
 			return EV_OK;
 		if (taken == 0)

@@ -48,11 +48,6 @@ static const char *const stmt_sql[DB_STMT__MAX] = {
 	"INSERT IGNORE INTO tenants (slug, created_at) VALUES (?, UTC_TIMESTAMP(6))",
 	/* DB_TENANT_BY_SLUG */
 	"SELECT id FROM tenants WHERE slug = ?",
-	/* DB_EVENT_INSERT: the event with its outcome claims the dedup key */
-	"INSERT IGNORE INTO events (tenant_id, source, external_event_id, public_id,"
-	" fingerprint, event_type, occurred_at, received_at, doc, request_id,"
-	" profile_id, outcome, rules_version, attempt)"
-	" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 	/* DB_EVENT_BY_KEY */
 	"SELECT id, public_id, fingerprint, attempt FROM events"
 	" WHERE tenant_id = ? AND source = ? AND external_event_id = ?",
@@ -63,42 +58,18 @@ static const char *const stmt_sql[DB_STMT__MAX] = {
 	"SELECT e.doc, e.outcome, e.rules_version, p.public_id FROM events e"
 	" LEFT JOIN profiles p ON p.id = e.profile_id"
 	" WHERE e.tenant_id = ? AND e.public_id = ?",
-	/* DB_IDENT_FIND_LOCK: every given identity that is bound, with its
-	 * profile (public id, tier) and that profile's EXTERNAL identity if any;
-	 * the profiles found stay locked until the transaction ends (one writer
-	 * per profile at a time) */
-	"SELECT i.type, i.profile_id, p.public_id, p.tier, x.value"
-	" FROM identities i JOIN profiles p ON p.id = i.profile_id"
-	" LEFT JOIN identities x ON x.ext_profile_id = p.id"
-	" WHERE i.tenant_id = ? AND ("
-	" (i.type = 0 AND i.value = ?) OR (i.type = 1 AND i.value = ?) OR"
-	" (i.type = 2 AND i.value = ?) OR (i.type = 3 AND i.value = ?)) FOR UPDATE",
-	/* DB_IDENT_INSERT */
-	"INSERT INTO identities (tenant_id, type, value, profile_id, ext_profile_id,"
-	" created_at) VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6))",
 	/* DB_IDENT_OF_PROFILE */
 	"SELECT type, value FROM identities WHERE profile_id = ? ORDER BY type, value",
-	/* DB_PROFILE_INSERT */
-	"INSERT INTO profiles (tenant_id, public_id, tier, created_at, updated_at)"
-	" VALUES (?, ?, ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
 	/* DB_PROFILE_BY_ID */
 	"SELECT public_id, tier, DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%s.%fZ')"
 	" FROM profiles WHERE id = ?",
 	/* DB_PROFILE_BY_PUBLIC_ID */
 	"SELECT id, public_id, tier, DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%s.%fZ')"
 	" FROM profiles WHERE tenant_id = ? AND public_id = ?",
-	/* DB_PROFILE_SET_TIER */
-	"UPDATE profiles SET tier = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ?",
 	/* DB_IDENT_LOOKUP */
 	"SELECT profile_id FROM identities WHERE tenant_id = ? AND type = ? AND value = ?",
 	/* DB_BALANCES_OF */
 	"SELECT name, balance, lifetime FROM balances WHERE profile_id = ? ORDER BY name",
-	/* DB_STATE_OF: balances ('b'), variables ('v') and the limit counters
-	 * of the event's day and month ('c') of a profile in one round trip */
-	"SELECT 'b', name, balance, lifetime FROM balances WHERE profile_id = ?"
-	" UNION ALL SELECT 'v', name, value, NULL FROM variables WHERE profile_id = ?"
-	" UNION ALL SELECT 'c', rule_id, period, count FROM rule_counters"
-	" WHERE profile_id = ? AND period IN ('all', ?, ?)",
 	/* DB_VARS_OF */
 	"SELECT name, value FROM variables WHERE profile_id = ? ORDER BY name",
 	/* DB_PROFILE_EVENTS: newest first by occurredAt, then by receipt; the
@@ -116,22 +87,9 @@ static const char *const stmt_sql[DB_STMT__MAX] = {
 	" FROM ledger l JOIN events e ON e.id = l.event_id WHERE l.profile_id = ?"
 	" AND (l.created_at, l.id) < (?, ?)"
 	" ORDER BY l.created_at DESC, l.id DESC LIMIT ?",
-	/* DB_BALANCE_UPSERT */
-	"INSERT INTO balances (profile_id, name, balance, lifetime) VALUES (?, ?, ?, ?)"
-	" ON DUPLICATE KEY UPDATE balance = VALUES(balance), lifetime = VALUES(lifetime)",
-	/* DB_VAR_UPSERT */
-	"INSERT INTO variables (profile_id, name, value) VALUES (?, ?, ?)"
-	" ON DUPLICATE KEY UPDATE value = VALUES(value)",
-	/* DB_LEDGER_INSERT: created_at is taken while the profile is locked,
-	 * so the ledger's order is the order the changes were applied in */
-	"INSERT INTO ledger (profile_id, event_id, seq, rule_id, balance_name, delta,"
-	" balance_after, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))",
 	/* DB_COUNTERS_OF */
 	"SELECT rule_id, period, count FROM rule_counters WHERE profile_id = ?"
 	" AND period IN ('all', ?, ?)",
-	/* DB_COUNTER_BUMP */
-	"INSERT INTO rule_counters (profile_id, rule_id, period, count) VALUES (?, ?, ?, 1)"
-	" ON DUPLICATE KEY UPDATE count = count + 1",
 	/* DB_PING_QUERY */
 	"SELECT 1",
 	/* DB_MIGRATION_DONE */
@@ -142,13 +100,76 @@ static const char *const stmt_sql[DB_STMT__MAX] = {
 _Static_assert(sizeof(stmt_sql) / sizeof(stmt_sql[0]) == DB_STMT__MAX,
     "stmt_sql must have one entry per enum db_stmt");
 
-/* Statements run with INSERT IGNORE: a duplicate-key warning is expected
- * there, any other warning (truncation, bad value) is an error. */
-static int
-stmt_is_ignore(enum db_stmt st)
-{
-	return strncmp(stmt_sql[st], "INSERT IGNORE", 13) == 0;
-}
+/*
+ * Templates of enum db_multi, same order. A group `{S...}` is repeated as
+ * many times as its count, joined by S: ',' gives ", ", '|' gives " OR ",
+ * '.' nothing. Identities are read with STRAIGHT_JOIN so that the rows are
+ * locked in the order of the identities' primary key whatever the table
+ * statistics say: every transaction takes its profile locks in one global
+ * order, and a scan of profiles can never lock profiles nobody asked for.
+ */
+static const char *const multi_sql[DB_M__MAX] = {
+	/* DB_M_EVENT_KEYS */
+	"SELECT id, public_id, fingerprint, attempt, source, external_event_id"
+	" FROM events WHERE tenant_id = ? AND"
+	" ({|(source = ? AND external_event_id = ?)})",
+	/* DB_M_IDENT_LOCK: every given identity that is bound, its profile
+	 * (public id, tier) and that profile's EXTERNAL identity if any; the
+	 * profiles stay locked until the transaction ends */
+	"SELECT STRAIGHT_JOIN i.type, i.value, i.profile_id, p.public_id, p.tier,"
+	" x.value FROM identities i JOIN profiles p ON p.id = i.profile_id"
+	" LEFT JOIN identities x ON x.ext_profile_id = p.id"
+	" WHERE i.tenant_id = ? AND ({|(i.type = ? AND i.value = ?)}) FOR UPDATE",
+	/* DB_M_STATE_OF: balances ('b'), variables ('v') and limit counters
+	 * ('c') of the periods given, of profiles locked before */
+	"SELECT 'b', profile_id, name, balance, lifetime FROM balances"
+	" WHERE profile_id IN ({,?})"
+	" UNION ALL SELECT 'v', profile_id, name, value, NULL FROM variables"
+	" WHERE profile_id IN ({,?})"
+	" UNION ALL SELECT 'c', profile_id, rule_id, period, count FROM rule_counters"
+	" WHERE profile_id IN ({,?}) AND period IN ({,?})",
+	/* DB_M_PROFILE_INSERT */
+	"INSERT INTO profiles (tenant_id, public_id, tier, created_at, updated_at)"
+	" VALUES {,(?, ?, ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))}"
+	" RETURNING id, public_id",
+	/* DB_M_IDENT_INSERT */
+	"INSERT INTO identities (tenant_id, type, value, profile_id, ext_profile_id,"
+	" created_at) VALUES {,(?, ?, ?, ?, ?, UTC_TIMESTAMP(6))}",
+	/* DB_M_EVENT_INSERT: the dedup key claimed with the outcome; a row
+	 * claimed meanwhile is not returned */
+	"INSERT IGNORE INTO events (tenant_id, source, external_event_id, public_id,"
+	" fingerprint, event_type, occurred_at, received_at, doc, request_id,"
+	" profile_id, outcome, rules_version, attempt)"
+	" VALUES {,(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)} RETURNING id, public_id",
+	/* DB_M_LEDGER_INSERT: created_at is taken while the profiles are
+	 * locked and ids grow in row order, so (created_at, id) is the order
+	 * the changes were applied in */
+	"INSERT INTO ledger (profile_id, event_id, seq, rule_id, balance_name, delta,"
+	" balance_after, created_at) VALUES {,(?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))}",
+	/* DB_M_BALANCE_UPSERT: the state after the last change */
+	"INSERT INTO balances (profile_id, name, balance, lifetime)"
+	" VALUES {,(?, ?, ?, ?)}"
+	" ON DUPLICATE KEY UPDATE balance = VALUES(balance), lifetime = VALUES(lifetime)",
+	/* DB_M_VAR_UPSERT */
+	"INSERT INTO variables (profile_id, name, value) VALUES {,(?, ?, ?)}"
+	" ON DUPLICATE KEY UPDATE value = VALUES(value)",
+	/* DB_M_COUNTER_ADD */
+	"INSERT INTO rule_counters (profile_id, rule_id, period, count)"
+	" VALUES {,(?, ?, ?, ?)} ON DUPLICATE KEY UPDATE count = count + VALUES(count)",
+	/* DB_M_PROFILE_TOUCH */
+	"UPDATE profiles SET tier = CASE id{. WHEN ? THEN ?} END,"
+	" updated_at = UTC_TIMESTAMP(6) WHERE id IN ({,?})",
+};
+
+/* Prepared multi statements kept per connection, least recently used
+ * dropped first. */
+#define DB_MCACHE 24
+struct db_mstmt {
+	MYSQL_STMT    *s;
+	enum db_multi  m;
+	size_t         counts[DB_MULTI_GROUPS];
+	uint64_t       used;
+};
 
 struct db_host {
 	char     *host;
@@ -162,6 +183,9 @@ struct db {
 	size_t          cur;                     /* host in use / to try first */
 	MYSQL          *conn;                    /* NULL when not connected */
 	MYSQL_STMT     *stmts[DB_STMT__MAX];     /* prepared lazily */
+	struct db_mstmt mstmts[DB_MCACHE];       /* multi statements */
+	uint64_t        mclock;                  /* their use counter */
+	int             cluster;                 /* wsrep_on */
 	int             in_txn;                  /* inside db_txn() */
 	uint64_t        elapsed_us;              /* time in the database */
 	unsigned        last_errno;
@@ -361,6 +385,11 @@ db_disconnect(struct db *db)
 			mysql_stmt_close(db->stmts[i]);
 			db->stmts[i] = NULL;
 		}
+	for (i = 0; i < DB_MCACHE; i++)
+		if (db->mstmts[i].s != NULL) {
+			mysql_stmt_close(db->mstmts[i].s);
+			memset(&db->mstmts[i], 0, sizeof(db->mstmts[i]));
+		}
 	if (db->conn != NULL) {
 		mysql_close(db->conn);
 		db->conn = NULL;
@@ -470,6 +499,15 @@ connect_host(struct db *db, size_t hi)
 	 */
 	if (mysql_query(db->conn, "SET SESSION wsrep_sync_wait = 1") != 0)
 		(void)mysql_errno(db->conn);
+	db->cluster = 0;
+	if (mysql_query(db->conn, "SELECT @@wsrep_on") == 0) {
+		MYSQL_RES *r = mysql_store_result(db->conn);
+		MYSQL_ROW  row = r != NULL ? mysql_fetch_row(r) : NULL;
+		db->cluster = row != NULL && row[0] != NULL && strcmp(row[0], "1") == 0;
+		if (r != NULL)
+			mysql_free_result(r);
+	} else
+		(void)mysql_errno(db->conn);   /* no wsrep in this server */
 	return 0;
 }
 
@@ -681,36 +719,34 @@ db_exec(struct db *db, enum db_stmt st, const struct db_param *p, size_t np,
 	return rc;
 }
 
+/*
+ * Bind p[0..np) to s and execute it. The bind arrays live on the stack for
+ * the usual handful of parameters and on the heap for multi statements.
+ */
 static enum db_rc
-exec_once(struct db *db, enum db_stmt st, const struct db_param *p, size_t np,
-    struct db_res *res, uint64_t *affected, uint64_t *insert_id)
+bind_execute(struct db *db, MYSQL_STMT *s, const struct db_param *p, size_t np)
 {
-	MYSQL_STMT    *s;
-	MYSQL_BIND     b[16];
-	unsigned long  lens[16];
-	my_bool        isnull[16];
+	MYSQL_BIND     sb[16], *b = sb;
+	unsigned long  slens[16], *lens = slens;
+	my_bool        snull[16], *isnull = snull;
 	size_t         i;
-	enum db_rc     rc;
+	enum db_rc     rc = DB_OK;
 
-	if (res != NULL)
-		memset(res, 0, sizeof(*res));
-	if (np > sizeof(b) / sizeof(b[0])) {
-		set_error(db, 0, "too many parameters");
-		return DB_ERROR;
-	}
-	if ((rc = db_connect(db)) != DB_OK)
-		return rc;
-	set_error(db, 0, "");
-	if ((s = get_stmt(db, st)) == NULL) {
-		if (db->last_errno == 0)
-			set_error(db, mysql_errno(db->conn), mysql_error(db->conn));
-		return after_fail(db, classify(db->last_errno));
-	}
 	if (mysql_stmt_param_count(s) != np) {
 		set_error(db, 0, "parameter count mismatch");
 		return DB_ERROR;
 	}
-	memset(b, 0, sizeof(b));
+	if (np > sizeof(sb) / sizeof(sb[0])) {
+		b = calloc(np, sizeof(*b));
+		lens = calloc(np, sizeof(*lens));
+		isnull = calloc(np, sizeof(*isnull));
+		if (b == NULL || lens == NULL || isnull == NULL) {
+			set_error(db, 0, "out of memory");
+			rc = DB_ERROR;
+			goto out;
+		}
+	} else
+		memset(sb, 0, sizeof(sb));
 	for (i = 0; i < np; i++) {
 		isnull[i] = 0;
 		b[i].is_null = &isnull[i];
@@ -733,24 +769,235 @@ exec_once(struct db *db, enum db_stmt st, const struct db_param *p, size_t np,
 		}
 	}
 	if (np > 0 && mysql_stmt_bind_param(s, b) != 0)
-		return stmt_fail(db, s);
-	if (mysql_stmt_execute(s) != 0)
-		return stmt_fail(db, s);
+		rc = stmt_fail(db, s);
+	else if (mysql_stmt_execute(s) != 0)
+		rc = stmt_fail(db, s);
+out:
+	if (b != sb) {
+		free(b);
+		free(lens);
+		free(isnull);
+	}
+	return rc;
+}
+
+static enum db_rc
+exec_once(struct db *db, enum db_stmt st, const struct db_param *p, size_t np,
+    struct db_res *res, uint64_t *affected, uint64_t *insert_id)
+{
+	MYSQL_STMT    *s;
+	enum db_rc     rc;
+
+	if (res != NULL)
+		memset(res, 0, sizeof(*res));
+	if ((rc = db_connect(db)) != DB_OK)
+		return rc;
+	set_error(db, 0, "");
+	if ((s = get_stmt(db, st)) == NULL) {
+		if (db->last_errno == 0)
+			set_error(db, mysql_errno(db->conn), mysql_error(db->conn));
+		return after_fail(db, classify(db->last_errno));
+	}
+	if ((rc = bind_execute(db, s, p, np)) != DB_OK)
+		return rc;
 	if (affected != NULL)
 		*affected = (uint64_t)mysql_stmt_affected_rows(s);
 	if (insert_id != NULL)
 		*insert_id = (uint64_t)mysql_stmt_insert_id(s);
-	if (stmt_is_ignore(st) && mysql_stmt_affected_rows(s) > 0 &&
-	    mysql_warning_count(db->conn) > 0) {
-		/* INSERT IGNORE stored a row but warned: truncated or converted */
-		set_error(db, 0, "INSERT IGNORE stored a row with warnings");
-		return DB_ERROR;
-	}
 	if (res != NULL)
 		return fetch_all(db, s, res);
 	/* Drain a result set nobody asked for. */
 	mysql_stmt_free_result(s);
 	return DB_OK;
+}
+
+/* ---- multi statements ---- */
+
+/* Number of groups of template t. */
+static size_t
+multi_groups(const char *t)
+{
+	size_t n = 0;
+
+	for (; *t != '\0'; t++)
+		n += *t == '{';
+	return n;
+}
+
+/*
+ * Expand template t with counts[] into a new string; *nparams gets the
+ * number of placeholders. NULL when out of memory.
+ */
+static char *
+multi_expand(const char *t, const size_t *counts, size_t *nparams)
+{
+	size_t cap = 0, len = 0, g, k, n = 0, pass;
+	char  *out = NULL;
+
+	/* pass 0 measures, pass 1 writes */
+	for (pass = 0; pass < 2; pass++) {
+		const char *c = t;
+		len = 0;
+		n = 0;
+		g = 0;
+		while (*c != '\0') {
+			const char *body, *end, *sep;
+			size_t      blen, slen, q = 0;
+			if (*c != '{') {
+				if (*c == '?')
+					n++;
+				if (pass)
+					out[len] = *c;
+				len++;
+				c++;
+				continue;
+			}
+			sep = c[1] == ',' ? ", " : c[1] == '|' ? " OR " : "";
+			slen = strlen(sep);
+			body = c + 2;
+			end = strchr(body, '}');
+			blen = (size_t)(end - body);
+			for (k = 0; k < blen; k++)
+				q += body[k] == '?';
+			for (k = 0; k < counts[g]; k++) {
+				if (k > 0) {
+					if (pass)
+						memcpy(out + len, sep, slen);
+					len += slen;
+				}
+				if (pass)
+					memcpy(out + len, body, blen);
+				len += blen;
+			}
+			n += q * counts[g];
+			g++;
+			c = end + 1;
+		}
+		if (!pass) {
+			cap = len + 1;
+			if ((out = malloc(cap)) == NULL)
+				return NULL;
+		}
+	}
+	out[len] = '\0';
+	*nparams = n;
+	return out;
+}
+
+/* The prepared statement of m with these counts, from the cache or new. */
+static MYSQL_STMT *
+get_mstmt(struct db *db, enum db_multi m, const size_t *counts, size_t ng,
+    size_t *nparams)
+{
+	struct db_mstmt *slot = &db->mstmts[0];
+	MYSQL_STMT      *s;
+	char            *sql;
+	size_t           i;
+	my_bool          upd = 1;
+
+	for (i = 0; i < DB_MCACHE; i++) {
+		struct db_mstmt *e = &db->mstmts[i];
+		if (e->s != NULL && e->m == m &&
+		    memcmp(e->counts, counts, ng * sizeof(*counts)) == 0) {
+			e->used = ++db->mclock;
+			*nparams = mysql_stmt_param_count(e->s);
+			return e->s;
+		}
+		if (e->s == NULL || (slot->s != NULL && e->used < slot->used))
+			slot = e;
+	}
+	if ((sql = multi_expand(multi_sql[m], counts, nparams)) == NULL) {
+		set_error(db, 0, "out of memory");
+		return NULL;
+	}
+	if ((s = mysql_stmt_init(db->conn)) == NULL) {
+		free(sql);
+		return NULL;
+	}
+	if (mysql_stmt_prepare(s, sql, strlen(sql)) != 0) {
+		set_error(db, mysql_stmt_errno(s), mysql_stmt_error(s));
+		mysql_stmt_close(s);
+		free(sql);
+		return NULL;
+	}
+	free(sql);
+	mysql_stmt_attr_set(s, STMT_ATTR_UPDATE_MAX_LENGTH, &upd);
+	if (slot->s != NULL)
+		mysql_stmt_close(slot->s);
+	memset(slot, 0, sizeof(*slot));
+	slot->s = s;
+	slot->m = m;
+	memcpy(slot->counts, counts, ng * sizeof(*counts));
+	slot->used = ++db->mclock;
+	return s;
+}
+
+static enum db_rc
+multi_once(struct db *db, enum db_multi m, const size_t *counts, size_t ng,
+    const struct db_param *p, size_t np, struct db_res *res, uint64_t *affected)
+{
+	MYSQL_STMT *s;
+	enum db_rc  rc;
+	size_t      want;
+
+	if (res != NULL)
+		memset(res, 0, sizeof(*res));
+	if ((rc = db_connect(db)) != DB_OK)
+		return rc;
+	set_error(db, 0, "");
+	if ((s = get_mstmt(db, m, counts, ng, &want)) == NULL) {
+		if (db->last_errno == 0)
+			set_error(db, mysql_errno(db->conn), mysql_error(db->conn));
+		return after_fail(db, classify(db->last_errno));
+	}
+	if (want != np) {
+		set_error(db, 0, "parameter count mismatch");
+		return DB_ERROR;
+	}
+	if ((rc = bind_execute(db, s, p, np)) != DB_OK)
+		return rc;
+	if (affected != NULL)
+		*affected = (uint64_t)mysql_stmt_affected_rows(s);
+	if (res != NULL)
+		rc = fetch_all(db, s, res);
+	else
+		mysql_stmt_free_result(s);
+	/* INSERT IGNORE: a row stored with a warning was truncated or
+	 * converted (a duplicate key only shows as a row not returned) */
+	if (rc == DB_OK && strncmp(multi_sql[m], "INSERT IGNORE", 13) == 0 &&
+	    res != NULL && res->nrows == counts[0] &&
+	    mysql_warning_count(db->conn) > 0) {
+		db_res_free(res);
+		set_error(db, 0, "INSERT IGNORE stored a row with warnings");
+		return DB_ERROR;
+	}
+	return rc;
+}
+
+enum db_rc
+db_exec_multi(struct db *db, enum db_multi m, const size_t *counts,
+    const struct db_param *p, size_t np, struct db_res *res, uint64_t *affected)
+{
+	uint64_t   t0 = mono_us();
+	size_t     ng = multi_groups(multi_sql[m]), i;
+	enum db_rc rc;
+
+	for (i = 0; i < ng; i++)
+		if (counts[i] == 0 || counts[i] > DB_MULTI_MAX_ROWS) {
+			set_error(db, 0, "multi statement list length out of range");
+			return DB_ERROR;
+		}
+	rc = multi_once(db, m, counts, ng, p, np, res, affected);
+	if (rc == DB_GONE && !db->in_txn)
+		rc = multi_once(db, m, counts, ng, p, np, res, affected);
+	db->elapsed_us += mono_us() - t0;
+	return rc;
+}
+
+int
+db_is_cluster(const struct db *db)
+{
+	return db->cluster;
 }
 
 static enum db_rc simple_once(struct db *, const char *);

@@ -20,28 +20,18 @@ enum db_stmt {
 	DB_KEY_REVOKE,
 	DB_TENANT_INSERT,
 	DB_TENANT_BY_SLUG,
-	DB_EVENT_INSERT,
 	DB_EVENT_BY_KEY,
 	DB_EVENT_OUTCOME,
 	DB_EVENT_BY_PUBLIC_ID,
-	DB_IDENT_FIND_LOCK,
-	DB_IDENT_INSERT,
 	DB_IDENT_OF_PROFILE,
-	DB_PROFILE_INSERT,
 	DB_PROFILE_BY_ID,
 	DB_PROFILE_BY_PUBLIC_ID,
-	DB_PROFILE_SET_TIER,
 	DB_IDENT_LOOKUP,
 	DB_BALANCES_OF,
-	DB_STATE_OF,
 	DB_VARS_OF,
 	DB_PROFILE_EVENTS,
 	DB_LEDGER_OF,
-	DB_BALANCE_UPSERT,
-	DB_VAR_UPSERT,
-	DB_LEDGER_INSERT,
 	DB_COUNTERS_OF,
-	DB_COUNTER_BUMP,
 	DB_PING_QUERY,
 	DB_MIGRATION_DONE,
 	DB_MIGRATION_INSERT,
@@ -117,6 +107,44 @@ enum db_rc db_exec(struct db *db, enum db_stmt st, const struct db_param *p,
 #define DB_MAX_ATTEMPTS 8
 enum db_rc db_txn(struct db *db, enum db_rc (*fn)(struct db *, void *), void *arg,
     unsigned *retries);
+
+/*
+ * Statements whose lists have a length known only at run time: IN lists
+ * and multi-row VALUES, so that a batch of events costs a handful of round
+ * trips instead of several per event. The templates are in db.c
+ * (multi_sql[]); each `{` group `}` is repeated counts[k] times (k-th group
+ * of the template). The statement is prepared once per connection and shape
+ * (list lengths) and kept in a small cache.
+ */
+enum db_multi {
+	DB_M_EVENT_KEYS,       /* events by dedup key */
+	DB_M_IDENT_LOCK,       /* identities + their profiles, locked */
+	DB_M_STATE_OF,         /* balances, variables, counters of profiles */
+	DB_M_PROFILE_INSERT,   /* new profiles, RETURNING id, public_id */
+	DB_M_IDENT_INSERT,     /* new identity bindings */
+	DB_M_EVENT_INSERT,     /* INSERT IGNORE events, RETURNING id, public_id */
+	DB_M_LEDGER_INSERT,
+	DB_M_BALANCE_UPSERT,
+	DB_M_VAR_UPSERT,
+	DB_M_COUNTER_ADD,
+	DB_M_PROFILE_TOUCH,    /* tier + updated_at of profiles */
+	DB_M__MAX
+};
+#define DB_MULTI_GROUPS   4      /* list groups per template, at most */
+#define DB_MULTI_MAX_ROWS 1000   /* rows or list values per statement */
+
+/*
+ * Run multi statement m with counts[0..] list lengths (each 1 to
+ * DB_MULTI_MAX_ROWS) and p[0..np) parameters in template order. res,
+ * affected: as db_exec(). Warnings are errors (DB_ERROR) except on an
+ * INSERT IGNORE, where the caller compares the rows it got back.
+ */
+enum db_rc db_exec_multi(struct db *db, enum db_multi m, const size_t *counts,
+    const struct db_param *p, size_t np, struct db_res *res, uint64_t *affected);
+
+/* 1 when the server is a Galera cluster node (wsrep_on), known after the
+ * first statement of a connection; 0 otherwise. */
+int db_is_cluster(const struct db *db);
 
 /* Plain SQL without parameters (migrations, BEGIN, ...). */
 enum db_rc db_simple(struct db *db, const char *sql);
