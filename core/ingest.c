@@ -623,13 +623,86 @@ collect_idents(struct group *g)
 			g->idents[g->nidents++] = g->idents[k];
 }
 
-/* Lock the identities' profiles and learn their bindings. */
-static enum db_rc
-lock_idents(struct group *g)
+/* Take an 'i' row (DB_M_IDENT_LOCK layout) into the group. */
+static void
+ident_row(struct group *g, const struct db_res *res, size_t r)
 {
-	size_t     off, k, r;
-	enum db_rc rc;
+	int64_t        type = db_cell_i64(DB_CELL(res, r, 1));
+	int64_t        pid = db_cell_i64(DB_CELL(res, r, 3));
+	const char    *val = DB_CELL(res, r, 2)->v;
+	struct gident *id;
+	size_t         pi;
 
+	if (type < 0 || type >= IDENT__MAX || val == NULL ||
+	    (id = find_ident(g, (int)type, val)) == NULL)
+		return;
+	if ((pi = find_prof(g, pid)) == 0) {
+		struct gprof *pr;
+		pi = add_prof(g);
+		pr = &g->profs[pi - 1];
+		pr->pid = pid;
+		snprintf(pr->public_id, sizeof(pr->public_id), "%s",
+		    DB_CELL(res, r, 4)->v ? DB_CELL(res, r, 4)->v : "");
+		pr->tier = xstrdup(DB_CELL(res, r, 5)->v);
+		pr->tier0 = xstrdup(pr->tier);
+	}
+	if (DB_CELL(res, r, 6)->v != NULL)
+		g->profs[pi - 1].has_external = 1;
+	id->prof = pi;
+}
+
+static void state_row(struct group *, const struct db_res *, size_t, int);
+static size_t collect_periods(struct group *, char (**)[16]);
+
+/*
+ * Lock the identities' profiles and learn their bindings. When the group
+ * runs rules and its lists fit one statement, the profiles' state comes
+ * in the same round trip (DB_M_IDENT_STATE_LOCK) and *state_done is set.
+ */
+static enum db_rc
+lock_idents(struct group *g, int *state_done)
+{
+	char      (*per)[16] = NULL;
+	size_t     off, k, r, nper = 0, run = 0;
+	enum db_rc rc = DB_OK;
+
+	*state_done = 0;
+	for (k = 0; g->ct != NULL && k < g->nitems; k++)
+		run += !g->items[k].done && rules_run_for(g->ct, g->items[k].ev);
+	if (run > 0 && g->nidents <= DB_MULTI_MAX_ROWS &&
+	    (nper = collect_periods(g, &per)) <= DB_MULTI_MAX_ROWS &&
+	    g->nidents > 0) {
+		size_t           n = g->nidents, x = 0, part;
+		size_t           counts[5] = { n, n, n, n, nper };
+		struct db_param *p = gparams(g, 4 * (1 + 2 * n) + nper);
+		struct db_res    res;
+
+		for (part = 0; part < 4; part++) {
+			p[x++] = DBP_I64(g->t->id);
+			for (k = 0; k < n; k++) {
+				p[x++] = DBP_I64(g->idents[k].type);
+				p[x++] = DBP_CSTR(g->idents[k].value);
+			}
+		}
+		for (k = 0; k < nper; k++)
+			p[x++] = DBP_CSTR(per[k]);
+		rc = db_exec_multi(g->db, DB_M_IDENT_STATE_LOCK, counts, p, x, &res,
+		    NULL);
+		free(per);       /* the parameters pointed into it */
+		if (rc != DB_OK)
+			return rc;
+		/* the profiles first, then their state */
+		for (r = 0; r < res.nrows; r++)
+			if (DB_CELL(&res, r, 0)->v != NULL && DB_CELL(&res, r, 0)->v[0] == 'i')
+				ident_row(g, &res, r);
+		for (r = 0; r < res.nrows; r++)
+			if (DB_CELL(&res, r, 0)->v != NULL && DB_CELL(&res, r, 0)->v[0] != 'i')
+				state_row(g, &res, r, 1);
+		db_res_free(&res);
+		*state_done = 1;
+		return DB_OK;
+	}
+	free(per);
 	for (off = 0; off < g->nidents; off += DB_MULTI_MAX_ROWS) {
 		size_t           n = g->nidents - off < DB_MULTI_MAX_ROWS ?
 		    g->nidents - off : DB_MULTI_MAX_ROWS;
@@ -644,29 +717,8 @@ lock_idents(struct group *g)
 		if ((rc = db_exec_multi(g->db, DB_M_IDENT_LOCK, &n, p, 1 + 2 * n,
 		    &res, NULL)) != DB_OK)
 			return rc;
-		for (r = 0; r < res.nrows; r++) {
-			int64_t        type = db_cell_i64(DB_CELL(&res, r, 0));
-			int64_t        pid = db_cell_i64(DB_CELL(&res, r, 2));
-			const char    *val = DB_CELL(&res, r, 1)->v;
-			struct gident *id;
-			size_t         pi;
-			if (type < 0 || type >= IDENT__MAX || val == NULL ||
-			    (id = find_ident(g, (int)type, val)) == NULL)
-				continue;
-			if ((pi = find_prof(g, pid)) == 0) {
-				struct gprof *pr;
-				pi = add_prof(g);
-				pr = &g->profs[pi - 1];
-				pr->pid = pid;
-				snprintf(pr->public_id, sizeof(pr->public_id), "%s",
-				    DB_CELL(&res, r, 3)->v ? DB_CELL(&res, r, 3)->v : "");
-				pr->tier = xstrdup(DB_CELL(&res, r, 4)->v);
-				pr->tier0 = xstrdup(pr->tier);
-			}
-			if (DB_CELL(&res, r, 5)->v != NULL)
-				g->profs[pi - 1].has_external = 1;
-			id->prof = pi;
-		}
+		for (r = 0; r < res.nrows; r++)
+			ident_row(g, &res, r);
 		db_res_free(&res);
 	}
 	return DB_OK;
@@ -926,7 +978,7 @@ collect_periods(struct group *g, char (**out)[16])
 	snprintf(per[0], sizeof(per[0]), "all");
 	for (k = 0; k < g->nitems; k++) {
 		char two[2][16];
-		if (g->items[k].prof == 0 || !rules_run_for(g->ct, g->items[k].ev))
+		if (g->items[k].done || !rules_run_for(g->ct, g->items[k].ev))
 			continue;
 		periods(g->items[k].ev->occurred_us, two[0], two[1]);
 		for (q = 0; q < 2; q++) {
@@ -940,12 +992,13 @@ collect_periods(struct group *g, char (**out)[16])
 	return n;
 }
 
-/* Take one row of DB_M_STATE_OF into its profile. */
+/* Take a state row ('b', 'v' or 'c' in the DB_M_STATE_OF layout) into
+ * its profile; balances and variables only when with_bv. */
 static void
 state_row(struct group *g, const struct db_res *res, size_t r, int with_bv)
 {
 	const char   *kind = DB_CELL(res, r, 0)->v, *k1 = DB_CELL(res, r, 2)->v;
-	size_t        pi = find_prof(g, db_cell_i64(DB_CELL(res, r, 1))), j;
+	size_t        pi = find_prof(g, db_cell_i64(DB_CELL(res, r, 3))), j;
 	struct gprof *pr;
 
 	if (kind == NULL || k1 == NULL || pi == 0)
@@ -953,18 +1006,18 @@ state_row(struct group *g, const struct db_res *res, size_t r, int with_bv)
 	pr = &g->profs[pi - 1];
 	if (kind[0] == 'b' && with_bv) {
 		struct gbal *b = prof_bal(pr, k1, 1);
-		b->balance = db_cell_i64(DB_CELL(res, r, 3));
-		b->lifetime = db_cell_i64(DB_CELL(res, r, 4));
+		b->balance = db_cell_i64(DB_CELL(res, r, 4));
+		b->lifetime = db_cell_i64(DB_CELL(res, r, 5));
 	} else if (kind[0] == 'v' && with_bv) {
 		struct json_perr perr;
-		json_object *v = json_parse_strict(DB_CELL(res, r, 3)->v,
-		    DB_CELL(res, r, 3)->len, JSON_MAX_DEPTH, &perr);
+		json_object *v = json_parse_strict(DB_CELL(res, r, 4)->v,
+		    DB_CELL(res, r, 4)->len, JSON_MAX_DEPTH, &perr);
 		json_object_object_add(pr->vars, k1, v);
-	} else if (kind[0] == 'c' && DB_CELL(res, r, 3)->v != NULL) {
+	} else if (kind[0] == 'c' && DB_CELL(res, r, 4)->v != NULL) {
 		for (j = 0; j < g->ct->nrules; j++)
 			if (strcmp(g->ct->rules[j].id, k1) == 0)
-				prof_cnt(pr, j, DB_CELL(res, r, 3)->v, 1)->count =
-				    db_cell_i64(DB_CELL(res, r, 4));
+				prof_cnt(pr, j, DB_CELL(res, r, 4)->v, 1)->count =
+				    db_cell_i64(DB_CELL(res, r, 5));
 	}
 }
 
@@ -1358,6 +1411,7 @@ apply_group(struct db *db, struct batch *b, const size_t *idx, size_t m,
 	struct group g;
 	enum db_rc   rc = DB_OK;
 	size_t       k;
+	int          state_done = 0;
 
 	memset(&g, 0, sizeof(g));
 	g.db = db;
@@ -1392,7 +1446,7 @@ apply_group(struct db *db, struct batch *b, const size_t *idx, size_t m,
 		}
 	}
 	collect_idents(&g);
-	if ((rc = lock_idents(&g)) != DB_OK)
+	if ((rc = lock_idents(&g, &state_done)) != DB_OK)
 		goto out;
 
 	/* 3. resolution, item by item; the first item of a key claims it */
@@ -1423,7 +1477,7 @@ apply_group(struct db *db, struct batch *b, const size_t *idx, size_t m,
 	/* 4. new profiles and bindings; 5. state of the others */
 	if ((rc = insert_profiles(&g)) != DB_OK || (rc = insert_idents(&g)) != DB_OK)
 		goto out;
-	if (g.ct != NULL && (rc = load_state(&g)) != DB_OK)
+	if (g.ct != NULL && !state_done && (rc = load_state(&g)) != DB_OK)
 		goto out;
 
 	/* 6. the rules, item by item */

@@ -103,7 +103,10 @@ _Static_assert(sizeof(stmt_sql) / sizeof(stmt_sql[0]) == DB_STMT__MAX,
 /*
  * Templates of enum db_multi, same order. A group `{S...}` is repeated as
  * many times as its count, joined by S: ',' gives ", ", '|' gives " OR ",
- * '.' nothing. Identities are read with STRAIGHT_JOIN so that the rows are
+ * '.' nothing. Lists of keys are row constructors, `(a, b) IN ((?, ?),
+ * ...)`: the server searches them in a sorted array, where an OR of 1000
+ * conditions costs 1000 comparisons for every row read (5x slower for a
+ * 1000-event batch). Identities are read with STRAIGHT_JOIN so that the rows are
  * locked in the order of the identities' primary key whatever the table
  * statistics say: every transaction takes its profile locks in one global
  * order, and a scan of profiles can never lock profiles nobody asked for.
@@ -112,22 +115,45 @@ static const char *const multi_sql[DB_M__MAX] = {
 	/* DB_M_EVENT_KEYS */
 	"SELECT id, public_id, fingerprint, attempt, source, external_event_id"
 	" FROM events WHERE tenant_id = ? AND"
-	" ({|(source = ? AND external_event_id = ?)})",
-	/* DB_M_IDENT_LOCK: every given identity that is bound, its profile
-	 * (public id, tier) and that profile's EXTERNAL identity if any; the
-	 * profiles stay locked until the transaction ends */
-	"SELECT STRAIGHT_JOIN i.type, i.value, i.profile_id, p.public_id, p.tier,"
-	" x.value FROM identities i JOIN profiles p ON p.id = i.profile_id"
+	" (source, external_event_id) IN ({,(?, ?)})",
+	/* DB_M_IDENT_LOCK: every given identity that is bound ('i': type,
+	 * value, profile, its public id and tier, and that profile's EXTERNAL
+	 * identity if any); the profiles stay locked until the transaction
+	 * ends. The seven columns are shared by the two statements below. */
+	"SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id,"
+	" p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id"
 	" LEFT JOIN identities x ON x.ext_profile_id = p.id"
-	" WHERE i.tenant_id = ? AND ({|(i.type = ? AND i.value = ?)}) FOR UPDATE",
-	/* DB_M_STATE_OF: balances ('b'), variables ('v') and limit counters
-	 * ('c') of the periods given, of profiles locked before */
-	"SELECT 'b', profile_id, name, balance, lifetime FROM balances"
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE",
+	/* DB_M_STATE_OF: balances ('b': name, profile, balance, lifetime),
+	 * variables ('v': name, profile, value) and limit counters ('c':
+	 * rule, profile, period, count) of the periods given, of profiles
+	 * locked before */
+	"SELECT 'b', NULL, name, profile_id, balance, lifetime, NULL FROM balances"
 	" WHERE profile_id IN ({,?})"
-	" UNION ALL SELECT 'v', profile_id, name, value, NULL FROM variables"
-	" WHERE profile_id IN ({,?})"
-	" UNION ALL SELECT 'c', profile_id, rule_id, period, count FROM rule_counters"
-	" WHERE profile_id IN ({,?}) AND period IN ({,?})",
+	" UNION ALL SELECT 'v', NULL, name, profile_id, value, NULL, NULL"
+	" FROM variables WHERE profile_id IN ({,?})"
+	" UNION ALL SELECT 'c', NULL, rule_id, profile_id, period, count, NULL"
+	" FROM rule_counters WHERE profile_id IN ({,?}) AND period IN ({,?})",
+	/* DB_M_IDENT_STATE_LOCK: both of the above in one round trip. The
+	 * parts run in order: the first locks the profiles (waiting for any
+	 * transaction that holds them), then the state is read with locking
+	 * reads, which see the latest committed rows, never a snapshot taken
+	 * before the wait. A profile found by two identities has its state
+	 * rows twice. */
+	"(SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id,"
+	" p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id"
+	" LEFT JOIN identities x ON x.ext_profile_id = p.id"
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)"
+	" UNION ALL (SELECT STRAIGHT_JOIN 'b', NULL, s.name, s.profile_id, s.balance,"
+	" s.lifetime, NULL FROM identities i JOIN balances s ON s.profile_id = i.profile_id"
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)"
+	" UNION ALL (SELECT STRAIGHT_JOIN 'v', NULL, s.name, s.profile_id, s.value,"
+	" NULL, NULL FROM identities i JOIN variables s ON s.profile_id = i.profile_id"
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)"
+	" UNION ALL (SELECT STRAIGHT_JOIN 'c', NULL, s.rule_id, s.profile_id, s.period,"
+	" s.count, NULL FROM identities i JOIN rule_counters s ON s.profile_id = i.profile_id"
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)})"
+	" AND s.period IN ({,?}) FOR UPDATE)",
 	/* DB_M_PROFILE_INSERT */
 	"INSERT INTO profiles (tenant_id, public_id, tier, created_at, updated_at)"
 	" VALUES {,(?, ?, ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))}"

@@ -120,6 +120,7 @@ enum db_multi {
 	DB_M_EVENT_KEYS,       /* events by dedup key */
 	DB_M_IDENT_LOCK,       /* identities + their profiles, locked */
 	DB_M_STATE_OF,         /* balances, variables, counters of profiles */
+	DB_M_IDENT_STATE_LOCK, /* both in one round trip */
 	DB_M_PROFILE_INSERT,   /* new profiles, RETURNING id, public_id */
 	DB_M_IDENT_INSERT,     /* new identity bindings */
 	DB_M_EVENT_INSERT,     /* INSERT IGNORE events, RETURNING id, public_id */
@@ -130,7 +131,7 @@ enum db_multi {
 	DB_M_PROFILE_TOUCH,    /* tier + updated_at of profiles */
 	DB_M__MAX
 };
-#define DB_MULTI_GROUPS   4      /* list groups per template, at most */
+#define DB_MULTI_GROUPS   6      /* list groups per template, at most */
 #define DB_MULTI_MAX_ROWS 1000   /* rows or list values per statement */
 
 /*
