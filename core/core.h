@@ -209,7 +209,8 @@ enum ev_status {
  * ev_ingest*(); caller puts it. */
 struct ev_result {
 	enum ev_status  st;
-	struct ev_verr  verr;                  /* when st == EV_ST_ERROR */
+	enum ev_err     err;                   /* when st == EV_ST_ERROR (the
+	                                          details are in body) */
 	char            event_id[32];
 	json_object    *body;
 };

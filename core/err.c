@@ -136,7 +136,6 @@ ev_result_error(struct ev_result *res, const struct ev_verr *verr)
 	if (res->body != NULL)
 		json_object_put(res->body);
 	res->st = EV_ST_ERROR;
-	if (&res->verr != verr)
-		res->verr = *verr;
+	res->err = verr->err;
 	res->body = ev_error_body(verr);
 }

@@ -416,7 +416,7 @@ single_response(struct req *rq, struct ev_result *res, struct resp *r)
 		r->status = 409;
 		break;
 	default:
-		r->status = ev_err_status(res->verr.err);
+		r->status = ev_err_status(res->err);
 		break;
 	}
 	r->body = res->body;
@@ -544,6 +544,10 @@ h_batch(struct req *rq, struct resp *r)
 		if (prepare_event(rq, json_object_array_get_idx(items, i), &evbuf[i],
 		    &res[i]) == EV_OK)
 			evs[i] = &evbuf[i];
+	/* the events hold what they need (properties by reference): the
+	 * parsed body goes now, it weighs megabytes for a large batch */
+	json_object_put(rq->json);
+	rq->json = NULL;
 	e = ev_ingest(rq->app->db, &rq->tenant, evs, res, n, dry, rq->reqid,
 	    &retries);
 	if (e != EV_OK) {
