@@ -651,6 +651,15 @@ ident_row(struct group *g, const struct db_res *res, size_t r)
 static void state_row(struct group *, const struct db_res *, size_t, int);
 static size_t collect_periods(struct group *, char (**)[16]);
 
+/*
+ * Identities locked per statement. With a longer list the optimizer may
+ * prefer reading all of the tenant's identities (a `ref` on tenant_id)
+ * to hundreds of ranges once the list is a good part of the tenant (seen
+ * from 400 of 2000), and a locking read then waits on rows nobody asked
+ * for. The chunks are taken in key order, so the global lock order holds.
+ */
+#define LOCK_IDENTS 128
+
 /* Identities up to which the lock and the state are read in one round
  * trip: the merged statement repeats the identity list four times, which
  * is cheap for a few events and only costs memory for a large batch (whose
@@ -706,9 +715,9 @@ lock_idents(struct group *g, int *state_done)
 		return DB_OK;
 	}
 	free(per);
-	for (off = 0; off < g->nidents; off += DB_MULTI_MAX_ROWS) {
-		size_t           n = g->nidents - off < DB_MULTI_MAX_ROWS ?
-		    g->nidents - off : DB_MULTI_MAX_ROWS;
+	for (off = 0; off < g->nidents; off += LOCK_IDENTS) {
+		size_t           n = g->nidents - off < LOCK_IDENTS ?
+		    g->nidents - off : LOCK_IDENTS;
 		struct db_param *p = gparams(g, 1 + 2 * n);
 		struct db_res    res;
 

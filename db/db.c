@@ -599,11 +599,31 @@ get_stmt(struct db *db, enum db_stmt st)
 	return s;
 }
 
+/*
+ * A statement failed. Unless the connection is gone, the statement is
+ * reset: after a deadlock or lock-wait timeout met while its rows were
+ * read, the next execute of the same prepared statement would otherwise
+ * wait for the read timeout (30 s) and lose the connection (seen with
+ * Connector/C 3.3).
+ */
 static enum db_rc
 stmt_fail(struct db *db, MYSQL_STMT *s)
 {
+	enum db_rc rc;
+
 	set_error(db, mysql_stmt_errno(s), mysql_stmt_error(s));
-	return after_fail(db, classify(db->last_errno));
+	rc = classify(db->last_errno);
+	if (rc != DB_GONE)
+		(void)mysql_stmt_reset(s);
+	return after_fail(db, rc);
+}
+
+/* INSERT IGNORE turns a duplicate key into a warning and a row not
+ * stored; any other warning (truncation, conversion) is an error. */
+static int
+is_insert_ignore(const char *sql)
+{
+	return strncmp(sql, "INSERT IGNORE", 13) == 0;
 }
 
 /*
@@ -830,6 +850,11 @@ exec_once(struct db *db, enum db_stmt st, const struct db_param *p, size_t np,
 		*affected = (uint64_t)mysql_stmt_affected_rows(s);
 	if (insert_id != NULL)
 		*insert_id = (uint64_t)mysql_stmt_insert_id(s);
+	if (is_insert_ignore(stmt_sql[st]) && mysql_stmt_affected_rows(s) > 0 &&
+	    mysql_warning_count(db->conn) > 0) {
+		set_error(db, 0, "INSERT IGNORE stored a row with warnings");
+		return DB_ERROR;
+	}
 	if (res != NULL)
 		return fetch_all(db, s, res);
 	/* Drain a result set nobody asked for. */
@@ -988,11 +1013,10 @@ multi_once(struct db *db, enum db_multi m, const size_t *counts, size_t ng,
 		rc = fetch_all(db, s, res);
 	else
 		mysql_stmt_free_result(s);
-	/* INSERT IGNORE: a row stored with a warning was truncated or
-	 * converted (a duplicate key only shows as a row not returned) */
-	if (rc == DB_OK && strncmp(multi_sql[m], "INSERT IGNORE", 13) == 0 &&
-	    res != NULL && res->nrows == counts[0] &&
-	    mysql_warning_count(db->conn) > 0) {
+	/* INSERT IGNORE: each row not returned is one duplicate-key warning;
+	 * more warnings mean a row was stored truncated or converted */
+	if (rc == DB_OK && is_insert_ignore(multi_sql[m]) && res != NULL &&
+	    mysql_warning_count(db->conn) > counts[0] - res->nrows) {
 		db_res_free(res);
 		set_error(db, 0, "INSERT IGNORE stored a row with warnings");
 		return DB_ERROR;

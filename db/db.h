@@ -137,8 +137,9 @@ enum db_multi {
 /*
  * Run multi statement m with counts[0..] list lengths (each 1 to
  * DB_MULTI_MAX_ROWS) and p[0..np) parameters in template order. res,
- * affected: as db_exec(). Warnings are errors (DB_ERROR) except on an
- * INSERT IGNORE, where the caller compares the rows it got back.
+ * affected: as db_exec(). On an INSERT IGNORE ... RETURNING, a row not
+ * returned was a duplicate key (the caller compares counts); a warning
+ * beyond those is an error (DB_ERROR).
  */
 enum db_rc db_exec_multi(struct db *db, enum db_multi m, const size_t *counts,
     const struct db_param *p, size_t np, struct db_res *res, uint64_t *affected);

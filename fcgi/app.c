@@ -862,7 +862,8 @@ static void
 log_request(const struct req *rq, const struct resp *r, int64_t start_us)
 {
 	json_object *o = json_object_new_object();
-	char         ts[32];
+	char         ts[32], ms[32];
+	double       dur = (double)(ts_now() - start_us) / 1000.0;
 
 	json_object_object_add(o, "ts", json_object_new_string(ts_format(start_us, ts)));
 	json_object_object_add(o, "request_id", json_object_new_string(rq->reqid));
@@ -873,8 +874,9 @@ log_request(const struct req *rq, const struct resp *r, int64_t start_us)
 	json_object_object_add(o, "key_id", rq->key.key_id[0] ?
 	    json_object_new_string(rq->key.key_id) : NULL);
 	json_object_object_add(o, "status", json_object_new_int(r->status));
-	json_object_object_add(o, "duration_ms",
-	    json_object_new_double((double)(ts_now() - start_us) / 1000.0));
+	/* microsecond precision as written, not 92.055999999999997 */
+	snprintf(ms, sizeof(ms), "%.3f", dur);
+	json_object_object_add(o, "duration_ms", json_object_new_double_s(dur, ms));
 	fprintf(stderr, "%s\n", json_object_to_json_string_ext(o, JSON_FLAGS));
 	json_object_put(o);
 }

@@ -6,34 +6,65 @@
  * read as a fraction of what the database allows on this machine. N threads,
  * each with its own connection (set up like db/db.c connect_host(): utf8mb4,
  * READ-COMMITTED, strict mode, CLIENT_FOUND_ROWS), prepared statements with
- * bound parameters, results fetched with mysql_stmt_store_result().
+ * bound parameters (strings as MYSQL_TYPE_BLOB, integers as
+ * MYSQL_TYPE_LONGLONG), every result fetched with mysql_stmt_store_result()
+ * and copied out, as db/db.c fetch_all() does.
  *
- * --mode accept: one accepted event for a known user, the statements of
- * core/ingest.c (ev_ingest(), apply_one(), load_state(), write_outcome())
- * for a tenant with one points rule, per event:
- *     SELECT id, public_id, fingerprint, attempt FROM events WHERE <key>
- *                                        (DB_EVENT_BY_KEY;
- *                                        a single event: before START TRANSACTION)
- *     SELECT ... FROM identities JOIN profiles ... FOR UPDATE (DB_IDENT_FIND_LOCK:
- *                                        externalUserId + email, locks the profile)
- *     SELECT balances UNION ALL variables UNION ALL counters (DB_STATE_OF)
- *     INSERT IGNORE INTO events ... with the outcome       (DB_EVENT_INSERT;
- *                                        a new external id, a ~400-byte doc)
- *     INSERT INTO balances ... ON DUPLICATE KEY UPDATE ... (DB_BALANCE_UPSERT)
- *     INSERT INTO ledger ...                               (DB_LEDGER_INSERT)
- *     UPDATE profiles SET tier, updated_at WHERE id = ?    (DB_PROFILE_SET_TIER:
- *                                        every event that changes a profile)
- * inside START TRANSACTION ... COMMIT, --per-txn events per transaction (a
- * batch: one transaction, the key check of every item inside it).
+ * The statements are those of db/db.c: ST_EVENT_BY_KEY here is DB_EVENT_BY_KEY
+ * of stmt_sql[] there, ST_M_X here is the template DB_M_X of multi_sql[]
+ * there; tests/bench/run.sh (tests/bench/sql_drift.py) reports when the texts
+ * drift apart. A template's list groups `{S...}` are expanded here as in
+ * db.c multi_expand() (repeated count times, joined by S: ',' gives ", ",
+ * '|' gives " OR ", '.' nothing); each (template, list lengths) is prepared
+ * once per connection and kept in a cache of 24 statements, least recently
+ * used dropped first (db.c get_mstmt()). Every list is at most 1000 long
+ * (DB_MULTI_MAX_ROWS): longer lists are split into several statements.
+ *
+ * --mode accept: new events of known users (identity externalUserId +
+ * email, both bound to the user's profile) for a tenant with one points
+ * rule, no tiers, no limits. One transaction of --per-txn events:
+ *     SELECT ... FROM events WHERE <key>       (ST_EVENT_BY_KEY, --per-txn 1:
+ *                                              autocommit, before the transaction)
+ *     START TRANSACTION
+ *     SELECT ... FROM events WHERE <keys>      (ST_M_EVENT_KEYS {N}, --per-txn > 1:
+ *                                              the keys of all events at once;
+ *                                              with --per-txn 1 only on a retry)
+ *     SELECT STRAIGHT_JOIN ... FROM identities JOIN profiles ... FOR UPDATE
+ *                                              (ST_M_IDENT_LOCK {K}: the K distinct
+ *                                              identities sorted by (type, value),
+ *                                              2 per user; the profile ids come
+ *                                              from here, locked)
+ *     SELECT balances UNION ALL variables UNION ALL counters
+ *                                              (ST_M_STATE_OF {U,U,U,P}: the U
+ *                                              distinct profiles, periods "all",
+ *                                              "dYYYY-MM-DD", "mYYYY-MM": P = 3)
+ *     INSERT IGNORE INTO events ... RETURNING id, public_id
+ *                                              (ST_M_EVENT_INSERT {N}: new external
+ *                                              ids, a ~400-byte doc, the ~250-byte
+ *                                              outcome, a req_ request id and an
+ *                                              attempt token per transaction; rows
+ *                                              matched back by public_id)
+ *     INSERT INTO ledger ...                   (ST_M_LEDGER_INSERT {N}: one row per
+ *                                              event, balance_after running per
+ *                                              profile)
+ *     INSERT INTO balances ... ON DUPLICATE KEY UPDATE
+ *                                              (ST_M_BALANCE_UPSERT {U}: the final
+ *                                              balance of each profile)
+ *     COMMIT
+ * (DB_M_PROFILE_TOUCH is not run: the service runs it only on a Galera
+ * cluster or when a tier changes, and this tenant has no tiers. Nor is
+ * DB_M_IDENT_STATE_LOCK, IDENT_LOCK and STATE_OF in one round trip: the
+ * ceiling runs them as two statements.)
  * --mode dup: the duplicate path of a single event: one SELECT of the key
- * (DB_EVENT_BY_KEY, autocommit, no transaction), on the existing keys
+ * (ST_EVENT_BY_KEY, autocommit, no transaction), on the existing keys
  * <dup-prefix>-<0..dup-count-1>.
- * The statement texts are those of db/db.c stmt_sql[] (ST_X here is DB_X
- * there); tests/bench/run.sh reports when they drift apart.
  * The user of each event is random; --sorted 1 orders the events of one
- * transaction by user, so that concurrent transactions lock the profiles in
- * the same order (with random order, several concurrent 1000-event
- * transactions over 1000 users deadlock nearly every time).
+ * transaction by user, as the bench's batches are sent (BENCH_BATCH_ORDER).
+ * The lock order does not depend on it: the identities are locked in
+ * statements of at most 1000, sorted by (type, value), whatever the order of
+ * the events. Nothing is remembered between
+ * transactions: every transaction finds its profiles and balances with the
+ * SQL above.
  *
  * Deadlocks and lock-wait timeouts roll back and run the transaction again
  * after a short randomised backoff, as db_txn() does, at most 8 times; the
@@ -57,59 +88,105 @@
 #include <mysql.h>
 #include <mysqld_error.h>
 
-/* The statements, as in db/db.c stmt_sql[]. */
+/* The statements: db/db.c stmt_sql[] DB_EVENT_BY_KEY and multi_sql[] DB_M_X. */
 enum st {
-	ST_EVENT_INSERT,
 	ST_EVENT_BY_KEY,
-	ST_IDENT_FIND_LOCK,
-	ST_STATE_OF,
-	ST_BALANCE_UPSERT,
-	ST_LEDGER_INSERT,
-	ST_PROFILE_SET_TIER,
+	ST_M_EVENT_KEYS,
+	ST_M_IDENT_LOCK,
+	ST_M_STATE_OF,
+	ST_M_IDENT_STATE_LOCK,
+	ST_M_EVENT_INSERT,
+	ST_M_LEDGER_INSERT,
+	ST_M_BALANCE_UPSERT,
 	ST__MAX
 };
 
+static const char *const st_name[ST__MAX] = {
+	"EVENT_BY_KEY", "M_EVENT_KEYS", "M_IDENT_LOCK", "M_STATE_OF",
+	"M_IDENT_STATE_LOCK",
+	"M_EVENT_INSERT", "M_LEDGER_INSERT", "M_BALANCE_UPSERT",
+};
+
 static const char *const st_sql[ST__MAX] = {
-	/* ST_EVENT_INSERT */
-	"INSERT IGNORE INTO events (tenant_id, source, external_event_id, public_id,"
-	" fingerprint, event_type, occurred_at, received_at, doc, request_id,"
-	" profile_id, outcome, rules_version, attempt)"
-	" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 	/* ST_EVENT_BY_KEY */
 	"SELECT id, public_id, fingerprint, attempt FROM events"
 	" WHERE tenant_id = ? AND source = ? AND external_event_id = ?",
-	/* ST_IDENT_FIND_LOCK */
-	"SELECT i.type, i.profile_id, p.public_id, p.tier, x.value"
-	" FROM identities i JOIN profiles p ON p.id = i.profile_id"
+	/* ST_M_EVENT_KEYS */
+	"SELECT id, public_id, fingerprint, attempt, source, external_event_id"
+	" FROM events WHERE tenant_id = ? AND"
+	" (source, external_event_id) IN ({,(?, ?)})",
+	/* ST_M_IDENT_LOCK */
+	"SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id,"
+	" p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id"
 	" LEFT JOIN identities x ON x.ext_profile_id = p.id"
-	" WHERE i.tenant_id = ? AND ("
-	" (i.type = 0 AND i.value = ?) OR (i.type = 1 AND i.value = ?) OR"
-	" (i.type = 2 AND i.value = ?) OR (i.type = 3 AND i.value = ?)) FOR UPDATE",
-	/* ST_STATE_OF */
-	"SELECT 'b', name, balance, lifetime FROM balances WHERE profile_id = ?"
-	" UNION ALL SELECT 'v', name, value, NULL FROM variables WHERE profile_id = ?"
-	" UNION ALL SELECT 'c', rule_id, period, count FROM rule_counters"
-	" WHERE profile_id = ? AND period IN ('all', ?, ?)",
-	/* ST_BALANCE_UPSERT */
-	"INSERT INTO balances (profile_id, name, balance, lifetime) VALUES (?, ?, ?, ?)"
-	" ON DUPLICATE KEY UPDATE balance = VALUES(balance), lifetime = VALUES(lifetime)",
-	/* ST_LEDGER_INSERT */
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE",
+	/* ST_M_STATE_OF */
+	"SELECT 'b', NULL, name, profile_id, balance, lifetime, NULL FROM balances"
+	" WHERE profile_id IN ({,?})"
+	" UNION ALL SELECT 'v', NULL, name, profile_id, value, NULL, NULL"
+	" FROM variables WHERE profile_id IN ({,?})"
+	" UNION ALL SELECT 'c', NULL, rule_id, profile_id, period, count, NULL"
+	" FROM rule_counters WHERE profile_id IN ({,?}) AND period IN ({,?})",
+	/* ST_M_IDENT_STATE_LOCK: both of the above in one round trip. The
+	 * parts run in order: the first locks the profiles (waiting for any
+	 * transaction that holds them), then the state is read with locking
+	 * reads, which see the latest committed rows, never a snapshot taken
+	 * before the wait. A profile found by two identities has its state
+	 * rows twice. */
+	"(SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id,"
+	" p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id"
+	" LEFT JOIN identities x ON x.ext_profile_id = p.id"
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)"
+	" UNION ALL (SELECT STRAIGHT_JOIN 'b', NULL, s.name, s.profile_id, s.balance,"
+	" s.lifetime, NULL FROM identities i JOIN balances s ON s.profile_id = i.profile_id"
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)"
+	" UNION ALL (SELECT STRAIGHT_JOIN 'v', NULL, s.name, s.profile_id, s.value,"
+	" NULL, NULL FROM identities i JOIN variables s ON s.profile_id = i.profile_id"
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)"
+	" UNION ALL (SELECT STRAIGHT_JOIN 'c', NULL, s.rule_id, s.profile_id, s.period,"
+	" s.count, NULL FROM identities i JOIN rule_counters s ON s.profile_id = i.profile_id"
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)})"
+	" AND s.period IN ({,?}) FOR UPDATE)",
+	/* ST_M_EVENT_INSERT */
+	"INSERT IGNORE INTO events (tenant_id, source, external_event_id, public_id,"
+	" fingerprint, event_type, occurred_at, received_at, doc, request_id,"
+	" profile_id, outcome, rules_version, attempt)"
+	" VALUES {,(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)} RETURNING id, public_id",
+	/* ST_M_LEDGER_INSERT */
 	"INSERT INTO ledger (profile_id, event_id, seq, rule_id, balance_name, delta,"
-	" balance_after, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))",
-	/* ST_PROFILE_SET_TIER */
-	"UPDATE profiles SET tier = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ?",
+	" balance_after, created_at) VALUES {,(?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))}",
+	/* ST_M_BALANCE_UPSERT */
+	"INSERT INTO balances (profile_id, name, balance, lifetime)"
+	" VALUES {,(?, ?, ?, ?)}"
+	" ON DUPLICATE KEY UPDATE balance = VALUES(balance), lifetime = VALUES(lifetime)",
 };
 _Static_assert(sizeof(st_sql) / sizeof(st_sql[0]) == ST__MAX,
     "st_sql must have one entry per enum st");
+_Static_assert(sizeof(st_name) / sizeof(st_name[0]) == ST__MAX,
+    "st_name must have one entry per enum st");
 
-#define MAX_PARAMS   14
-#define MAX_ROWS     8
-#define MAX_COLS     5
-#define CELL_MAX     1100
+#define GROUPS       6           /* list groups of the templates here, at most */
+#define MAX_LIST     1000        /* db/db.h DB_MULTI_MAX_ROWS */
+/* The service's chunks (core/ingest.c): identities locked per statement,
+ * identities up to which lock and state are one statement, events and
+ * ledger rows per INSERT. */
+#define LOCK_IDENTS   128
+#define MERGED_IDENTS 16
+#define EVENT_ROWS    200
+#define LEDGER_ROWS   400
+#define STMT_CACHE   24          /* db/db.c DB_MCACHE */
+#define MAX_COLS     8
 #define MAX_ATTEMPTS 8           /* db/db.h DB_MAX_ATTEMPTS */
+#define ATTEMPT_LEN  16          /* core: EV_ATTEMPT_LEN */
 #define SOURCE       "brand.pos"
 #define EVENT_TYPE   "purchase_completed"
 #define RULE_ID      "points_per_dollar"
+#define BALANCE      "points"
+/* the fixed occurredAt of every event, and its periods (core/ingest.c periods()) */
+#define OCCURRED     "2025-05-20 12:45:00"
+#define OCCURRED_ISO "2025-05-20T12:45:00Z"
+#define PERIOD_DAY   "d2025-05-20"
+#define PERIOD_MONTH "m2025-05"
 
 enum mode { MODE_ACCEPT, MODE_DUP };
 
@@ -137,6 +214,7 @@ static struct {
 };
 
 static atomic_int stop_flag;
+static size_t     st_groups[ST__MAX];   /* list groups of each template */
 
 /* A bound parameter. */
 struct param {
@@ -149,14 +227,76 @@ struct param {
 #define PI(v)     ((struct param){ P_I64, (v), NULL, 0 })
 #define PS(v)     ((struct param){ P_STR, 0, (v), strlen(v) })
 #define PB(v, n)  ((struct param){ P_STR, 0, (v), (n) })
-#define PNULL     ((struct param){ P_NULL, 0, NULL, 0 })
 
-/* Rows of a SELECT, every column as text (as db/db.c fetch_all()). */
-struct rows {
-	size_t         n;
-	char           cell[MAX_ROWS][MAX_COLS][CELL_MAX];
-	unsigned long  len[MAX_ROWS][MAX_COLS];
-	my_bool        null[MAX_ROWS][MAX_COLS];
+/* The rows of the last result set, every column as text (db.c fetch_all()):
+ * cell (r, c) is buf + off[r * ncols + c], NUL-terminated, len bytes;
+ * isnull says NULL. */
+struct res {
+	size_t         nrows, ncols;
+	size_t         cap;               /* cells */
+	size_t        *off;
+	unsigned long *len;
+	my_bool       *isnull;
+	char          *buf;
+	size_t         bufused, bufcap;
+};
+
+/* A prepared statement of a template with these list lengths. */
+struct cstmt {
+	MYSQL_STMT *s;
+	enum st     st;
+	size_t      counts[GROUPS];
+	uint64_t    used;
+};
+
+/*
+ * One event. ext is the external id; the doc has the shape of core/event.c
+ * ev_event_doc() for API.md's example body; out is the outcome.
+ */
+struct evbuf {
+	char               ext[96], pub[32], fp[32], rec[32];
+	char               user[64], email[96], doc[1024], out[512];
+	unsigned           amount;     /* in cents */
+	size_t             uslot;      /* in txn.users */
+	long long          delta, bal_after;
+	unsigned long long evid;       /* from RETURNING; 0 before */
+};
+
+/* A distinct user of the transaction: its identities and profile. */
+struct tuser {
+	unsigned    u;
+	const char *ext, *email;
+	long long   pid, pid_email;    /* from IDENT_LOCK, by identity type */
+	size_t      prof;              /* in txn.profs */
+};
+
+/* An identity to lock: (type, value) of a user. */
+struct ident {
+	int         type;
+	const char *v;
+	size_t      len;
+	size_t      uslot;
+};
+
+/* A distinct profile of the transaction and its points balance. */
+struct tprof {
+	long long pid, bal, life;
+};
+
+/* The work of one transaction; the arrays hold per_txn (idents 2 ×). */
+struct txn {
+	struct evbuf *evs;
+	unsigned     *us;              /* user of each event, before make_event */
+	size_t        n;               /* events */
+	struct tuser *users;
+	size_t        nusers;
+	struct ident *idents;
+	size_t        nidents;
+	struct tprof *profs;
+	size_t        nprofs;
+	size_t       *bypub;           /* event indices sorted by public id */
+	char          reqid[32];
+	char          attempt[ATTEMPT_LEN];
 };
 
 /* One worker: a connection, its statements, its counters and samples. */
@@ -164,13 +304,21 @@ struct worker {
 	unsigned            id;
 	pthread_t           th;
 	MYSQL              *conn;
-	MYSQL_STMT         *st[ST__MAX];
+	struct cstmt        cache[STMT_CACHE];
+	uint64_t            clock;         /* cache use counter */
 	uint64_t            rnd;
 	unsigned long long  seq;           /* external ids made so far */
 	unsigned long long  events, txns, retries, gave_up;
 	double             *lat;           /* per-transaction latency, ms */
 	size_t              nlat, caplat;
-	struct rows         rows;
+	struct param       *p;             /* parameters of the next statement */
+	size_t              capp;
+	MYSQL_BIND         *b;             /* their binds */
+	unsigned long      *blen;
+	my_bool            *bnull;
+	char               *col[MAX_COLS]; /* result column buffers */
+	size_t              colcap[MAX_COLS];
+	struct res          res;
 	int                 failed;
 	char                err[512];
 };
@@ -255,8 +403,7 @@ static int
 connect_db(struct worker *w)
 {
 	unsigned int timeout = 30;
-	my_bool      off = 0, upd = 1;
-	size_t       i;
+	my_bool      off = 0;
 	const char  *init =
 	    "SET SESSION tx_isolation = 'READ-COMMITTED',"
 	    " SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION',"
@@ -276,106 +423,392 @@ connect_db(struct worker *w)
 		fail(w, "connect", mysql_error(w->conn));
 		return -1;
 	}
-	for (i = 0; i < ST__MAX; i++) {
-		if ((w->st[i] = mysql_stmt_init(w->conn)) == NULL ||
-		    mysql_stmt_prepare(w->st[i], st_sql[i], strlen(st_sql[i])) != 0) {
-			fail(w, "prepare", w->st[i] ? mysql_stmt_error(w->st[i]) :
-			    mysql_error(w->conn));
-			return -1;
-		}
-		mysql_stmt_attr_set(w->st[i], STMT_ATTR_UPDATE_MAX_LENGTH, &upd);
-	}
 	return 0;
 }
 
+/* ---- templates ---- */
+
+/* Number of list groups of template t. */
+static size_t
+groups_of(const char *t)
+{
+	size_t n = 0;
+
+	for (; *t != '\0'; t++)
+		n += *t == '{';
+	return n;
+}
+
 /*
- * Execute statement st with np parameters. SELECTs fill w->rows. Returns 0,
- * or the server's error number (retryable ones roll the transaction back in
- * the caller), or -1 for anything else (w->err set).
+ * Expand template t with counts[]: each group `{S body}` becomes count
+ * copies of body joined by S (',' → ", ", '|' → " OR ", '.' → nothing).
+ * Returns a malloc'd string, NULL when out of memory or malformed.
+ */
+static char *
+expand(const char *t, const size_t *counts)
+{
+	size_t      cap = 256, len = 0, g = 0, k;
+	char       *out = malloc(cap);
+	const char *c = t;
+
+	while (out != NULL && *c != '\0') {
+		const char *body, *end, *sep;
+		size_t      blen, slen, need;
+
+		if (*c != '{') {
+			body = c;
+			end = c + strcspn(c, "{");
+			blen = (size_t)(end - body);
+			sep = "";
+			slen = 0;
+			need = blen;
+		} else {
+			if (c[1] != ',' && c[1] != '|' && c[1] != '.')
+				goto bad;
+			sep = c[1] == ',' ? ", " : c[1] == '|' ? " OR " : "";
+			slen = strlen(sep);
+			body = c + 2;
+			if ((end = strchr(body, '}')) == NULL || g >= GROUPS ||
+			    counts[g] == 0)
+				goto bad;
+			blen = (size_t)(end - body);
+			need = counts[g] * blen + (counts[g] - 1) * slen;
+		}
+		if (len + need + 1 > cap) {
+			char *n;
+			while (len + need + 1 > cap)
+				cap *= 2;
+			if ((n = realloc(out, cap)) == NULL)
+				goto bad;
+			out = n;
+		}
+		if (*c != '{') {
+			memcpy(out + len, body, blen);
+			len += blen;
+			c = end;
+			continue;
+		}
+		for (k = 0; k < counts[g]; k++) {
+			if (k > 0) {
+				memcpy(out + len, sep, slen);
+				len += slen;
+			}
+			memcpy(out + len, body, blen);
+			len += blen;
+		}
+		g++;
+		c = end + 1;
+	}
+	if (out != NULL)
+		out[len] = '\0';
+	return out;
+bad:
+	free(out);
+	return NULL;
+}
+
+/*
+ * The prepared statement of st with these list lengths: from the
+ * connection's cache, or prepared now in place of the least recently used.
+ * NULL on failure (w->err set).
+ */
+static MYSQL_STMT *
+get_stmt(struct worker *w, enum st st, const size_t *counts)
+{
+	struct cstmt *slot = &w->cache[0];
+	size_t        key[GROUPS] = { 0 }, i;
+	MYSQL_STMT   *s;
+	char         *sql;
+	my_bool       upd = 1;
+
+	for (i = 0; i < st_groups[st]; i++)
+		key[i] = counts[i];
+	for (i = 0; i < STMT_CACHE; i++) {
+		struct cstmt *e = &w->cache[i];
+		if (e->s != NULL && e->st == st &&
+		    memcmp(e->counts, key, sizeof(key)) == 0) {
+			e->used = ++w->clock;
+			return e->s;
+		}
+		if (e->s == NULL || (slot->s != NULL && e->used < slot->used))
+			slot = e;
+	}
+	if ((sql = expand(st_sql[st], key)) == NULL) {
+		fail(w, st_name[st], "cannot expand the template");
+		return NULL;
+	}
+	if ((s = mysql_stmt_init(w->conn)) == NULL) {
+		free(sql);
+		fail(w, st_name[st], "mysql_stmt_init: out of memory");
+		return NULL;
+	}
+	if (mysql_stmt_prepare(s, sql, strlen(sql)) != 0) {
+		fail(w, st_name[st], mysql_stmt_error(s));
+		mysql_stmt_close(s);
+		free(sql);
+		return NULL;
+	}
+	free(sql);
+	mysql_stmt_attr_set(s, STMT_ATTR_UPDATE_MAX_LENGTH, &upd);
+	if (slot->s != NULL)
+		mysql_stmt_close(slot->s);
+	slot->s = s;
+	slot->st = st;
+	memcpy(slot->counts, key, sizeof(key));
+	slot->used = ++w->clock;
+	return s;
+}
+
+/* ---- execution ---- */
+
+/* Room for n parameters in w->p (and their binds); what w->p held is
+ * lost when it grows: call before filling it. 0 or -1. */
+static int
+param_room(struct worker *w, size_t n)
+{
+	if (n <= w->capp)
+		return 0;
+	free(w->p);
+	free(w->b);
+	free(w->blen);
+	free(w->bnull);
+	w->p = calloc(n, sizeof(*w->p));
+	w->b = calloc(n, sizeof(*w->b));
+	w->blen = calloc(n, sizeof(*w->blen));
+	w->bnull = calloc(n, sizeof(*w->bnull));
+	if (w->p == NULL || w->b == NULL || w->blen == NULL || w->bnull == NULL) {
+		w->capp = 0;
+		fail(w, "parameters", "out of memory");
+		return -1;
+	}
+	w->capp = n;
+	return 0;
+}
+
+/* Cell k of w->res: a copy of v (len bytes, NUL-terminated). 0 or -1. */
+static int
+res_cell(struct res *r, size_t k, const char *v, unsigned long len, my_bool isnull)
+{
+	if (isnull)
+		len = 0;
+	if (len + 1 > r->bufcap - r->bufused) {
+		size_t cap = r->bufcap ? r->bufcap : 65536;
+		char  *n;
+		while (len + 1 > cap - r->bufused)
+			cap *= 2;
+		if ((n = realloc(r->buf, cap)) == NULL)
+			return -1;
+		r->buf = n;
+		r->bufcap = cap;
+	}
+	memcpy(r->buf + r->bufused, v, len);
+	r->buf[r->bufused + len] = '\0';
+	r->off[k] = r->bufused;
+	r->len[k] = len;
+	r->isnull[k] = isnull;
+	r->bufused += len + 1;
+	return 0;
+}
+
+/* Room for cells cells in r. 0 or -1. */
+static int
+res_room(struct res *r, size_t cells)
+{
+	size_t        cap = r->cap ? r->cap : 4096;
+	size_t        *off;
+	unsigned long *len;
+	my_bool       *isnull;
+
+	if (cells <= r->cap)
+		return 0;
+	while (cells > cap)
+		cap *= 2;
+	if ((off = realloc(r->off, cap * sizeof(*off))) == NULL)
+		return -1;
+	r->off = off;
+	if ((len = realloc(r->len, cap * sizeof(*len))) == NULL)
+		return -1;
+	r->len = len;
+	if ((isnull = realloc(r->isnull, cap * sizeof(*isnull))) == NULL)
+		return -1;
+	r->isnull = isnull;
+	r->cap = cap;
+	return 0;
+}
+
+/* Cell (row, col) of the last result: NULL for SQL NULL. */
+static const char *
+cell(const struct res *r, size_t row, size_t col)
+{
+	size_t i = row * r->ncols + col;
+
+	return r->isnull[i] ? NULL : r->buf + r->off[i];
+}
+
+static unsigned long
+cell_len(const struct res *r, size_t row, size_t col)
+{
+	return r->len[row * r->ncols + col];
+}
+
+/*
+ * After a failed call on s: the retryable errno, or -1 (w->err set).
+ * A deadlock or lock wait reported while the result set is read (a locking
+ * SELECT: the metadata is already sent) leaves the statement handle of
+ * Connector/C 3.3 unusable: its next execute waits for an answer that never
+ * comes until the read timeout ("Server has gone away"). mysql_stmt_reset()
+ * makes it usable again for the retry.
  */
 static int
-exec_st(struct worker *w, enum st st, const struct param *p, size_t np,
-    unsigned long long *affected, unsigned long long *insert_id)
+stmt_err(struct worker *w, enum st st, MYSQL_STMT *s)
 {
-	MYSQL_STMT    *s = w->st[st];
-	MYSQL_BIND     b[MAX_PARAMS], rb[MAX_COLS];
-	unsigned long  lens[MAX_PARAMS];
-	my_bool        isnull[MAX_PARAMS];
-	MYSQL_RES     *meta;
-	size_t         i, ncols;
-	unsigned       no;
+	unsigned no = mysql_stmt_errno(s);
 
-	memset(b, 0, sizeof(b));
-	for (i = 0; i < np; i++) {
-		isnull[i] = p[i].type == P_NULL;
-		b[i].is_null = &isnull[i];
-		if (p[i].type == P_I64) {
-			b[i].buffer_type = MYSQL_TYPE_LONGLONG;
-			b[i].buffer = (void *)(uintptr_t)&p[i].i;
-		} else if (p[i].type == P_STR) {
-			b[i].buffer_type = MYSQL_TYPE_BLOB;
-			b[i].buffer = (void *)(uintptr_t)p[i].s;
-			lens[i] = p[i].len;
-			b[i].buffer_length = lens[i];
-			b[i].length = &lens[i];
-		} else
-			b[i].buffer_type = MYSQL_TYPE_NULL;
+	if (!retryable(no)) {
+		fail(w, st_name[st], mysql_stmt_error(s));
+		mysql_stmt_free_result(s);
+		return -1;
 	}
-	if ((np > 0 && mysql_stmt_bind_param(s, b) != 0) ||
-	    mysql_stmt_execute(s) != 0)
-		goto err;
-	if (affected != NULL)
-		*affected = (unsigned long long)mysql_stmt_affected_rows(s);
-	if (insert_id != NULL)
-		*insert_id = (unsigned long long)mysql_stmt_insert_id(s);
-	w->rows.n = 0;
-	if ((meta = mysql_stmt_result_metadata(s)) == NULL)
-		return 0;
-	ncols = mysql_num_fields(meta);
-	mysql_free_result(meta);
+	mysql_stmt_free_result(s);
+	if (mysql_stmt_reset(s) != 0 && !retryable(mysql_stmt_errno(s))) {
+		fail(w, st_name[st], mysql_stmt_error(s));
+		return -1;
+	}
+	return (int)no;
+}
+
+/*
+ * Fetch every row of executed statement s into w->res (db.c fetch_all():
+ * store the result, size the buffers by max_length, copy each cell).
+ * 0, a retryable errno or -1.
+ */
+static int
+fetch_rows(struct worker *w, enum st st, MYSQL_STMT *s, MYSQL_RES *meta)
+{
+	struct res  *r = &w->res;
+	MYSQL_FIELD *f;
+	MYSQL_BIND   rb[MAX_COLS];
+	unsigned long lens[MAX_COLS];
+	my_bool      nulls[MAX_COLS];
+	size_t       ncols = mysql_num_fields(meta), i;
+
+	r->nrows = 0;
+	r->ncols = ncols;
+	r->bufused = 0;
 	if (ncols > MAX_COLS) {
-		fail(w, st_sql[st], "too many columns");
+		fail(w, st_name[st], "too many columns");
 		return -1;
 	}
 	if (mysql_stmt_store_result(s) != 0)
 		goto err;
+	f = mysql_fetch_fields(meta);
 	memset(rb, 0, sizeof(rb));
 	for (i = 0; i < ncols; i++) {
-		rb[i].buffer_type = MYSQL_TYPE_STRING;
-		rb[i].buffer_length = CELL_MAX - 1;
-	}
-	for (;;) {
-		int fr;
-		if (w->rows.n < MAX_ROWS) {
-			for (i = 0; i < ncols; i++) {
-				rb[i].buffer = w->rows.cell[w->rows.n][i];
-				rb[i].length = &w->rows.len[w->rows.n][i];
-				rb[i].is_null = &w->rows.null[w->rows.n][i];
+		size_t sz = (size_t)f[i].max_length + 1;
+		if (sz < 32)
+			sz = 32;       /* numbers: max_length may be 0 */
+		if (sz > w->colcap[i]) {
+			char *n = realloc(w->col[i], sz);
+			if (n == NULL) {
+				fail(w, st_name[st], "out of memory");
+				return -1;
 			}
-			if (mysql_stmt_bind_result(s, rb) != 0)
-				goto err;
+			w->col[i] = n;
+			w->colcap[i] = sz;
 		}
-		fr = mysql_stmt_fetch(s);
+		rb[i].buffer_type = MYSQL_TYPE_STRING;
+		rb[i].buffer = w->col[i];
+		rb[i].buffer_length = w->colcap[i];
+		rb[i].length = &lens[i];
+		rb[i].is_null = &nulls[i];
+	}
+	if (mysql_stmt_bind_result(s, rb) != 0)
+		goto err;
+	for (;;) {
+		int fr = mysql_stmt_fetch(s);
 		if (fr == MYSQL_NO_DATA)
 			break;
 		if (fr == 1)
 			goto err;
-		if (w->rows.n < MAX_ROWS) {
-			for (i = 0; i < ncols; i++)
-				w->rows.cell[w->rows.n][i][w->rows.len[w->rows.n][i] <
-				    CELL_MAX ? w->rows.len[w->rows.n][i] : CELL_MAX - 1] = '\0';
-			w->rows.n++;
+		if (fr == MYSQL_DATA_TRUNCATED) {
+			fail(w, st_name[st], "column longer than max_length");
+			return -1;
 		}
+		if (res_room(r, (r->nrows + 1) * ncols) != 0) {
+			fail(w, st_name[st], "out of memory");
+			return -1;
+		}
+		for (i = 0; i < ncols; i++)
+			if (res_cell(r, r->nrows * ncols + i, w->col[i], lens[i],
+			    nulls[i]) != 0) {
+				fail(w, st_name[st], "out of memory");
+				return -1;
+			}
+		r->nrows++;
 	}
 	mysql_stmt_free_result(s);
 	return 0;
 err:
-	no = mysql_stmt_errno(s);
-	mysql_stmt_free_result(s);
-	if (retryable(no))
-		return (int)no;
-	fail(w, st_sql[st], mysql_stmt_error(s));
-	return -1;
+	return stmt_err(w, st, s);
+}
+
+/*
+ * Execute st with list lengths counts[] (NULL for no lists) and the np
+ * parameters in w->p. A result set is fetched into w->res (else w->res is
+ * empty). Returns 0, the server's error number when retryable (the caller
+ * rolls back), or -1 (w->err set).
+ */
+static int
+run(struct worker *w, enum st st, const size_t *counts, size_t np)
+{
+	MYSQL_STMT *s;
+	MYSQL_RES  *meta;
+	size_t      i;
+	int         rc;
+
+	w->res.nrows = 0;
+	w->res.ncols = 0;
+	if ((s = get_stmt(w, st, counts)) == NULL)
+		return -1;
+	if (mysql_stmt_param_count(s) != np) {
+		fail(w, st_name[st], "parameter count mismatch");
+		return -1;
+	}
+	if (np > w->capp) {
+		fail(w, st_name[st], "more parameters than room");
+		return -1;
+	}
+	for (i = 0; i < np; i++) {
+		const struct param *p = &w->p[i];
+		MYSQL_BIND         *b = &w->b[i];
+
+		memset(b, 0, sizeof(*b));
+		w->bnull[i] = p->type == P_NULL;
+		b->is_null = &w->bnull[i];
+		if (p->type == P_I64) {
+			b->buffer_type = MYSQL_TYPE_LONGLONG;
+			b->buffer = (void *)(uintptr_t)&p->i;
+		} else if (p->type == P_STR) {
+			b->buffer_type = MYSQL_TYPE_BLOB;
+			b->buffer = (void *)(uintptr_t)p->s;
+			w->blen[i] = p->len;
+			b->buffer_length = p->len;
+			b->length = &w->blen[i];
+		} else
+			b->buffer_type = MYSQL_TYPE_NULL;
+	}
+	if ((np > 0 && mysql_stmt_bind_param(s, w->b) != 0) ||
+	    mysql_stmt_execute(s) != 0)
+		goto err;
+	if ((meta = mysql_stmt_result_metadata(s)) == NULL) {
+		mysql_stmt_free_result(s);
+		return 0;
+	}
+	rc = fetch_rows(w, st, s, meta);
+	mysql_free_result(meta);
+	return rc;
+err:
+	return stmt_err(w, st, s);
 }
 
 /* Simple statements (START TRANSACTION): 0, errno or -1. */
@@ -393,6 +826,8 @@ query(struct worker *w, const char *sql)
 	return -1;
 }
 
+/* ---- events ---- */
+
 /* "YYYY-MM-DD HH:MM:SS.ffffff" in UTC, now. */
 static void
 sql_now(char out[32])
@@ -407,28 +842,19 @@ sql_now(char out[32])
 	snprintf(out + n, 32 - n, ".%06u", (unsigned)(ts.tv_nsec / 1000) % 1000000u);
 }
 
-/* An evt_/random public id of the service's shape (core/util.c). */
+/* A public id of the service's shape (core/util.c ev_public_id()):
+ * prefix, then 22 random characters of its base 32. */
 static void
-public_id(struct worker *w, char out[32])
+public_id(struct worker *w, const char *prefix, char out[32])
 {
-	static const char b32[] = "abcdefghijklmnopqrstuvwxyz234567";
-	size_t            i;
+	static const char b32[] = "0123456789abcdefghjkmnpqrstvwxyz";
+	size_t            i, n = strlen(prefix);
 
-	memcpy(out, "evt_", 4);
+	memcpy(out, prefix, n);
 	for (i = 0; i < 22; i++)
-		out[4 + i] = b32[rnd_next(w) & 31];
-	out[26] = '\0';
+		out[n + i] = b32[rnd_next(w) & 31];
+	out[n + 22] = '\0';
 }
-
-/*
- * The event's parameters: the stored doc has the shape of core/event.c
- * ev_event_doc() for API.md's example body. ext is the external id.
- */
-struct evbuf {
-	char     ext[96], pub[32], fp[32], rec[32], occ[32];
-	char     user[64], email[96], doc[1024];
-	unsigned amount;   /* in cents */
-};
 
 static void
 make_event(struct worker *w, struct evbuf *e, const char *ext, unsigned user,
@@ -438,10 +864,9 @@ make_event(struct worker *w, struct evbuf *e, const char *ext, unsigned user,
 	size_t i;
 
 	snprintf(e->ext, sizeof(e->ext), "%s", ext);
-	public_id(w, e->pub);
+	public_id(w, "evt_", e->pub);
 	for (i = 0; i < sizeof(e->fp); i++)
 		e->fp[i] = (char)(rnd_next(w) & 0xff);
-	snprintf(e->occ, sizeof(e->occ), "2025-05-20 12:45:00");
 	sql_now(e->rec);
 	snprintf(e->user, sizeof(e->user), opt.user_fmt, user);
 	snprintf(e->email, sizeof(e->email), "%s@example.com", e->user);
@@ -449,11 +874,12 @@ make_event(struct worker *w, struct evbuf *e, const char *ext, unsigned user,
 		if (e->email[i] >= 'A' && e->email[i] <= 'Z')
 			e->email[i] = (char)(e->email[i] - 'A' + 'a');
 	e->amount = amount;
+	e->evid = 0;
 	snprintf(iso, sizeof(iso), "%.10sT%sZ", e->rec, e->rec + 11);
 	snprintf(e->doc, sizeof(e->doc),
 	    "{\"source\":\"" SOURCE "\",\"externalEventId\":\"%s\","
-	    "\"eventType\":\"" EVENT_TYPE "\",\"occurredAt\":\"2025-05-20T12:45:00Z\","
-	    "\"occurredAtUtc\":\"2025-05-20T12:45:00Z\",\"receivedAt\":\"%s\","
+	    "\"eventType\":\"" EVENT_TYPE "\",\"occurredAt\":\"" OCCURRED_ISO "\","
+	    "\"occurredAtUtc\":\"" OCCURRED_ISO "\",\"receivedAt\":\"%s\","
 	    "\"identity\":{\"externalUserId\":\"%s\",\"email\":\"%s\"},"
 	    "\"properties\":{\"order_id\":\"order_%s\",\"amount\":%u.%02u,"
 	    "\"currency\":\"USD\",\"store_id\":\"store_%u\"}}",
@@ -461,120 +887,456 @@ make_event(struct worker *w, struct evbuf *e, const char *ext, unsigned user,
 	    user % 100);
 }
 
-/* Is the key taken? 0 (free), 1 (taken), retryable errno or -1. */
+/* Is the key of e taken (DB_EVENT_BY_KEY)? 0, retryable errno or -1. */
 static int
 key_check(struct worker *w, const struct evbuf *e, int *taken)
 {
-	struct param p[3];
-	int          rc;
+	int rc;
 
-	p[0] = PI(opt.tenant);
-	p[1] = PS(SOURCE);
-	p[2] = PS(e->ext);
-	if ((rc = exec_st(w, ST_EVENT_BY_KEY, p, 3, NULL, NULL)) != 0)
+	if (param_room(w, 3) != 0)
+		return -1;
+	w->p[0] = PI(opt.tenant);
+	w->p[1] = PS(SOURCE);
+	w->p[2] = PS(e->ext);
+	if ((rc = run(w, ST_EVENT_BY_KEY, NULL, 3)) != 0)
 		return rc;
-	*taken = w->rows.n > 0;
+	*taken = w->res.nrows > 0;
+	return 0;
+}
+
+static int
+cmp_unsigned(const void *a, const void *b)
+{
+	unsigned x = *(const unsigned *)a, y = *(const unsigned *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int
+cmp_ll(long long x, long long y)
+{
+	return x < y ? -1 : x > y;
+}
+
+static int
+cmp_tuser(const void *a, const void *b)
+{
+	const struct tuser *x = a, *y = b;
+
+	return x->u < y->u ? -1 : x->u > y->u;
+}
+
+/* Identities in the order of their primary key (type, value bytes). */
+static int
+cmp_ident(const void *a, const void *b)
+{
+	const struct ident *x = a, *y = b;
+	int                 c;
+
+	if (x->type != y->type)
+		return x->type < y->type ? -1 : 1;
+	c = memcmp(x->v, y->v, x->len < y->len ? x->len : y->len);
+	if (c != 0)
+		return c;
+	return x->len < y->len ? -1 : x->len > y->len;
+}
+
+static int
+cmp_tprof(const void *a, const void *b)
+{
+	return cmp_ll(((const struct tprof *)a)->pid, ((const struct tprof *)b)->pid);
+}
+
+/* qsort_r is not C11: the events of the public-id sort. */
+static _Thread_local const struct evbuf *sort_evs;
+
+static int
+cmp_bypub(const void *a, const void *b)
+{
+	return strcmp(sort_evs[*(const size_t *)a].pub, sort_evs[*(const size_t *)b].pub);
+}
+
+/*
+ * What a transaction needs before its first statement and the same for
+ * every attempt (the service builds it from the request): the distinct
+ * users, their identities sorted in lock order, the public-id index.
+ */
+static void
+txn_prepare(struct worker *w, struct txn *t)
+{
+	size_t i, k;
+
+	for (i = 0; i < t->n; i++) {
+		t->users[i].u = t->us[i];
+		t->users[i].ext = t->evs[i].user;
+		t->users[i].email = t->evs[i].email;
+	}
+	qsort(t->users, t->n, sizeof(*t->users), cmp_tuser);
+	for (i = 0, k = 0; i < t->n; i++)
+		if (k == 0 || t->users[k - 1].u != t->users[i].u)
+			t->users[k++] = t->users[i];
+	t->nusers = k;
+	for (i = 0; i < t->n; i++) {
+		struct tuser key = { .u = t->us[i] }, *f;
+		f = bsearch(&key, t->users, t->nusers, sizeof(key), cmp_tuser);
+		t->evs[i].uslot = (size_t)(f - t->users);
+	}
+	for (i = 0, k = 0; i < t->nusers; i++) {
+		t->idents[k++] = (struct ident){ 0, t->users[i].ext,
+		    strlen(t->users[i].ext), i };
+		t->idents[k++] = (struct ident){ 1, t->users[i].email,
+		    strlen(t->users[i].email), i };
+	}
+	qsort(t->idents, k, sizeof(*t->idents), cmp_ident);
+	t->nidents = k;
+	for (i = 0; i < t->n; i++)
+		t->bypub[i] = i;
+	sort_evs = t->evs;
+	qsort(t->bypub, t->n, sizeof(*t->bypub), cmp_bypub);
+	/* the request: its id, and the attempt token's 15 request bytes */
+	public_id(w, "req_", t->reqid);
+	for (i = 0; i < ATTEMPT_LEN - 1; i++)
+		t->attempt[i] = (char)(rnd_next(w) & 0xff);
+	t->attempt[ATTEMPT_LEN - 1] = 0;
+}
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+/* The keys of all events at once (DB_M_EVENT_KEYS): all must be free. */
+static int
+keys_check(struct worker *w, struct txn *t)
+{
+	size_t c0, c, j;
+	int    rc;
+
+	for (c0 = 0; c0 < t->n; c0 += c) {
+		c = MIN(t->n - c0, MAX_LIST);
+		if (param_room(w, 1 + 2 * c) != 0)
+			return -1;
+		w->p[0] = PI(opt.tenant);
+		for (j = 0; j < c; j++) {
+			w->p[1 + 2 * j] = PS(SOURCE);
+			w->p[2 + 2 * j] = PS(t->evs[c0 + j].ext);
+		}
+		if ((rc = run(w, ST_M_EVENT_KEYS, &c, 1 + 2 * c)) != 0)
+			return rc;
+		if (w->res.nrows > 0) {
+			fail(w, "key check", "a new external id is taken");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The 'i' rows of w->res (identities c0..c0+c of t): the profile of every
+ * user. 0 or -1. */
+static int
+ident_rows(struct worker *w, struct txn *t, size_t c0, size_t c)
+{
+	size_t r;
+
+	/* 'i', i.type, i.value, i.profile_id, p.public_id, p.tier, x.value */
+	for (r = 0; r < w->res.nrows; r++) {
+		const char   *kind = cell(&w->res, r, 0);
+		const char   *ty = cell(&w->res, r, 1), *v = cell(&w->res, r, 2);
+		const char   *pid = cell(&w->res, r, 3);
+		struct ident  key, *f;
+		if (kind == NULL || strcmp(kind, "i") != 0 || ty == NULL || v == NULL ||
+		    pid == NULL)
+			continue;
+		key.type = atoi(ty);
+		key.v = v;
+		key.len = cell_len(&w->res, r, 2);
+		f = bsearch(&key, t->idents + c0, c, sizeof(key), cmp_ident);
+		if (f == NULL) {
+			fail(w, st_name[ST_M_IDENT_LOCK], "a row for an identity"
+			    " not asked for");
+			return -1;
+		}
+		if (key.type == 0)
+			t->users[f->uslot].pid = strtoll(pid, NULL, 10);
+		else
+			t->users[f->uslot].pid_email = strtoll(pid, NULL, 10);
+	}
+	return 0;
+}
+
+/* Every user found, with its email on the same profile? 0 or -1. */
+static int
+users_check(struct worker *w, struct txn *t)
+{
+	size_t j;
+
+	for (j = 0; j < t->nusers; j++) {
+		if (t->users[j].pid == 0) {
+			fail(w, "identity look-up", "a known user was not found: run the"
+			    " bench's user seeding first (or check --user-fmt)");
+			return -1;
+		}
+		if (t->users[j].pid_email != t->users[j].pid) {
+			fail(w, "identity look-up", "a user's email is not bound to its"
+			    " profile: the ceiling runs known users only");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The distinct profiles of the users, sorted by id. */
+static void
+profs_build(struct txn *t)
+{
+	size_t j, k;
+
+	for (j = 0; j < t->nusers; j++)
+		t->profs[j] = (struct tprof){ t->users[j].pid, 0, 0 };
+	qsort(t->profs, t->nusers, sizeof(*t->profs), cmp_tprof);
+	for (j = 0, k = 0; j < t->nusers; j++)
+		if (k == 0 || t->profs[k - 1].pid != t->profs[j].pid)
+			t->profs[k++] = t->profs[j];
+	t->nprofs = k;
+	for (j = 0; j < t->nusers; j++) {
+		struct tprof key = { t->users[j].pid, 0, 0 }, *f;
+		f = bsearch(&key, t->profs, t->nprofs, sizeof(key), cmp_tprof);
+		t->users[j].prof = (size_t)(f - t->profs);
+	}
+}
+
+/* The points balances among the 'b' rows of w->res. */
+static void
+state_rows(struct worker *w, struct txn *t)
+{
+	size_t r;
+
+	/* 'b', NULL, name, profile_id, balance, lifetime, NULL */
+	for (r = 0; r < w->res.nrows; r++) {
+		const char   *kind = cell(&w->res, r, 0), *pid = cell(&w->res, r, 3);
+		const char   *name = cell(&w->res, r, 2);
+		struct tprof  key, *f;
+		if (kind == NULL || pid == NULL || name == NULL ||
+		    strcmp(kind, "b") != 0 || strcmp(name, BALANCE) != 0)
+			continue;
+		key.pid = strtoll(pid, NULL, 10);
+		if ((f = bsearch(&key, t->profs, t->nprofs, sizeof(key),
+		    cmp_tprof)) == NULL)
+			continue;
+		f->bal = cell(&w->res, r, 4) ? strtoll(cell(&w->res, r, 4), NULL, 10) : 0;
+		f->life = cell(&w->res, r, 5) ? strtoll(cell(&w->res, r, 5), NULL, 10) : 0;
+	}
+}
+
+static const char *const periods[] = { "all", PERIOD_DAY, PERIOD_MONTH };
+#define NPERIODS (sizeof(periods) / sizeof(periods[0]))
+
+/* Lock the identities and their profiles (DB_M_IDENT_LOCK, LOCK_IDENTS
+ * per statement): the profile of every user. */
+static int
+ident_lock(struct worker *w, struct txn *t)
+{
+	size_t c0, c, j;
+	int    rc;
+
+	for (j = 0; j < t->nusers; j++)
+		t->users[j].pid = t->users[j].pid_email = 0;
+	for (c0 = 0; c0 < t->nidents; c0 += c) {
+		c = MIN(t->nidents - c0, LOCK_IDENTS);
+		if (param_room(w, 1 + 2 * c) != 0)
+			return -1;
+		w->p[0] = PI(opt.tenant);
+		for (j = 0; j < c; j++) {
+			const struct ident *id = &t->idents[c0 + j];
+			w->p[1 + 2 * j] = PI(id->type);
+			w->p[2 + 2 * j] = PB(id->v, id->len);
+		}
+		if ((rc = run(w, ST_M_IDENT_LOCK, &c, 1 + 2 * c)) != 0)
+			return rc;
+		if (ident_rows(w, t, c0, c) != 0)
+			return -1;
+	}
+	return users_check(w, t);
+}
+
+/* The distinct profiles, and their points balances (DB_M_STATE_OF). */
+static int
+state_of(struct worker *w, struct txn *t)
+{
+	size_t c0, c, j;
+	int    rc;
+
+	profs_build(t);
+	for (c0 = 0; c0 < t->nprofs; c0 += c) {
+		size_t counts[GROUPS], n = 0, l;
+		c = MIN(t->nprofs - c0, MAX_LIST);
+		counts[0] = counts[1] = counts[2] = c;
+		counts[3] = NPERIODS;
+		if (param_room(w, 3 * c + NPERIODS) != 0)
+			return -1;
+		for (l = 0; l < 3; l++)
+			for (j = 0; j < c; j++)
+				w->p[n++] = PI(t->profs[c0 + j].pid);
+		for (j = 0; j < NPERIODS; j++)
+			w->p[n++] = PS(periods[j]);
+		if ((rc = run(w, ST_M_STATE_OF, counts, n)) != 0)
+			return rc;
+		state_rows(w, t);
+	}
+	return 0;
+}
+
+/* Both in one statement (DB_M_IDENT_STATE_LOCK), as the service does for
+ * up to MERGED_IDENTS identities. */
+static int
+ident_state_lock(struct worker *w, struct txn *t)
+{
+	size_t counts[GROUPS], n = 0, c = t->nidents, j, part;
+	int    rc;
+
+	for (j = 0; j < t->nusers; j++)
+		t->users[j].pid = t->users[j].pid_email = 0;
+	counts[0] = counts[1] = counts[2] = counts[3] = c;
+	counts[4] = NPERIODS;
+	if (param_room(w, 4 * (1 + 2 * c) + NPERIODS) != 0)
+		return -1;
+	for (part = 0; part < 4; part++) {
+		w->p[n++] = PI(opt.tenant);
+		for (j = 0; j < c; j++) {
+			w->p[n++] = PI(t->idents[j].type);
+			w->p[n++] = PB(t->idents[j].v, t->idents[j].len);
+		}
+	}
+	for (j = 0; j < NPERIODS; j++)
+		w->p[n++] = PS(periods[j]);
+	if ((rc = run(w, ST_M_IDENT_STATE_LOCK, counts, n)) != 0)
+		return rc;
+	if (ident_rows(w, t, 0, c) != 0 || users_check(w, t) != 0)
+		return -1;
+	profs_build(t);
+	state_rows(w, t);
 	return 0;
 }
 
 /*
- * One accepted event for a known user inside the open transaction; the key
- * check first unless done before the transaction. 0, retryable errno or -1.
+ * The events of the open transaction; their keys checked first when check
+ * is set. 0, retryable errno or -1.
  */
 static int
-accept_one(struct worker *w, const struct evbuf *e, int check)
+accept_txn(struct worker *w, struct txn *t, int check)
 {
-	struct param        p[14];
-	unsigned long long  affected = 0, evid = 0;
-	long long           pid = 0, bal = 0, life = 0, delta = e->amount / 100;
-	char                out[512], attempt[16];
-	size_t              i;
-	int                 rc, taken = 0;
+	size_t c0, c, j, r;
+	int    rc;
 
-	if (check && (rc = key_check(w, e, &taken)) != 0)
+	t->attempt[ATTEMPT_LEN - 1]++;       /* this transaction attempt */
+	if (check && (rc = keys_check(w, t)) != 0)
 		return rc;
-	if (taken) {
-		fail(w, "key check", "a new external id is taken");
-		return -1;
+	if (t->nidents <= MERGED_IDENTS) {
+		if ((rc = ident_state_lock(w, t)) != 0)
+			return rc;
+	} else if ((rc = ident_lock(w, t)) != 0 || (rc = state_of(w, t)) != 0)
+		return rc;
+	/* the rule: a point per dollar, balances running in item order */
+	for (j = 0; j < t->n; j++) {
+		struct evbuf *e = &t->evs[j];
+		struct tprof *pr = &t->profs[t->users[e->uslot].prof];
+		e->delta = e->amount / 100;
+		pr->bal += e->delta;
+		pr->life += e->delta;
+		e->bal_after = pr->bal;
+		e->evid = 0;
+		snprintf(e->out, sizeof(e->out),
+		    "{\"points_awarded\":%lld,\"rules_applied\":[\"" RULE_ID "\"],"
+		    "\"rules_skipped\":[],\"effects\":[{\"type\":\"balance\",\"rule\":"
+		    "\"" RULE_ID "\",\"balance\":\"" BALANCE "\",\"delta\":%lld,"
+		    "\"balance_after\":%lld}],\"tier\":null,\"identity_conflicts\":[],"
+		    "\"profile_created\":false}",
+		    e->delta, e->delta, e->bal_after);
 	}
-	p[0] = PI(opt.tenant);
-	p[1] = PS(e->user);
-	p[2] = PS(e->email);
-	p[3] = PNULL;
-	p[4] = PNULL;
-	if ((rc = exec_st(w, ST_IDENT_FIND_LOCK, p, 5, NULL, NULL)) != 0)
-		return rc;
-	for (i = 0; i < w->rows.n; i++)
-		if (strcmp(w->rows.cell[i][0], "0") == 0)
-			pid = strtoll(w->rows.cell[i][1], NULL, 10);
-	if (pid == 0) {
-		fail(w, "identity look-up", "a known user was not found: run the"
-		    " bench's user seeding first");
-		return -1;
-	}
-	p[0] = PI(pid);
-	p[1] = PI(pid);
-	p[2] = PI(pid);
-	p[3] = PS("d2025-05-20");
-	p[4] = PS("m2025-05");
-	if ((rc = exec_st(w, ST_STATE_OF, p, 5, NULL, NULL)) != 0)
-		return rc;
-	for (i = 0; i < w->rows.n; i++)
-		if (strcmp(w->rows.cell[i][0], "b") == 0 &&
-		    strcmp(w->rows.cell[i][1], "points") == 0) {
-			bal = strtoll(w->rows.cell[i][2], NULL, 10);
-			life = strtoll(w->rows.cell[i][3], NULL, 10);
+	for (c0 = 0; c0 < t->n; c0 += c) {
+		size_t n = 0;
+		c = MIN(t->n - c0, EVENT_ROWS);
+		if (param_room(w, 14 * c) != 0)
+			return -1;
+		for (j = 0; j < c; j++) {
+			const struct evbuf *e = &t->evs[c0 + j];
+			w->p[n++] = PI(opt.tenant);
+			w->p[n++] = PS(SOURCE);
+			w->p[n++] = PS(e->ext);
+			w->p[n++] = PS(e->pub);
+			w->p[n++] = PB(e->fp, 32);
+			w->p[n++] = PS(EVENT_TYPE);
+			w->p[n++] = PS(OCCURRED);
+			w->p[n++] = PS(e->rec);
+			w->p[n++] = PS(e->doc);
+			w->p[n++] = PS(t->reqid);
+			w->p[n++] = PI(t->users[e->uslot].pid);
+			w->p[n++] = PS(e->out);
+			w->p[n++] = PS(opt.rules_version);
+			w->p[n++] = PB(t->attempt, ATTEMPT_LEN);
 		}
-	bal += delta;
-	life += delta;
-	/* the attempt token: 15 bytes naming the request, then the attempt */
-	for (i = 0; i < sizeof(attempt); i++)
-		attempt[i] = (char)(rnd_next(w) & 0xff);
-	snprintf(out, sizeof(out),
-	    "{\"points_awarded\":%lld,\"rules_applied\":[\"" RULE_ID "\"],"
-	    "\"rules_skipped\":[],\"effects\":[{\"type\":\"balance\",\"rule\":"
-	    "\"" RULE_ID "\",\"balance\":\"points\",\"delta\":%lld,"
-	    "\"balance_after\":%lld}],\"tier\":null,\"identity_conflicts\":[],"
-	    "\"profile_created\":false}",
-	    delta, delta, bal);
-	p[0] = PI(opt.tenant);
-	p[1] = PS(SOURCE);
-	p[2] = PS(e->ext);
-	p[3] = PS(e->pub);
-	p[4] = PB(e->fp, 32);
-	p[5] = PS(EVENT_TYPE);
-	p[6] = PS(e->occ);
-	p[7] = PS(e->rec);
-	p[8] = PS(e->doc);
-	p[9] = PS("");
-	p[10] = PI(pid);
-	p[11] = PS(out);
-	p[12] = PS(opt.rules_version);
-	p[13] = PB(attempt, sizeof(attempt));
-	if ((rc = exec_st(w, ST_EVENT_INSERT, p, 14, &affected, &evid)) != 0)
-		return rc;
-	if (affected != 1 || mysql_warning_count(w->conn) > 0) {
-		fail(w, "INSERT IGNORE events", "the new event was not stored cleanly");
-		return -1;
+		if ((rc = run(w, ST_M_EVENT_INSERT, &c, n)) != 0)
+			return rc;
+		if (w->res.nrows != c || mysql_warning_count(w->conn) > 0) {
+			fail(w, "INSERT IGNORE events", "the new events were not all"
+			    " stored cleanly");
+			return -1;
+		}
+		/* RETURNING id, public_id */
+		for (r = 0; r < w->res.nrows; r++) {
+			const char *id = cell(&w->res, r, 0), *pub = cell(&w->res, r, 1);
+			size_t      lo = 0, hi = t->n;
+			while (id != NULL && pub != NULL && lo < hi) {
+				size_t mid = lo + (hi - lo) / 2;
+				int    cmp = strcmp(pub, t->evs[t->bypub[mid]].pub);
+				if (cmp == 0) {
+					t->evs[t->bypub[mid]].evid = strtoull(id, NULL, 10);
+					break;
+				}
+				if (cmp < 0)
+					hi = mid;
+				else
+					lo = mid + 1;
+			}
+		}
+		for (j = 0; j < c; j++)
+			if (t->evs[c0 + j].evid == 0) {
+				fail(w, "INSERT IGNORE events", "RETURNING did not name"
+				    " every event");
+				return -1;
+			}
 	}
-	p[0] = PI(pid);
-	p[1] = PS("points");
-	p[2] = PI(bal);
-	p[3] = PI(life);
-	if ((rc = exec_st(w, ST_BALANCE_UPSERT, p, 4, NULL, NULL)) != 0)
-		return rc;
-	p[0] = PI(pid);
-	p[1] = PI((long long)evid);
-	p[2] = PI(0);
-	p[3] = PS(RULE_ID);
-	p[4] = PS("points");
-	p[5] = PI(delta);
-	p[6] = PI(bal);
-	if ((rc = exec_st(w, ST_LEDGER_INSERT, p, 7, NULL, NULL)) != 0)
-		return rc;
-	p[0] = PNULL;
-	p[1] = PI(pid);
-	return exec_st(w, ST_PROFILE_SET_TIER, p, 2, NULL, NULL);
+	for (c0 = 0; c0 < t->n; c0 += c) {
+		size_t n = 0;
+		c = MIN(t->n - c0, LEDGER_ROWS);
+		if (param_room(w, 7 * c) != 0)
+			return -1;
+		for (j = 0; j < c; j++) {
+			const struct evbuf *e = &t->evs[c0 + j];
+			w->p[n++] = PI(t->users[e->uslot].pid);
+			w->p[n++] = PI((long long)e->evid);
+			w->p[n++] = PI(0);
+			w->p[n++] = PS(RULE_ID);
+			w->p[n++] = PS(BALANCE);
+			w->p[n++] = PI(e->delta);
+			w->p[n++] = PI(e->bal_after);
+		}
+		if ((rc = run(w, ST_M_LEDGER_INSERT, &c, n)) != 0)
+			return rc;
+	}
+	for (c0 = 0; c0 < t->nprofs; c0 += c) {
+		size_t n = 0;
+		c = MIN(t->nprofs - c0, MAX_LIST);
+		if (param_room(w, 4 * c) != 0)
+			return -1;
+		for (j = 0; j < c; j++) {
+			const struct tprof *pr = &t->profs[c0 + j];
+			w->p[n++] = PI(pr->pid);
+			w->p[n++] = PS(BALANCE);
+			w->p[n++] = PI(pr->bal);
+			w->p[n++] = PI(pr->life);
+		}
+		if ((rc = run(w, ST_M_BALANCE_UPSERT, &c, n)) != 0)
+			return rc;
+	}
+	return 0;
 }
 
 static void
@@ -614,26 +1376,24 @@ cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static int
-cmp_unsigned(const void *a, const void *b)
-{
-	unsigned x = *(const unsigned *)a, y = *(const unsigned *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 static void *
 worker_main(void *arg)
 {
 	struct worker *w = arg;
-	struct evbuf  *evs;
-	unsigned      *us;
+	struct txn     t;
 	char           ext[96];
 	unsigned       i, attempt;
 
-	evs = calloc(opt.per_txn, sizeof(*evs));
-	us = calloc(opt.per_txn, sizeof(*us));
-	if (evs == NULL || us == NULL) {
+	memset(&t, 0, sizeof(t));
+	t.n = opt.per_txn;
+	t.evs = calloc(t.n, sizeof(*t.evs));
+	t.us = calloc(t.n, sizeof(*t.us));
+	t.users = calloc(t.n, sizeof(*t.users));
+	t.idents = calloc(2 * t.n, sizeof(*t.idents));
+	t.profs = calloc(t.n, sizeof(*t.profs));
+	t.bypub = calloc(t.n, sizeof(*t.bypub));
+	if (t.evs == NULL || t.us == NULL || t.users == NULL || t.idents == NULL ||
+	    t.profs == NULL || t.bypub == NULL) {
 		fail(w, "events", "out of memory");
 		goto out;
 	}
@@ -644,27 +1404,29 @@ worker_main(void *arg)
 		int    rc = 0;
 
 		/* the transaction's events: new ids, or existing ones to replay */
-		for (i = 0; i < opt.per_txn; i++)
-			us[i] = (unsigned)(rnd_next(w) % opt.users);
+		for (i = 0; i < t.n; i++)
+			t.us[i] = (unsigned)(rnd_next(w) % opt.users);
 		if (opt.sorted)
-			qsort(us, opt.per_txn, sizeof(*us), cmp_unsigned);
-		for (i = 0; i < opt.per_txn; i++) {
-			unsigned user = us[i];
+			qsort(t.us, t.n, sizeof(*t.us), cmp_unsigned);
+		for (i = 0; i < t.n; i++) {
+			unsigned user = t.us[i];
 			if (opt.mode == MODE_DUP) {
 				unsigned k = (unsigned)(rnd_next(w) % opt.dup_count);
 				snprintf(ext, sizeof(ext), "%s-%u", opt.dup_prefix, k);
 			} else
 				snprintf(ext, sizeof(ext), "%s-%u-%llu", opt.prefix,
 				    w->id, w->seq++);
-			make_event(w, &evs[i], ext, user,
+			make_event(w, &t.evs[i], ext, user,
 			    100 + (unsigned)(rnd_next(w) % 50000));
 		}
 		t0 = now_s();
 		if (opt.mode == MODE_DUP) {
 			/* a single event seen before: one read, no transaction */
 			int taken = 0;
-			if ((rc = key_check(w, &evs[0], &taken)) != 0) {
-				fail(w, "duplicate path", mysql_error(w->conn));
+			if ((rc = key_check(w, &t.evs[0], &taken)) != 0) {
+				if (rc > 0)
+					fail(w, "duplicate path", "lock wait or deadlock"
+					    " on a plain read");
 				goto out;
 			}
 			if (!taken) {
@@ -678,21 +1440,24 @@ worker_main(void *arg)
 			continue;
 		}
 		/* a single event: its key is checked before the transaction */
-		if (opt.per_txn == 1) {
+		if (t.n == 1) {
 			int taken = 0;
-			if ((rc = key_check(w, &evs[0], &taken)) != 0 || taken) {
-				fail(w, "key check", "failed or taken");
+			if ((rc = key_check(w, &t.evs[0], &taken)) != 0 || taken) {
+				fail(w, "key check", rc > 0 ? "lock wait or deadlock"
+				    " on a plain read" : "a new external id is taken");
 				goto out;
 			}
 		}
+		txn_prepare(w, &t);
 		for (attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
 			if (attempt > 0) {
 				w->retries++;
 				backoff(w, attempt);
 			}
 			rc = query(w, "START TRANSACTION");
-			for (i = 0; rc == 0 && i < opt.per_txn; i++)
-				rc = accept_one(w, &evs[i], opt.per_txn > 1 || attempt > 0);
+			/* a batch checks its keys inside; a retry checks again */
+			if (rc == 0)
+				rc = accept_txn(w, &t, t.n > 1 || attempt > 0);
 			if (rc == 0) {
 				if (mysql_commit(w->conn) == 0)
 					break;
@@ -713,12 +1478,17 @@ worker_main(void *arg)
 		}
 		add_latency(w, (now_s() - t0) * 1000.0);
 		w->txns++;
-		w->events += opt.per_txn;
+		w->events += t.n;
 	}
 out:
-	/* frees: the event buffers; the connection is closed by main() */
-	free(evs);
-	free(us);
+	/* frees: the transaction's arrays; the connection, its statements and
+	 * the buffers of w are freed by main() */
+	free(t.evs);
+	free(t.us);
+	free(t.users);
+	free(t.idents);
+	free(t.profs);
+	free(t.bypub);
 	return NULL;
 }
 
@@ -793,6 +1563,11 @@ main(int argc, char **argv)
 		usage();
 	if (opt.mode == MODE_DUP)
 		opt.per_txn = 1;
+	for (i = 0; i < ST__MAX; i++)
+		if ((st_groups[i] = groups_of(st_sql[i])) > GROUPS) {
+			fprintf(stderr, "ceiling: %s: too many list groups\n", st_name[i]);
+			return 1;
+		}
 	if (mysql_library_init(0, NULL, NULL) != 0) {
 		fprintf(stderr, "ceiling: cannot initialise the MariaDB library\n");
 		return 1;
@@ -845,16 +1620,27 @@ main(int argc, char **argv)
 	    nall ? all[(size_t)((double)(nall - 1) * 0.50)] : 0.0,
 	    nall ? all[(size_t)((double)(nall - 1) * 0.99)] : 0.0, retries, gave_up);
 
-	/* frees: samples, statements, connections */
+	/* frees: samples, statements, connections, the workers' buffers */
 	free(all);
 	for (i = 0; i < opt.conns; i++) {
-		size_t s;
-		for (s = 0; s < ST__MAX; s++)
-			if (ws[i].st[s] != NULL)
-				mysql_stmt_close(ws[i].st[s]);
-		if (ws[i].conn != NULL)
-			mysql_close(ws[i].conn);
-		free(ws[i].lat);
+		struct worker *w = &ws[i];
+		size_t         s;
+		for (s = 0; s < STMT_CACHE; s++)
+			if (w->cache[s].s != NULL)
+				mysql_stmt_close(w->cache[s].s);
+		if (w->conn != NULL)
+			mysql_close(w->conn);
+		for (s = 0; s < MAX_COLS; s++)
+			free(w->col[s]);
+		free(w->p);
+		free(w->b);
+		free(w->blen);
+		free(w->bnull);
+		free(w->res.off);
+		free(w->res.len);
+		free(w->res.isnull);
+		free(w->res.buf);
+		free(w->lat);
 	}
 	free(ws);
 	mysql_library_end();

@@ -2,16 +2,21 @@
 """tests/bench/sql_drift.py CEILING_C DB_C — do the ceiling's statements still read
 as the service's?
 
-Both files hold a table of C string literals, each entry introduced by a comment
-naming it: /* ST_X */ in tests/bench/ceiling.c, /* DB_X ... */ in db/db.c. Each
-ST_X is compared with DB_X after joining its literals. Prints one line:
+Both files hold tables of C string literals, each entry introduced by a comment
+naming it: /* ST_X */ in tests/bench/ceiling.c, /* DB_X ... */ in db/db.c (the
+single statements of stmt_sql[] and the templates of multi_sql[], DB_M_X, whose
+comments may go on after the name). Each ST_X is compared with DB_X (ST_M_X with
+DB_M_X) after joining its literals; templates are compared unexpanded. Prints one line:
 "same (N statements)" or "DIFFERENT: ST_A ST_B (...)"; exit status 0 either way,
 2 when a file cannot be read.
 """
 import re
 import sys
 
-ENTRY = re.compile(r'/\*\s*((?:ST|DB)_[A-Z0-9_]+)\b.*?\*/((?:\s*"(?:[^"\\]|\\.)*")+)', re.S)
+# /* NAME [words...] */ then one or more adjacent literals. The comment's text
+# may not run past its own "*/", so that a comment without literals after it
+# never lends its name to the literals of a later entry.
+ENTRY = re.compile(r'/\*\s*((?:ST|DB)_[A-Z0-9_]+)\b(?:(?!\*/).)*\*/((?:\s*"(?:[^"\\]|\\.)*")+)', re.S)
 LITERAL = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 

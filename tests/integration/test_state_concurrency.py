@@ -298,3 +298,49 @@ def test_concurrent_batches_over_the_same_customers_do_not_deadlock():
         expect_status(r, 200, what="profile of " + u)
         bal = expect_json_object(r, "profile")["balances"]["points"]["balance"]
         check(bal == want[u], "%s: balance %r, want %r" % (u, bal, want[u]))
+
+
+def test_lock_wait_timeout_then_retry_completes():
+    """A profile locked by another session longer than innodb_lock_wait_timeout
+    (10 s): a batch of 20 customers including it meets 1205 on the identity
+    lock, is retried on the same prepared statement, and is accepted once the
+    lock is gone, within the 30 s a stalled statement would take (db.c resets
+    a statement after such an error: Connector/C 3.3 otherwise loses the
+    connection on its next execute when the error came in the middle of the
+    rows, which this test does not manage to provoke; tests/bench's ceiling
+    author reproduced that with a deadlock)."""
+    import os
+    import subprocess
+    import time
+    var = os.environ.get("RFEVENTS_VAR")
+    sock = os.path.join(var or "", "mysql", "mysqld.sock")
+    check(var and os.path.exists(sock), "RFEVENTS_VAR has no database socket: %r" % sock)
+    users = sorted(uid("lock") for _ in range(20))
+
+    def items(amount):
+        return [event("purchase_a", identity={"externalUserId": u}, properties={"amount": amount})
+                for u in users]
+    first = request("POST", BATCH, _body({"items": items(1)}), key=writer(TENANT))
+    expect_status(first, 200, what="first batch")
+    check(first.json().get("accepted") == 20, "first batch: %r" % first.json())
+    hold = 13
+    locker = subprocess.Popen(
+        ["mariadb", "--no-defaults", "--socket=" + sock, "-u", "root", "rfevents", "-e",
+         "BEGIN; SELECT profile_id FROM identities WHERE type = 0 AND value = '%s'"
+         " FOR UPDATE; SELECT SLEEP(%d); ROLLBACK;" % (users[10], hold)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.0)          # the lock is taken
+        check(locker.poll() is None, "the locking session ended early: %r" % (
+            locker.stderr.read() if locker.poll() is not None else b""))
+        t0 = time.time()
+        r = request("POST", BATCH, _body({"items": items(2)}), key=writer(TENANT), timeout=120)
+        took = time.time() - t0
+    finally:
+        locker.wait(timeout=60)
+    expect_status(r, 200, what="batch with a profile locked for %d s (after %.1f s)" % (hold, took))
+    check(r.json().get("accepted") == 20, "second batch: %r" % r.json())
+    check(took < 30, "the batch took %.1f s: the retry after the lock wait timeout stalled" % took)
+    for res in r.json()["results"][9:12]:
+        pts = _profile(res["profile_id"]).get("balances", {}).get("points", {})
+        check(pts.get("balance") == 3, "points after 1 + 2: %r" % (pts,))
