@@ -116,6 +116,14 @@ struct batch {
 	unsigned char            attempt[EV_ATTEMPT_LEN];
 	size_t                  *order;     /* processing order of the items */
 	int                      one_by_one;  /* finding an item the server refuses */
+	struct evtext           *text;      /* per item, made before the transaction */
+};
+
+/* What is stored of an event besides its outcome, as parameter text: made
+ * once per request, before any transaction, so that no lock waits for it. */
+struct evtext {
+	char *doc;                          /* the stored document */
+	char  occ[32], rec[32];             /* occurredAt, receivedAt */
 };
 
 /* ---- a group of events applied with a handful of statements ---- */
@@ -204,8 +212,6 @@ struct gitem {
 	size_t           found[IDENT__MAX];   /* profile index + 1 per identity */
 	int              ran;        /* the engine ran */
 	json_object     *outcome;    /* outcome fields */
-	char            *doctext;    /* stored document */
-	char             occ[32], rec[32];
 	int64_t          evid;
 };
 
@@ -288,7 +294,6 @@ group_free(struct group *g)
 	for (i = 0; i < g->nitems; i++) {
 		if (g->items[i].outcome != NULL)
 			json_object_put(g->items[i].outcome);
-		free(g->items[i].doctext);
 	}
 	for (i = 0; i < g->nprofs; i++) {
 		struct gprof *pr = &g->profs[i];
@@ -744,7 +749,8 @@ lock_idents(struct group *g, int *state_done)
  * externalUserId never joins a profile that has another; with no candidate
  * a profile is pre-provisioned (or identity_not_found when the tenant does
  * not create profiles); unbound identities are bound to the profile.
- * 0, or -1 when the item was answered with an error.
+ * 0, -1 when the item was answered with an error, -2 when no random
+ * public id could be made.
  */
 static int
 resolve_item(struct group *g, struct gitem *it, struct ev_result *res)
@@ -779,7 +785,7 @@ resolve_item(struct group *g, struct gitem *it, struct ev_result *res)
 		pr->tier = xstrdup(tier_name_for(g, 0));
 		pr->tier0 = xstrdup(pr->tier);
 		if (ev_public_id("prf_", pr->public_id) != 0)
-			abort();     /* no randomness: nothing sensible to do */
+			return -2;   /* no randomness */
 		it->created = 1;
 	}
 	it->prof = cand;
@@ -823,13 +829,16 @@ insert_profiles(struct group *g)
 			rc = DB_RETRY;    /* public id collision: run again */
 		if (rc != DB_OK)
 			break;
-		for (r = 0; r < res.nrows; r++)
-			for (j = 0; j < m; j++) {
-				struct gprof *pr = &g->profs[todo[k + j]];
-				if (DB_CELL(&res, r, 1)->v != NULL &&
-				    strcmp(pr->public_id, DB_CELL(&res, r, 1)->v) == 0)
-					pr->pid = db_cell_i64(DB_CELL(&res, r, 0));
-			}
+		/* RETURNING gives the rows in VALUES order */
+		for (r = 0, j = 0; r < res.nrows; r++) {
+			const char *pub = DB_CELL(&res, r, 1)->v;
+			while (j < m && pub != NULL &&
+			    strcmp(g->profs[todo[k + j]].public_id, pub) != 0)
+				j++;
+			if (j == m)
+				break;
+			g->profs[todo[k + j++]].pid = db_cell_i64(DB_CELL(&res, r, 0));
+		}
 		db_res_free(&res);
 		for (j = 0; j < m; j++)
 			if (g->profs[todo[k + j]].pid == 0) {
@@ -1220,7 +1229,7 @@ run_rules(struct group *g, struct gitem *it)
  * another request since step 1. */
 static enum db_rc
 insert_events(struct group *g, const unsigned char *attempt, const char *reqid,
-    struct ev_result *res)
+    struct ev_result *res, const struct evtext *text)
 {
 	size_t    *todo = xcalloc(g->nitems, sizeof(*todo));
 	size_t     n = 0, k, j, r;
@@ -1244,9 +1253,9 @@ insert_events(struct group *g, const unsigned char *attempt, const char *reqid,
 			q[3] = DBP_CSTR(res[it->i].event_id);
 			q[4] = DBP_STR((const char *)ev->fingerprint, 32);
 			q[5] = DBP_CSTR(ev->type);
-			q[6] = DBP_CSTR(it->occ);
-			q[7] = DBP_CSTR(it->rec);
-			q[8] = DBP_CSTR(it->doctext);
+			q[6] = DBP_CSTR(text[it->i].occ);
+			q[7] = DBP_CSTR(text[it->i].rec);
+			q[8] = DBP_CSTR(text[it->i].doc);
 			q[9] = DBP_CSTR(reqid ? reqid : "");
 			q[10] = DBP_I64(g->profs[it->prof - 1].pid);
 			q[11] = DBP_CSTR(json_object_to_json_string_ext(it->outcome, JSON_FLAGS));
@@ -1256,13 +1265,17 @@ insert_events(struct group *g, const unsigned char *attempt, const char *reqid,
 		if ((rc = db_exec_multi(g->db, DB_M_EVENT_INSERT, &m, p, 14 * m, &dr,
 		    NULL)) != DB_OK)
 			break;
-		for (r = 0; r < dr.nrows; r++)
-			for (j = 0; j < m; j++) {
-				struct gitem *it = &g->items[todo[k + j]];
-				if (DB_CELL(&dr, r, 1)->v != NULL &&
-				    strcmp(res[it->i].event_id, DB_CELL(&dr, r, 1)->v) == 0)
-					it->evid = db_cell_i64(DB_CELL(&dr, r, 0));
-			}
+		/* RETURNING gives the stored rows in VALUES order (a row
+		 * not stored is missing) */
+		for (r = 0, j = 0; r < dr.nrows; r++) {
+			const char *pub = DB_CELL(&dr, r, 1)->v;
+			while (j < m && pub != NULL &&
+			    strcmp(res[g->items[todo[k + j]].i].event_id, pub) != 0)
+				j++;
+			if (j == m)
+				break;
+			g->items[todo[k + j++]].evid = db_cell_i64(DB_CELL(&dr, r, 0));
+		}
 		/* a key claimed meanwhile (or a public id collision): run
 		 * again, step 1 then answers duplicate */
 		if (dr.nrows != m)
@@ -1495,9 +1508,15 @@ apply_group(struct db *db, struct batch *b, const size_t *idx, size_t m,
 			it->done = 1;
 			continue;
 		}
-		if (resolve_item(&g, it, &b->res[it->i]) != 0) {
+		switch (resolve_item(&g, it, &b->res[it->i])) {
+		case 0:
+			break;
+		case -1:
 			it->done = 1;
 			continue;
+		default:
+			rc = DB_ERROR;
+			goto out;
 		}
 		key->claimed = k + 1;
 		g.profs[it->prof - 1].changed = 1;
@@ -1524,20 +1543,10 @@ apply_group(struct db *db, struct batch *b, const size_t *idx, size_t m,
 		    conflicts_json(&g, it));
 		json_object_object_add(it->outcome, "profile_created",
 		    json_object_new_boolean(it->created));
-		{
-			/* as text at once: 1000 documents as json-c trees weigh
-			 * more than 1 MB */
-			json_object *doc = ev_event_doc(it->ev);
-			it->doctext = xstrdup(json_object_to_json_string_ext(doc,
-			    JSON_FLAGS));
-			json_object_put(doc);
-		}
-		sql_time(it->ev->occurred_us, it->occ);
-		sql_time(it->ev->received_us, it->rec);
 	}
 
 	/* 7. the writes */
-	if ((rc = insert_events(&g, b->attempt, b->reqid, b->res)) != DB_OK ||
+	if ((rc = insert_events(&g, b->attempt, b->reqid, b->res, b->text)) != DB_OK ||
 	    (rc = write_ledger(&g)) != DB_OK ||
 	    (rc = write_state(&g)) != DB_OK ||
 	    (rc = touch_profiles(&g)) != DB_OK)
@@ -1800,12 +1809,84 @@ to_dry_run(struct ev_result *res)
 		json_object_object_add(res->body, "profile_id", NULL);
 }
 
+/*
+ * The keys of a batch already stored, read before any transaction (as the
+ * single event's): those items are answered duplicate or conflict at once
+ * and take no part in it, and the transaction's first attempt does not read
+ * keys again while it holds the profiles' locks. A key stored meanwhile is
+ * caught by the INSERT IGNORE, and the retry reads the keys inside.
+ */
+static enum db_rc
+precheck_keys(struct db *db, struct batch *b)
+{
+	struct group g;
+	enum db_rc   rc = DB_OK;
+	size_t       k;
+
+	memset(&g, 0, sizeof(g));
+	g.db = db;
+	g.t = b->t;
+	g.ct = b->t->conf;
+	g.items = xcalloc(b->n, sizeof(*g.items));
+	for (k = 0; k < b->n; k++)
+		if (b->evs[k] != NULL) {
+			g.items[g.nitems].i = k;
+			g.items[g.nitems].ev = b->evs[k];
+			g.nitems++;
+		}
+	if (g.nitems > 0) {
+		collect_keys(&g);
+		rc = read_keys(&g);
+	}
+	for (k = 0; rc == DB_OK && k < g.nitems; k++) {
+		const struct gitem   *it = &g.items[k];
+		const struct gkeyrow *row = g.keys[it->key].row;
+		if (row == NULL)
+			continue;
+		if ((rc = answer_stored(db, row, it->ev, NULL, &b->res[it->i])) == DB_OK)
+			b->evs[it->i] = NULL;      /* answered */
+	}
+	group_free(&g);
+	return rc;
+}
+
+/* The stored texts of the events (struct evtext); freed by texts_free(). */
+static struct evtext *
+texts_make(struct ev_event **evs, size_t n)
+{
+	struct evtext *tx = xcalloc(n, sizeof(*tx));
+	size_t         i;
+
+	for (i = 0; i < n; i++) {
+		json_object *doc;
+		if (evs[i] == NULL)
+			continue;
+		doc = ev_event_doc(evs[i]);
+		tx[i].doc = xstrdup(json_object_to_json_string_ext(doc, JSON_FLAGS));
+		json_object_put(doc);
+		sql_time(evs[i]->occurred_us, tx[i].occ);
+		sql_time(evs[i]->received_us, tx[i].rec);
+	}
+	return tx;
+}
+
+static void
+texts_free(struct evtext *tx, size_t n)
+{
+	size_t i;
+
+	for (i = 0; tx != NULL && i < n; i++)
+		free(tx[i].doc);
+	free(tx);
+}
+
 enum ev_err
 ev_ingest(struct db *db, const struct ev_tenant *t, struct ev_event **evs,
     struct ev_result *res, size_t n, int dry_run, const char *request_id,
     unsigned *retries)
 {
-	struct batch b = { t, evs, res, n, dry_run, 0, request_id, { 0 }, NULL, 0 };
+	struct batch b = { t, evs, res, n, dry_run, 0, request_id, { 0 }, NULL, 0,
+	    NULL };
 	enum db_rc   rc = DB_OK;
 	size_t       i, nvalid = n;
 
@@ -1821,11 +1902,16 @@ ev_ingest(struct db *db, const struct ev_tenant *t, struct ev_event **evs,
 		if (taken == 0)
 			b.checked = 1;
 	}
+	if (n > 1 && (rc = precheck_keys(db, &b)) == DB_OK)
+		b.checked = 1;
 	if (n > 1 && (b.order = batch_order(evs, n, &nvalid)) != NULL)
 		b.n = nvalid;
-	if (rc == DB_OK)
+	if (rc == DB_OK) {
+		b.text = texts_make(evs, n);
 		rc = db_txn(db, batch_fn, &b, retries);
+	}
 	free(b.order);
+	texts_free(b.text, n);
 	b.order = NULL;
 	b.n = n;
 	if (rc == DB_OK)

@@ -23,12 +23,12 @@
  * --mode accept: new events of known users (identity externalUserId +
  * email, both bound to the user's profile) for a tenant with one points
  * rule, no tiers, no limits. One transaction of --per-txn events:
- *     SELECT ... FROM events WHERE <key>       (ST_EVENT_BY_KEY, --per-txn 1:
+ *     SELECT ... FROM events WHERE <key>       (ST_EVENT_BY_KEY, --per-txn 1, or
+ *                                              ST_M_EVENT_KEYS {N}, --per-txn > 1:
  *                                              autocommit, before the transaction)
  *     START TRANSACTION
- *     SELECT ... FROM events WHERE <keys>      (ST_M_EVENT_KEYS {N}, --per-txn > 1:
- *                                              the keys of all events at once;
- *                                              with --per-txn 1 only on a retry)
+ *     SELECT ... FROM events WHERE <keys>      (ST_M_EVENT_KEYS {N}: only on a
+ *                                              retry, inside)
  *     SELECT STRAIGHT_JOIN ... FROM identities JOIN profiles ... FOR UPDATE
  *                                              (ST_M_IDENT_LOCK {K}: the K distinct
  *                                              identities sorted by (type, value),
@@ -51,18 +51,21 @@
  *                                              (ST_M_BALANCE_UPSERT {U}: the final
  *                                              balance of each profile)
  *     COMMIT
- * (DB_M_PROFILE_TOUCH is not run: the service runs it only on a Galera
- * cluster or when a tier changes, and this tenant has no tiers. Nor is
- * DB_M_IDENT_STATE_LOCK, IDENT_LOCK and STATE_OF in one round trip: the
- * ceiling runs them as two statements.)
+ * With at most MERGED_IDENTS identities (a single event: 2), IDENT_LOCK
+ * and STATE_OF are one statement, ST_M_IDENT_STATE_LOCK, as in the
+ * service. Identities are locked LOCK_IDENTS per statement, events and
+ * ledger rows inserted EVENT_ROWS / LEDGER_ROWS per statement, as in
+ * core/ingest.c. (DB_M_PROFILE_TOUCH is not run: the service runs it only
+ * on a Galera cluster or when a tier changes, and this tenant has no
+ * tiers.)
  * --mode dup: the duplicate path of a single event: one SELECT of the key
  * (ST_EVENT_BY_KEY, autocommit, no transaction), on the existing keys
  * <dup-prefix>-<0..dup-count-1>.
  * The user of each event is random; --sorted 1 orders the events of one
  * transaction by user, as the bench's batches are sent (BENCH_BATCH_ORDER).
  * The lock order does not depend on it: the identities are locked in
- * statements of at most 1000, sorted by (type, value), whatever the order of
- * the events. Nothing is remembered between
+ * statements of at most LOCK_IDENTS, sorted by (type, value), whatever the
+ * order of the events. Nothing is remembered between
  * transactions: every transaction finds its profiles and balances with the
  * SQL above.
  *
@@ -1449,15 +1452,21 @@ worker_main(void *arg)
 			}
 		}
 		txn_prepare(w, &t);
+		/* a batch: its keys are checked before the transaction too */
+		if (t.n > 1 && (rc = keys_check(w, &t)) != 0) {
+			if (rc > 0)
+				fail(w, "key check", "lock wait or deadlock on a plain read");
+			goto out;
+		}
 		for (attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
 			if (attempt > 0) {
 				w->retries++;
 				backoff(w, attempt);
 			}
 			rc = query(w, "START TRANSACTION");
-			/* a batch checks its keys inside; a retry checks again */
+			/* a retry checks the keys again, inside */
 			if (rc == 0)
-				rc = accept_txn(w, &t, t.n > 1 || attempt > 0);
+				rc = accept_txn(w, &t, attempt > 0);
 			if (rc == 0) {
 				if (mysql_commit(w->conn) == 0)
 					break;
