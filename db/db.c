@@ -1044,6 +1044,19 @@ db_exec_multi(struct db *db, enum db_multi m, const size_t *counts,
 	return rc;
 }
 
+void
+db_trim(struct db *db)
+{
+	size_t i;
+
+	for (i = 0; db != NULL && i < DB_MCACHE; i++)
+		if (db->mstmts[i].s != NULL &&
+		    mysql_stmt_param_count(db->mstmts[i].s) > DB_TRIM_PARAMS) {
+			mysql_stmt_close(db->mstmts[i].s);
+			memset(&db->mstmts[i], 0, sizeof(db->mstmts[i]));
+		}
+}
+
 int
 db_is_cluster(const struct db *db)
 {

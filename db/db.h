@@ -144,6 +144,16 @@ enum db_multi {
 enum db_rc db_exec_multi(struct db *db, enum db_multi m, const size_t *counts,
     const struct db_param *p, size_t np, struct db_res *res, uint64_t *affected);
 
+/*
+ * Close the cached multi statements with more than DB_TRIM_PARAMS
+ * parameters: the client library keeps a bind structure per parameter, a
+ * few megabytes after a large batch. Called after such a request, so a
+ * long-lived worker goes back to its usual size; the next large batch
+ * prepares them again (one round trip each).
+ */
+#define DB_TRIM_PARAMS 64
+void db_trim(struct db *db);
+
 /* 1 when the server is a Galera cluster node (wsrep_on), known after the
  * first statement of a connection; 0 otherwise. */
 int db_is_cluster(const struct db *db);

@@ -1042,8 +1042,10 @@ out:
 		json_object_put(r.body);
 	/* A large batch leaves megabytes of freed heap behind; give them back
 	 * so a long-lived worker stays small (FastCGI workers live for days). */
-	if (blen > BIG_BODY)
+	if (blen > BIG_BODY) {
+		db_trim(app->db);
 		malloc_trim(0);
+	}
 }
 
 /*
