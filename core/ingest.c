@@ -1,9 +1,10 @@
 /*
  * The ingest pipeline (DESIGN.md "The path of one event", API.md §2-§3):
  * INSERT IGNORE on the dedup key, duplicate / conflict answers, identity
- * resolution with pre-provisioning, the outcome on the event row — all in
- * one transaction per request (a savepoint per item of a batch), retried
- * whole on deadlocks by db_txn().
+ * resolution with pre-provisioning, the rules, the outcome on the event row
+ * — all in one transaction per request, the items of a batch applied as one
+ * group with multi-row statements (apply_group()), retried whole on
+ * deadlocks by db_txn().
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -935,6 +935,20 @@ multi_expand(const char *t, const size_t *counts, size_t *nparams)
 	return out;
 }
 
+char *
+db_multi_text(enum db_multi m, const size_t *counts, size_t *nparams)
+{
+	size_t i, ng;
+
+	if ((unsigned)m >= DB_M__MAX)
+		return NULL;
+	ng = multi_groups(multi_sql[m]);
+	for (i = 0; i < ng; i++)
+		if (counts[i] == 0 || counts[i] > DB_MULTI_MAX_ROWS)
+			return NULL;
+	return multi_expand(multi_sql[m], counts, nparams);
+}
+
 /* The prepared statement of m with these counts, from the cache or new. */
 static MYSQL_STMT *
 get_mstmt(struct db *db, enum db_multi m, const size_t *counts, size_t ng,

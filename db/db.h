@@ -144,6 +144,11 @@ enum db_multi {
 enum db_rc db_exec_multi(struct db *db, enum db_multi m, const size_t *counts,
     const struct db_param *p, size_t np, struct db_res *res, uint64_t *affected);
 
+/* The SQL text of multi statement m with these list lengths (a new string,
+ * caller frees) and its number of placeholders; NULL when a length is out
+ * of range. For tests and diagnostics. */
+char *db_multi_text(enum db_multi m, const size_t *counts, size_t *nparams);
+
 /*
  * Close the cached multi statements with more than DB_TRIM_PARAMS
  * parameters: the client library keeps a bind structure per parameter, a

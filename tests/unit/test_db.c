@@ -1,7 +1,9 @@
 /*
  * RFEVENTS_DB URL parsing (db_open does not connect): what is accepted,
  * and that bad URLs are refused with a message rather than guessed at.
+ * The expansion of the multi-row statement templates (db_multi_text()).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "db/db.h"
@@ -33,6 +35,100 @@ static const struct {
 	{ __LINE__, "mariadb://u@a,b,c,d,e,f,g,h,i/db", 0, "more than" },
 };
 
+/* Expansions: exact texts for two small shapes, and for every template
+ * and several shapes the placeholder count against the text. */
+static const struct {
+	int           line;
+	enum db_multi m;
+	size_t        counts[DB_MULTI_GROUPS];
+	size_t        nparams;        /* 0: do not check */
+	const char   *text;           /* NULL: do not compare */
+} mcases[] = {
+	{ __LINE__, DB_M_EVENT_KEYS, { 1 }, 3,
+	  "SELECT id, public_id, fingerprint, attempt, source, external_event_id"
+	  " FROM events WHERE tenant_id = ? AND (source, external_event_id) IN"
+	  " ((?, ?))" },
+	{ __LINE__, DB_M_EVENT_KEYS, { 3 }, 7,
+	  "SELECT id, public_id, fingerprint, attempt, source, external_event_id"
+	  " FROM events WHERE tenant_id = ? AND (source, external_event_id) IN"
+	  " ((?, ?), (?, ?), (?, ?))" },
+	{ __LINE__, DB_M_PROFILE_TOUCH, { 2, 2 }, 6,
+	  "UPDATE profiles SET tier = CASE id WHEN ? THEN ? WHEN ? THEN ? END,"
+	  " updated_at = UTC_TIMESTAMP(6) WHERE id IN (?, ?)" },
+	{ __LINE__, DB_M_STATE_OF, { 2, 2, 2, 3 }, 9, NULL },
+	{ __LINE__, DB_M_IDENT_LOCK, { 128 }, 257, NULL },
+	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 2, 2, 2, 2, 3 }, 23, NULL },
+	{ __LINE__, DB_M_EVENT_INSERT, { 200 }, 2800, NULL },
+	{ __LINE__, DB_M_LEDGER_INSERT, { 400 }, 2800, NULL },
+	{ __LINE__, DB_M_PROFILE_INSERT, { 1 }, 3, NULL },
+	{ __LINE__, DB_M_IDENT_INSERT, { 5 }, 25, NULL },
+	{ __LINE__, DB_M_BALANCE_UPSERT, { 1000 }, 4000, NULL },
+	{ __LINE__, DB_M_VAR_UPSERT, { 7 }, 21, NULL },
+	{ __LINE__, DB_M_COUNTER_ADD, { 3 }, 12, NULL },
+};
+
+/* Refused shapes: a list of 0 or over DB_MULTI_MAX_ROWS. */
+static const struct {
+	int           line;
+	enum db_multi m;
+	size_t        counts[DB_MULTI_GROUPS];
+} mbad[] = {
+	{ __LINE__, DB_M_EVENT_KEYS, { 0 } },
+	{ __LINE__, DB_M_EVENT_KEYS, { DB_MULTI_MAX_ROWS + 1 } },
+	{ __LINE__, DB_M_STATE_OF, { 1, 1, 0, 1 } },
+	{ __LINE__, DB_M_PROFILE_TOUCH, { 1, DB_MULTI_MAX_ROWS + 1 } },
+};
+
+static void
+test_multi(void)
+{
+	size_t i, m, k;
+
+	for (i = 0; i < sizeof(mcases) / sizeof(mcases[0]); i++) {
+		size_t np = 0, q = 0;
+		char  *sql = db_multi_text(mcases[i].m, mcases[i].counts, &np);
+		T_CHECK(mcases[i].line, sql != NULL, "no text");
+		if (sql == NULL)
+			continue;
+		for (k = 0; sql[k] != '\0'; k++)
+			q += sql[k] == '?';
+		T_CHECK(mcases[i].line, q == np, "%zu placeholders, counted %zu", q, np);
+		if (mcases[i].nparams != 0)
+			T_CHECK(mcases[i].line, np == mcases[i].nparams,
+			    "%zu parameters, want %zu", np, mcases[i].nparams);
+		T_CHECK(mcases[i].line, strchr(sql, '{') == NULL &&
+		    strchr(sql, '}') == NULL, "a group left unexpanded: %s", sql);
+		if (mcases[i].text != NULL)
+			T_CHECK(mcases[i].line, strcmp(sql, mcases[i].text) == 0,
+			    "got  %s\nwant %s", sql, mcases[i].text);
+		free(sql);
+	}
+	for (i = 0; i < sizeof(mbad) / sizeof(mbad[0]); i++) {
+		size_t np = 0;
+		char  *sql = db_multi_text(mbad[i].m, mbad[i].counts, &np);
+		T_CHECK(mbad[i].line, sql == NULL, "accepted: %s", sql ? sql : "");
+		free(sql);
+	}
+	/* every template expands for lists of 1 and of the maximum */
+	for (m = 0; m < DB_M__MAX; m++) {
+		size_t one[DB_MULTI_GROUPS], max[DB_MULTI_GROUPS], np1 = 0, npm = 0;
+		char  *a, *b;
+		for (k = 0; k < DB_MULTI_GROUPS; k++) {
+			one[k] = 1;
+			max[k] = DB_MULTI_MAX_ROWS;
+		}
+		a = db_multi_text((enum db_multi)m, one, &np1);
+		b = db_multi_text((enum db_multi)m, max, &npm);
+		T_OK(a != NULL && b != NULL && np1 > 0 && npm > np1 && npm < 65536,
+		    "template %zu: %zu / %zu parameters (the server takes 65535)",
+		    m, np1, npm);
+		free(a);
+		free(b);
+	}
+	T_OK(db_multi_text(DB_M__MAX, (size_t[DB_MULTI_GROUPS]){ 1 }, &k) == NULL,
+	    "an unknown template expanded");
+}
+
 int
 main(void)
 {
@@ -50,5 +146,6 @@ main(void)
 		db_close(db);
 	}
 	T_OK(db_open(NULL, (char[64]){0}, 64) == NULL, "NULL URL accepted");
+	test_multi();
 	return t_done();
 }
