@@ -24,6 +24,7 @@
 #include <errmsg.h>
 
 #include "db/db.h"
+#include "db/sql.h"
 
 #define DB_MAX_HOSTS 8
 
@@ -49,8 +50,7 @@ static const char *const stmt_sql[DB_STMT__MAX] = {
 	/* DB_TENANT_BY_SLUG */
 	"SELECT id FROM tenants WHERE slug = ?",
 	/* DB_EVENT_BY_KEY */
-	"SELECT id, public_id, fingerprint, attempt FROM events"
-	" WHERE tenant_id = ? AND source = ? AND external_event_id = ?",
+	SQL_EVENT_BY_KEY,
 	/* DB_EVENT_OUTCOME: what an accepted event answered */
 	"SELECT e.outcome, p.public_id FROM events e"
 	" LEFT JOIN profiles p ON p.id = e.profile_id WHERE e.id = ?",
@@ -100,91 +100,21 @@ static const char *const stmt_sql[DB_STMT__MAX] = {
 _Static_assert(sizeof(stmt_sql) / sizeof(stmt_sql[0]) == DB_STMT__MAX,
     "stmt_sql must have one entry per enum db_stmt");
 
-/*
- * Templates of enum db_multi, same order. A group `{S...}` is repeated as
- * many times as its count, joined by S: ',' gives ", ", '|' gives " OR ",
- * '.' nothing. Lists of keys are row constructors, `(a, b) IN ((?, ?),
- * ...)`: the server searches them in a sorted array, where an OR of 1000
- * conditions costs 1000 comparisons for every row read (5x slower for a
- * 1000-event batch). Identities are read with STRAIGHT_JOIN so that the rows are
- * locked in the order of the identities' primary key whatever the table
- * statistics say: every transaction takes its profile locks in one global
- * order, and a scan of profiles can never lock profiles nobody asked for.
- */
+/* Templates of enum db_multi, same order: their text and syntax are in
+ * db/sql.h (shared with the bench's ceiling). */
 static const char *const multi_sql[DB_M__MAX] = {
-	/* DB_M_EVENT_KEYS */
-	"SELECT id, public_id, fingerprint, attempt, source, external_event_id"
-	" FROM events WHERE tenant_id = ? AND"
-	" (source, external_event_id) IN ({,(?, ?)})",
-	/* DB_M_IDENT_LOCK: every given identity that is bound ('i': type,
-	 * value, profile, its public id and tier, and that profile's EXTERNAL
-	 * identity if any); the profiles stay locked until the transaction
-	 * ends. The seven columns are shared by the two statements below. */
-	"SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id,"
-	" p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id"
-	" LEFT JOIN identities x ON x.ext_profile_id = p.id"
-	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE",
-	/* DB_M_STATE_OF: balances ('b': name, profile, balance, lifetime),
-	 * variables ('v': name, profile, value) and limit counters ('c':
-	 * rule, profile, period, count) of the periods given, of profiles
-	 * locked before */
-	"SELECT 'b', NULL, name, profile_id, balance, lifetime, NULL FROM balances"
-	" WHERE profile_id IN ({,?})"
-	" UNION ALL SELECT 'v', NULL, name, profile_id, value, NULL, NULL"
-	" FROM variables WHERE profile_id IN ({,?})"
-	" UNION ALL SELECT 'c', NULL, rule_id, profile_id, period, count, NULL"
-	" FROM rule_counters WHERE profile_id IN ({,?}) AND period IN ({,?})",
-	/* DB_M_IDENT_STATE_LOCK: both of the above in one round trip. The
-	 * parts run in order: the first locks the profiles (waiting for any
-	 * transaction that holds them), then the state is read with locking
-	 * reads, which see the latest committed rows, never a snapshot taken
-	 * before the wait. A profile found by two identities has its state
-	 * rows twice. */
-	"(SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id,"
-	" p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id"
-	" LEFT JOIN identities x ON x.ext_profile_id = p.id"
-	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)"
-	" UNION ALL (SELECT STRAIGHT_JOIN 'b', NULL, s.name, s.profile_id, s.balance,"
-	" s.lifetime, NULL FROM identities i JOIN balances s ON s.profile_id = i.profile_id"
-	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)"
-	" UNION ALL (SELECT STRAIGHT_JOIN 'v', NULL, s.name, s.profile_id, s.value,"
-	" NULL, NULL FROM identities i JOIN variables s ON s.profile_id = i.profile_id"
-	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)"
-	" UNION ALL (SELECT STRAIGHT_JOIN 'c', NULL, s.rule_id, s.profile_id, s.period,"
-	" s.count, NULL FROM identities i JOIN rule_counters s ON s.profile_id = i.profile_id"
-	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)})"
-	" AND s.period IN ({,?}) FOR UPDATE)",
-	/* DB_M_PROFILE_INSERT */
-	"INSERT INTO profiles (tenant_id, public_id, tier, created_at, updated_at)"
-	" VALUES {,(?, ?, ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))}"
-	" RETURNING id, public_id",
-	/* DB_M_IDENT_INSERT */
-	"INSERT INTO identities (tenant_id, type, value, profile_id, ext_profile_id,"
-	" created_at) VALUES {,(?, ?, ?, ?, ?, UTC_TIMESTAMP(6))}",
-	/* DB_M_EVENT_INSERT: the dedup key claimed with the outcome; a row
-	 * claimed meanwhile is not returned */
-	"INSERT IGNORE INTO events (tenant_id, source, external_event_id, public_id,"
-	" fingerprint, event_type, occurred_at, received_at, doc, request_id,"
-	" profile_id, outcome, rules_version, attempt)"
-	" VALUES {,(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)} RETURNING id, public_id",
-	/* DB_M_LEDGER_INSERT: created_at is taken while the profiles are
-	 * locked and ids grow in row order, so (created_at, id) is the order
-	 * the changes were applied in */
-	"INSERT INTO ledger (profile_id, event_id, seq, rule_id, balance_name, delta,"
-	" balance_after, created_at) VALUES {,(?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))}",
-	/* DB_M_BALANCE_UPSERT: the state after the last change */
-	"INSERT INTO balances (profile_id, name, balance, lifetime)"
-	" VALUES {,(?, ?, ?, ?)}"
-	" ON DUPLICATE KEY UPDATE balance = VALUES(balance), lifetime = VALUES(lifetime)",
-	/* DB_M_VAR_UPSERT */
-	"INSERT INTO variables (profile_id, name, value) VALUES {,(?, ?, ?)}"
-	" ON DUPLICATE KEY UPDATE value = VALUES(value)",
-	/* DB_M_COUNTER_ADD */
-	"INSERT INTO rule_counters (profile_id, rule_id, period, count)"
-	" VALUES {,(?, ?, ?, ?)} ON DUPLICATE KEY UPDATE count = count + VALUES(count)",
-	/* DB_M_PROFILE_TOUCH */
-	"UPDATE profiles SET tier = CASE id{. WHEN ? THEN ?} END,"
-	" updated_at = UTC_TIMESTAMP(6) WHERE id IN ({,?})",
+	SQL_M_EVENT_KEYS,
+	SQL_M_IDENT_LOCK,
+	SQL_M_STATE_OF,
+	SQL_M_IDENT_STATE_LOCK,
+	SQL_M_PROFILE_INSERT,
+	SQL_M_IDENT_INSERT,
+	SQL_M_EVENT_INSERT,
+	SQL_M_LEDGER_INSERT,
+	SQL_M_BALANCE_UPSERT,
+	SQL_M_VAR_UPSERT,
+	SQL_M_COUNTER_ADD,
+	SQL_M_PROFILE_TOUCH,
 };
 
 /* Prepared multi statements kept per connection, least recently used

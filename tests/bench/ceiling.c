@@ -10,10 +10,9 @@
  * MYSQL_TYPE_LONGLONG), every result fetched with mysql_stmt_store_result()
  * and copied out, as db/db.c fetch_all() does.
  *
- * The statements are those of db/db.c: ST_EVENT_BY_KEY here is DB_EVENT_BY_KEY
- * of stmt_sql[] there, ST_M_X here is the template DB_M_X of multi_sql[]
- * there; tests/bench/run.sh (tests/bench/sql_drift.py) reports when the texts
- * drift apart. A template's list groups `{S...}` are expanded here as in
+ * The statements are the service's, compiled from the same header
+ * (db/sql.h): ST_EVENT_BY_KEY here is DB_EVENT_BY_KEY of db/db.c, ST_M_X the
+ * template DB_M_X; they cannot drift apart. A template's list groups `{S...}` are expanded here as in
  * db.c multi_expand() (repeated count times, joined by S: ',' gives ", ",
  * '|' gives " OR ", '.' nothing); each (template, list lengths) is prepared
  * once per connection and kept in a cache of 24 statements, least recently
@@ -91,7 +90,9 @@
 #include <mysql.h>
 #include <mysqld_error.h>
 
-/* The statements: db/db.c stmt_sql[] DB_EVENT_BY_KEY and multi_sql[] DB_M_X. */
+#include "db/sql.h"
+
+/* The statements: db/db.c DB_EVENT_BY_KEY and the templates DB_M_X. */
 enum st {
 	ST_EVENT_BY_KEY,
 	ST_M_EVENT_KEYS,
@@ -110,58 +111,16 @@ static const char *const st_name[ST__MAX] = {
 	"M_EVENT_INSERT", "M_LEDGER_INSERT", "M_BALANCE_UPSERT",
 };
 
+/* The service's own text (db/sql.h), so the two cannot drift apart. */
 static const char *const st_sql[ST__MAX] = {
-	/* ST_EVENT_BY_KEY */
-	"SELECT id, public_id, fingerprint, attempt FROM events"
-	" WHERE tenant_id = ? AND source = ? AND external_event_id = ?",
-	/* ST_M_EVENT_KEYS */
-	"SELECT id, public_id, fingerprint, attempt, source, external_event_id"
-	" FROM events WHERE tenant_id = ? AND"
-	" (source, external_event_id) IN ({,(?, ?)})",
-	/* ST_M_IDENT_LOCK */
-	"SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id,"
-	" p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id"
-	" LEFT JOIN identities x ON x.ext_profile_id = p.id"
-	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE",
-	/* ST_M_STATE_OF */
-	"SELECT 'b', NULL, name, profile_id, balance, lifetime, NULL FROM balances"
-	" WHERE profile_id IN ({,?})"
-	" UNION ALL SELECT 'v', NULL, name, profile_id, value, NULL, NULL"
-	" FROM variables WHERE profile_id IN ({,?})"
-	" UNION ALL SELECT 'c', NULL, rule_id, profile_id, period, count, NULL"
-	" FROM rule_counters WHERE profile_id IN ({,?}) AND period IN ({,?})",
-	/* ST_M_IDENT_STATE_LOCK: both of the above in one round trip. The
-	 * parts run in order: the first locks the profiles (waiting for any
-	 * transaction that holds them), then the state is read with locking
-	 * reads, which see the latest committed rows, never a snapshot taken
-	 * before the wait. A profile found by two identities has its state
-	 * rows twice. */
-	"(SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id,"
-	" p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id"
-	" LEFT JOIN identities x ON x.ext_profile_id = p.id"
-	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)"
-	" UNION ALL (SELECT STRAIGHT_JOIN 'b', NULL, s.name, s.profile_id, s.balance,"
-	" s.lifetime, NULL FROM identities i JOIN balances s ON s.profile_id = i.profile_id"
-	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)"
-	" UNION ALL (SELECT STRAIGHT_JOIN 'v', NULL, s.name, s.profile_id, s.value,"
-	" NULL, NULL FROM identities i JOIN variables s ON s.profile_id = i.profile_id"
-	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)"
-	" UNION ALL (SELECT STRAIGHT_JOIN 'c', NULL, s.rule_id, s.profile_id, s.period,"
-	" s.count, NULL FROM identities i JOIN rule_counters s ON s.profile_id = i.profile_id"
-	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)})"
-	" AND s.period IN ({,?}) FOR UPDATE)",
-	/* ST_M_EVENT_INSERT */
-	"INSERT IGNORE INTO events (tenant_id, source, external_event_id, public_id,"
-	" fingerprint, event_type, occurred_at, received_at, doc, request_id,"
-	" profile_id, outcome, rules_version, attempt)"
-	" VALUES {,(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)} RETURNING id, public_id",
-	/* ST_M_LEDGER_INSERT */
-	"INSERT INTO ledger (profile_id, event_id, seq, rule_id, balance_name, delta,"
-	" balance_after, created_at) VALUES {,(?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))}",
-	/* ST_M_BALANCE_UPSERT */
-	"INSERT INTO balances (profile_id, name, balance, lifetime)"
-	" VALUES {,(?, ?, ?, ?)}"
-	" ON DUPLICATE KEY UPDATE balance = VALUES(balance), lifetime = VALUES(lifetime)",
+	SQL_EVENT_BY_KEY,
+	SQL_M_EVENT_KEYS,
+	SQL_M_IDENT_LOCK,
+	SQL_M_STATE_OF,
+	SQL_M_IDENT_STATE_LOCK,
+	SQL_M_EVENT_INSERT,
+	SQL_M_LEDGER_INSERT,
+	SQL_M_BALANCE_UPSERT,
 };
 _Static_assert(sizeof(st_sql) / sizeof(st_sql[0]) == ST__MAX,
     "st_sql must have one entry per enum st");

@@ -1,0 +1,121 @@
+/*
+ * db/sql.h — the SQL text of the statements whose lists have a run-time
+ * length (enum db_multi, db_exec_multi()) and of the single-event key
+ * check. A header of its own because tests/bench/ceiling.c compiles the
+ * same text: the ceiling runs the service's SQL by construction.
+ *
+ * Templates: a group `{S...}` is repeated as many times as its count,
+ * joined by S: ',' gives ", ", '|' gives " OR ", '.' nothing. Lists of keys
+ * are row constructors, `(a, b) IN ((?, ?), ...)`: the server searches them
+ * in a sorted array, where an OR of 1000 conditions costs 1000 comparisons
+ * for every row read (5x slower for a 1000-event batch). Identities are
+ * read with STRAIGHT_JOIN so that the rows are locked in the order of the
+ * identities' primary key: every transaction takes its profile locks in one
+ * global order.
+ */
+#ifndef DB_SQL_H
+#define DB_SQL_H
+
+/* The stored event of a dedup key (db.c DB_EVENT_BY_KEY). */
+#define SQL_EVENT_BY_KEY \
+	"SELECT id, public_id, fingerprint, attempt FROM events" \
+	" WHERE tenant_id = ? AND source = ? AND external_event_id = ?"
+
+/* SQL_M_EVENT_KEYS: the stored events of a batch's keys */
+#define SQL_M_EVENT_KEYS \
+	"SELECT id, public_id, fingerprint, attempt, source, external_event_id" \
+	" FROM events WHERE tenant_id = ? AND" \
+	" (source, external_event_id) IN ({,(?, ?)})"
+
+/* SQL_M_IDENT_LOCK: every given identity that is bound ('i': type,
+ * value, profile, its public id and tier, and that profile's EXTERNAL
+ * identity if any); the profiles stay locked until the transaction
+ * ends. The seven columns are shared by the two statements below. */
+#define SQL_M_IDENT_LOCK \
+	"SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id," \
+	" p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id" \
+	" LEFT JOIN identities x ON x.ext_profile_id = p.id" \
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE"
+
+/* SQL_M_STATE_OF: balances ('b': name, profile, balance, lifetime),
+ * variables ('v': name, profile, value) and limit counters ('c':
+ * rule, profile, period, count) of the periods given, of profiles
+ * locked before */
+#define SQL_M_STATE_OF \
+	"SELECT 'b', NULL, name, profile_id, balance, lifetime, NULL FROM balances" \
+	" WHERE profile_id IN ({,?})" \
+	" UNION ALL SELECT 'v', NULL, name, profile_id, value, NULL, NULL" \
+	" FROM variables WHERE profile_id IN ({,?})" \
+	" UNION ALL SELECT 'c', NULL, rule_id, profile_id, period, count, NULL" \
+	" FROM rule_counters WHERE profile_id IN ({,?}) AND period IN ({,?})"
+
+/* SQL_M_IDENT_STATE_LOCK: both of the above in one round trip. The
+ * parts run in order: the first locks the profiles (waiting for any
+ * transaction that holds them), then the state is read with locking
+ * reads, which see the latest committed rows, never a snapshot taken
+ * before the wait. A profile found by two identities has its state
+ * rows twice. */
+#define SQL_M_IDENT_STATE_LOCK \
+	"(SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id," \
+	" p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id" \
+	" LEFT JOIN identities x ON x.ext_profile_id = p.id" \
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)" \
+	" UNION ALL (SELECT STRAIGHT_JOIN 'b', NULL, s.name, s.profile_id, s.balance," \
+	" s.lifetime, NULL FROM identities i JOIN balances s ON s.profile_id = i.profile_id" \
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)" \
+	" UNION ALL (SELECT STRAIGHT_JOIN 'v', NULL, s.name, s.profile_id, s.value," \
+	" NULL, NULL FROM identities i JOIN variables s ON s.profile_id = i.profile_id" \
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)" \
+	" UNION ALL (SELECT STRAIGHT_JOIN 'c', NULL, s.rule_id, s.profile_id, s.period," \
+	" s.count, NULL FROM identities i JOIN rule_counters s ON s.profile_id = i.profile_id" \
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)})" \
+	" AND s.period IN ({,?}) FOR UPDATE)"
+
+/* SQL_M_PROFILE_INSERT: new profiles */
+#define SQL_M_PROFILE_INSERT \
+	"INSERT INTO profiles (tenant_id, public_id, tier, created_at, updated_at)" \
+	" VALUES {,(?, ?, ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))}" \
+	" RETURNING id, public_id"
+
+/* SQL_M_IDENT_INSERT: new identity bindings */
+#define SQL_M_IDENT_INSERT \
+	"INSERT INTO identities (tenant_id, type, value, profile_id, ext_profile_id," \
+	" created_at) VALUES {,(?, ?, ?, ?, ?, UTC_TIMESTAMP(6))}"
+
+/* SQL_M_EVENT_INSERT: the dedup key claimed with the outcome; a row
+ * claimed meanwhile is not returned */
+#define SQL_M_EVENT_INSERT \
+	"INSERT IGNORE INTO events (tenant_id, source, external_event_id, public_id," \
+	" fingerprint, event_type, occurred_at, received_at, doc, request_id," \
+	" profile_id, outcome, rules_version, attempt)" \
+	" VALUES {,(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)} RETURNING id, public_id"
+
+/* SQL_M_LEDGER_INSERT: created_at is taken while the profiles are
+ * locked and ids grow in row order, so (created_at, id) is the order
+ * the changes were applied in */
+#define SQL_M_LEDGER_INSERT \
+	"INSERT INTO ledger (profile_id, event_id, seq, rule_id, balance_name, delta," \
+	" balance_after, created_at) VALUES {,(?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))}"
+
+/* SQL_M_BALANCE_UPSERT: the state after the last change */
+#define SQL_M_BALANCE_UPSERT \
+	"INSERT INTO balances (profile_id, name, balance, lifetime)" \
+	" VALUES {,(?, ?, ?, ?)}" \
+	" ON DUPLICATE KEY UPDATE balance = VALUES(balance), lifetime = VALUES(lifetime)"
+
+/* SQL_M_VAR_UPSERT: the final value of variables */
+#define SQL_M_VAR_UPSERT \
+	"INSERT INTO variables (profile_id, name, value) VALUES {,(?, ?, ?)}" \
+	" ON DUPLICATE KEY UPDATE value = VALUES(value)"
+
+/* SQL_M_COUNTER_ADD: limit counters raised by what the group applied */
+#define SQL_M_COUNTER_ADD \
+	"INSERT INTO rule_counters (profile_id, rule_id, period, count)" \
+	" VALUES {,(?, ?, ?, ?)} ON DUPLICATE KEY UPDATE count = count + VALUES(count)"
+
+/* SQL_M_PROFILE_TOUCH: tier and updated_at of profiles */
+#define SQL_M_PROFILE_TOUCH \
+	"UPDATE profiles SET tier = CASE id{. WHEN ? THEN ?} END," \
+	" updated_at = UTC_TIMESTAMP(6) WHERE id IN ({,?})"
+
+#endif /* DB_SQL_H */
