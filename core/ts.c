@@ -179,6 +179,19 @@ ts_parse(const char *s, size_t len, int64_t *us)
 	return 0;
 }
 
+/* Write v (0 <= v < 10^width) as exactly width decimal digits. */
+static char *
+put_digits(char *p, int64_t v, int width)
+{
+	int i;
+
+	for (i = width - 1; i >= 0; i--) {
+		p[i] = (char)('0' + v % 10);
+		v /= 10;
+	}
+	return p + width;
+}
+
 /*
  * See core.h. Works for every int64_t (years outside 1-9999 come out with
  * more digits or a sign; they fit in 32 bytes).
@@ -202,6 +215,29 @@ ts_format(int64_t us, char out[32])
 		days--;
 	}
 	date_from_days(days, &y, &m, &d);
+	if (y >= 0 && y <= 9999) {
+		/* the usual case without printf: this runs several times per
+		 * request (timestamps of the event, the log line) */
+		char *p = out;
+		p = put_digits(p, y, 4);
+		*p++ = '-';
+		p = put_digits(p, m, 2);
+		*p++ = '-';
+		p = put_digits(p, d, 2);
+		*p++ = 'T';
+		p = put_digits(p, rem / 3600, 2);
+		*p++ = ':';
+		p = put_digits(p, rem / 60 % 60, 2);
+		*p++ = ':';
+		p = put_digits(p, rem % 60, 2);
+		if (frac) {
+			*p++ = '.';
+			p = put_digits(p, frac, 6);
+		}
+		*p++ = 'Z';
+		*p = '\0';
+		return out;
+	}
 	/* At most 30 bytes for any int64_t (|y| < 300000); the larger buffer
 	 * only keeps the compiler's truncation analysis quiet. */
 	if (frac)
