@@ -127,6 +127,27 @@ int ev_random(unsigned char *buf, size_t n);
  * characters [0-9a-z without i,l,o,u]. out needs 32 bytes. */
 int ev_public_id(const char *prefix, char out[32]);
 
+/* The base-32 alphabet of public ids and API keys: 32 symbols
+ * [0-9a-z without i,l,o,u] in value order, then NUL. Symbol v encodes the
+ * 5-bit value v (ids and keys take it from the low 5 bits of a random
+ * byte). */
+extern const char ev_b32_alphabet[33];
+
+/* Value 0-31 of base-32 symbol c (as an unsigned char, or EOF), or -1 when
+ * c is not one (upper case, i, l, o, u, NUL, ...). Compares c with all
+ * 32 symbols, without an early exit. */
+int ev_b32_value(int c);
+
+/*
+ * Decode the UTF-8 sequence at s[0..n) into *cp (RFC 3629: no overlongs,
+ * no surrogates D800-DFFF, nothing above U+10FFFF). Returns its length,
+ * 1-4 (1 for any byte below 0x80, U+0000 included: callers decide), or 0
+ * when it is not well formed: lead byte 80-C1 or F5-FF, a continuation
+ * byte out of range, or fewer than the needed bytes in n (also n == 0).
+ * *cp is set only on success. Only the first sequence is looked at.
+ */
+size_t ev_utf8_decode(const unsigned char *s, size_t n, unsigned *cp);
+
 /* SHA-256 of data as 64 lower-case hex characters + NUL. */
 void ev_sha256_hex(const void *data, size_t len, char out[65]);
 

@@ -75,52 +75,6 @@ trim(const char *s, size_t len, size_t *b, size_t *e)
 	*e = j;
 }
 
-/*
- * Decode the UTF-8 sequence at s[0..n) (RFC 3629: no overlongs, no
- * surrogates, at most U+10FFFF) into *cp. Returns its length in bytes, or
- * 0 when it is not well formed. n must be at least 1.
- */
-static size_t
-utf8_next(const unsigned char *s, size_t n, unsigned *cp)
-{
-	unsigned char c = s[0], lo = 0x80, hi = 0xBF;
-	size_t        need, i;
-	unsigned      v;
-
-	if (c < 0x80) {
-		*cp = c;
-		return 1;
-	}
-	if (c >= 0xC2 && c <= 0xDF) {
-		need = 2;
-		v = c & 0x1F;
-	} else if (c >= 0xE0 && c <= 0xEF) {
-		need = 3;
-		v = c & 0x0F;
-		if (c == 0xE0)
-			lo = 0xA0;
-		else if (c == 0xED)
-			hi = 0x9F;
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		need = 4;
-		v = c & 0x07;
-		if (c == 0xF0)
-			lo = 0x90;
-		else if (c == 0xF4)
-			hi = 0x8F;
-	} else
-		return 0;
-	if (n < need || s[1] < lo || s[1] > hi)
-		return 0;
-	for (i = 1; i < need; i++) {
-		if (s[i] < 0x80 || s[i] > 0xBF)
-			return 0;
-		v = v << 6 | (s[i] & 0x3F);
-	}
-	*cp = v;
-	return need;
-}
-
 /* 1 for control characters (C0, DEL, C1) and Unicode White_Space. */
 static int
 is_space_or_control(unsigned cp)
@@ -147,7 +101,7 @@ check_chars(const char *s, size_t n, int strict)
 	if (n == 0)
 		return "empty";
 	while (i < n) {
-		if ((k = utf8_next(u + i, n - i, &cp)) == 0)
+		if ((k = ev_utf8_decode(u + i, n - i, &cp)) == 0)
 			return "invalid UTF-8";
 		if (cp == 0)
 			return "contains U+0000";

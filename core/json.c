@@ -114,44 +114,6 @@ skip_ws(struct jparser *p)
 		p->pos++;
 }
 
-/*
- * Length of the well-formed UTF-8 sequence (RFC 3629 §4) starting at s[0],
- * with n bytes available; 0 when it is not well formed (overlong forms,
- * surrogates D800-DFFF, code points above U+10FFFF, truncation).
- * Only called for a lead byte >= 0x80.
- */
-static size_t
-utf8_seq(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0], lo = 0x80, hi = 0xBF;
-	size_t        need, i;
-
-	if (c >= 0xC2 && c <= 0xDF)
-		need = 2;
-	else if (c >= 0xE0 && c <= 0xEF) {
-		need = 3;
-		if (c == 0xE0)
-			lo = 0xA0;
-		else if (c == 0xED)
-			hi = 0x9F;
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		need = 4;
-		if (c == 0xF0)
-			lo = 0x90;
-		else if (c == 0xF4)
-			hi = 0x8F;
-	} else
-		return 0;
-	if (n < need)
-		return 0;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (i = 2; i < need; i++)
-		if (s[i] < 0x80 || s[i] > 0xBF)
-			return 0;
-	return need;
-}
-
 /* Value of one hex digit, or -1. */
 static int
 hexval(unsigned char c)
@@ -283,6 +245,7 @@ parse_string(struct jparser *p, struct jbuf *b, int to_buf,
 	size_t               start = p->pos + 1, i = start, run, k;
 	int                  escaped = 0;
 	unsigned char        c;
+	unsigned             cp;      /* decoded, unused: only validated */
 
 	*has_nul = 0;
 	b->len = 0;
@@ -293,7 +256,9 @@ parse_string(struct jparser *p, struct jbuf *b, int to_buf,
 			if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\')
 				i++;
 			else if (c >= 0x80) {
-				if ((k = utf8_seq(s + i, p->len - i)) == 0)
+				/* RFC 3629: no overlongs, surrogates,
+				 * > U+10FFFF or truncation. */
+				if ((k = ev_utf8_decode(s + i, p->len - i, &cp)) == 0)
 					return jfail(p, i, "invalid UTF-8");
 				i += k;
 			} else

@@ -28,8 +28,6 @@ const char *const ev_scope_name[EV_SCOPE__MAX] = {
 	"admin",            /* EV_SCOPE_ADMIN */
 };
 
-static const char b32[] = "0123456789abcdefghjkmnpqrstvwxyz";
-
 /* One cached verification: digest of the key, the row it matched, when. */
 struct key_cache {
 	unsigned char  digest[32];
@@ -158,7 +156,8 @@ ev_key_check(struct db *db, const char *authz, struct ev_key *k, int64_t now_us)
 	if (len != KEY_LEN || strncmp(key, "rfe_", 4) != 0)
 		return EV_UNAUTHORIZED;
 	for (i = 4; i < len; i++)
-		if (i != KEY_PREFIX_LEN && strchr(b32, key[i]) == NULL)
+		if (i != KEY_PREFIX_LEN &&
+		    ev_b32_value((unsigned char)key[i]) < 0)
 			return EV_UNAUTHORIZED;
 	if (key[KEY_PREFIX_LEN] != '_')
 		return EV_UNAUTHORIZED;
@@ -280,10 +279,11 @@ ev_key_create(struct db *db, const char *slug, const char *scopes,
 		}
 		memcpy(key, "rfe_", 4);
 		for (i = 0; i < 8; i++)
-			key[4 + i] = b32[rnd[i] % 32];
+			key[4 + i] = ev_b32_alphabet[rnd[i] % 32];
 		key[KEY_PREFIX_LEN] = '_';
 		for (i = 0; i < 40; i++)
-			key[KEY_PREFIX_LEN + 1 + i] = b32[rnd[8 + i] % 32];
+			key[KEY_PREFIX_LEN + 1 + i] =
+			    ev_b32_alphabet[rnd[8 + i] % 32];
 		key[KEY_LEN] = '\0';
 		EVP_Digest(key, KEY_LEN, digest, &mdlen, EVP_sha256(), NULL);
 		p[0] = DBP_CSTR(key_id);

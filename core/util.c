@@ -1,6 +1,7 @@
 /*
- * core/util.c — random bytes, public ids, SHA-256 and constant-time
- * comparison (OpenSSL libcrypto and the kernel's getrandom()).
+ * core/util.c — random bytes, the base-32 alphabet of public ids and API
+ * keys, public ids, SHA-256, constant-time comparison (OpenSSL libcrypto
+ * and the kernel's getrandom()) and the decoding of one UTF-8 sequence.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -16,8 +17,25 @@
 /* Random part of a public id: 22 characters of 5 bits each (110 bits). */
 #define PUBLIC_ID_CHARS 22
 
-/* Crockford-like base 32: digits and lower-case letters without i, l, o, u. */
-static const char b32[32] = "0123456789abcdefghjkmnpqrstvwxyz";
+/* See core.h. Crockford-like: digits and lower-case letters without
+ * i, l, o, u; NUL-terminated. */
+const char ev_b32_alphabet[33] = "0123456789abcdefghjkmnpqrstvwxyz";
+_Static_assert(sizeof(ev_b32_alphabet) == 33, "ev_b32_alphabet");
+
+/*
+ * See core.h. Looks at all 32 symbols whatever c is (no early exit), as
+ * the characters of secret keys go through here.
+ */
+int
+ev_b32_value(int c)
+{
+	int i, v = -1;
+
+	for (i = 0; i < 32; i++)
+		if ((unsigned char)ev_b32_alphabet[i] == c)
+			v = i;
+	return v;
+}
 
 /*
  * See core.h. Reads from getrandom(2) (blocking only until the kernel's
@@ -64,7 +82,7 @@ ev_public_id(const char *prefix, char out[32])
 		return -1;
 	memcpy(out, prefix, plen);
 	for (i = 0; i < PUBLIC_ID_CHARS; i++)
-		out[plen + i] = b32[rnd[i] & 31];
+		out[plen + i] = ev_b32_alphabet[rnd[i] & 31];
 	out[plen + PUBLIC_ID_CHARS] = '\0';
 	return 0;
 }
@@ -101,4 +119,54 @@ ev_ct_equal(const void *a, const void *b, size_t n)
 	if (n == 0)
 		return 1;
 	return CRYPTO_memcmp(a, b, n) == 0;
+}
+
+/*
+ * See core.h (RFC 3629 §4, table 3-7 of Unicode: the second byte's range
+ * depends on the lead byte, which rules out overlongs, surrogates and code
+ * points above U+10FFFF; later bytes are 80-BF).
+ */
+size_t
+ev_utf8_decode(const unsigned char *s, size_t n, unsigned *cp)
+{
+	unsigned char c, lo = 0x80, hi = 0xBF;
+	size_t        need, i;
+	unsigned      v;
+
+	if (n == 0)
+		return 0;
+	c = s[0];
+	if (c < 0x80) {
+		*cp = c;
+		return 1;
+	}
+	if (c >= 0xC2 && c <= 0xDF) {
+		need = 2;
+		v = c & 0x1F;
+	} else if (c >= 0xE0 && c <= 0xEF) {
+		need = 3;
+		v = c & 0x0F;
+		if (c == 0xE0)
+			lo = 0xA0;          /* overlong below U+0800 */
+		else if (c == 0xED)
+			hi = 0x9F;          /* surrogates D800-DFFF */
+	} else if (c >= 0xF0 && c <= 0xF4) {
+		need = 4;
+		v = c & 0x07;
+		if (c == 0xF0)
+			lo = 0x90;          /* overlong below U+10000 */
+		else if (c == 0xF4)
+			hi = 0x8F;          /* above U+10FFFF */
+	} else
+		return 0;               /* 80-C1 (continuation, overlong), F5-FF */
+	if (n < need || s[1] < lo || s[1] > hi)
+		return 0;
+	v = v << 6 | (s[1] & 0x3F);
+	for (i = 2; i < need; i++) {
+		if (s[i] < 0x80 || s[i] > 0xBF)
+			return 0;
+		v = v << 6 | (s[i] & 0x3F);
+	}
+	*cp = v;
+	return need;
 }

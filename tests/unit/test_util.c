@@ -1,6 +1,8 @@
 /*
  * Unit tests for core/util.c: ev_random, ev_public_id (format and
- * uniqueness), ev_sha256_hex (FIPS 180-2 / NIST vectors), ev_ct_equal.
+ * uniqueness), the base-32 alphabet and ev_b32_value (also through the key
+ * format check of ev_key_check), ev_sha256_hex (FIPS 180-2 / NIST
+ * vectors), ev_ct_equal, ev_utf8_decode (RFC 3629, Unicode table 3-7).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +11,9 @@
 #include "tests/unit/t.h"
 
 #define NIDS 1000
+#define NROWS(a) (sizeof(a) / sizeof((a)[0]))
 
+/* The specification, written out independently of core/util.c. */
 static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
 
 static int
@@ -88,6 +92,131 @@ run_public_id_unique(void)
 	T_OK(unused == 0, "%d symbols (almost) never used", unused);
 	T_OK(seen['i'] == 0 && seen['l'] == 0 && seen['o'] == 0 &&
 	    seen['u'] == 0, "excluded letters used");
+}
+
+/* ---- base 32 ---- */
+
+struct bcase {
+	int line;
+	int c;
+	int want;     /* value, or -1 */
+};
+
+static const struct bcase bcases[] = {
+	{ __LINE__, '0', 0 },
+	{ __LINE__, '9', 9 },
+	{ __LINE__, 'a', 10 },
+	{ __LINE__, 'h', 17 },
+	{ __LINE__, 'j', 18 },    /* after the missing i */
+	{ __LINE__, 'k', 19 },
+	{ __LINE__, 'm', 20 },    /* after the missing l */
+	{ __LINE__, 'n', 21 },
+	{ __LINE__, 'p', 22 },    /* after the missing o */
+	{ __LINE__, 't', 26 },
+	{ __LINE__, 'v', 27 },    /* after the missing u */
+	{ __LINE__, 'z', 31 },
+	{ __LINE__, 'i', -1 },
+	{ __LINE__, 'l', -1 },
+	{ __LINE__, 'o', -1 },
+	{ __LINE__, 'u', -1 },
+	{ __LINE__, 'A', -1 },    /* case matters */
+	{ __LINE__, 'Z', -1 },
+	{ __LINE__, 'H', -1 },
+	{ __LINE__, '\0', -1 },   /* the terminator is no symbol */
+	{ __LINE__, '_', -1 },
+	{ __LINE__, '-', -1 },
+	{ __LINE__, ' ', -1 },
+	{ __LINE__, '/', -1 },    /* neighbours of the ranges */
+	{ __LINE__, ':', -1 },
+	{ __LINE__, '`', -1 },
+	{ __LINE__, '{', -1 },
+	{ __LINE__, 0x80, -1 },
+	{ __LINE__, 0xE0, -1 },   /* 'a' | 0x80 */
+	{ __LINE__, 0xFF, -1 },
+	{ __LINE__, -1, -1 },     /* EOF */
+	{ __LINE__, 256 + '0', -1 },
+};
+
+/* The alphabet as the ids and keys use it, and ev_b32_value. */
+static void
+run_b32(void)
+{
+	size_t i;
+	int    c, v, n = 0, bad = 0;
+
+	T_OK(sizeof(ev_b32_alphabet) == 33 && strlen(ev_b32_alphabet) == 32,
+	    "alphabet length %zu", strlen(ev_b32_alphabet));
+	T_OK(strcmp(ev_b32_alphabet, alphabet) == 0, "alphabet %s",
+	    ev_b32_alphabet);
+	for (i = 0; i < NROWS(bcases); i++) {
+		v = ev_b32_value(bcases[i].c);
+		T_CHECK(bcases[i].line, v == bcases[i].want, "'%c' (%d): %d, want %d",
+		    bcases[i].c > 0x20 && bcases[i].c < 0x7F ? bcases[i].c : '?',
+		    bcases[i].c, v, bcases[i].want);
+	}
+	/* Round trip of the encoding: byte b becomes symbol b & 31 (ids) or
+	 * b % 32 (keys), which decodes back to those 5 bits. */
+	for (c = 0; c < 256; c++)
+		if ((c & 31) != c % 32 ||
+		    ev_b32_value((unsigned char)ev_b32_alphabet[c & 31]) != (c & 31))
+			bad++;
+	T_OK(bad == 0, "%d bytes do not round-trip", bad);
+	/* Exactly the 32 symbols are accepted, and each is distinct. */
+	for (c = 0; c < 256; c++) {
+		v = ev_b32_value(c);
+		if (v >= 0) {
+			n++;
+			if (ev_b32_alphabet[v] != c)
+				bad++;
+		}
+	}
+	T_OK(n == 32 && bad == 0, "%d symbols accepted, %d mismatched", n, bad);
+}
+
+struct kcase {
+	int         line;
+	const char *authz;
+};
+
+/*
+ * Malformed keys are refused by ev_key_check() before it looks anything up
+ * (the database handle is NULL here): "rfe_" + 8 + "_" + 40 base-32.
+ * A well-formed key would go to the database, so none is listed.
+ */
+#define K8  "abcd0123"
+#define K40 "0123456789abcdefghjkmnpqrstvwxyz01234567"
+static const struct kcase kcases[] = {
+	{ __LINE__, "Bearer rfe_" "abcd012i" "_" K40 },   /* i in the prefix */
+	{ __LINE__, "Bearer rfe_" "Abcd0123" "_" K40 },   /* upper case */
+	{ __LINE__, "Bearer rfe_" K8 "_" "l123456789abcdefghjkmnpqrstvwxyz01234567" },
+	{ __LINE__, "Bearer rfe_" K8 "_" "0123456789abcdefghjkmnpqrstvwxyz0123456o" },
+	{ __LINE__, "Bearer rfe_" K8 "_" "0123456789abcdefghjkmnpqrstvwxyz012345u7" },
+	{ __LINE__, "Bearer rfe_" K8 "_" "0123456789ABCDEFGHJKMNPQRSTVWXYZ01234567" },
+	{ __LINE__, "Bearer rfe_" K8 "_" "0123456789abcdefghjkmnpqrstvwxyz0123456_" },
+	{ __LINE__, "Bearer rfe_" K8 "_" "0123456789abcdefghjkmnpqrstvwxyz0123456\x80" },
+	{ __LINE__, "Bearer rfe_" K8 "-" K40 },           /* separator */
+	{ __LINE__, "Bearer rfe_" K8 "a" K40 },           /* separator */
+	{ __LINE__, "Bearer rfe_" K8 "_" K40 "0" },       /* one too long */
+	{ __LINE__, "Bearer rfe_" K8 "_" "0123456789abcdefghjkmnpqrstvwxyz0123456" },
+	{ __LINE__, "Bearer rfx_" K8 "_" K40 },
+	{ __LINE__, "Bearer " },
+	{ __LINE__, "Basic rfe_" K8 "_" K40 },
+	{ __LINE__, NULL },
+};
+
+static void
+run_key_format(void)
+{
+	struct ev_key k;
+	size_t        i;
+	enum ev_err   e;
+
+	for (i = 0; i < NROWS(kcases); i++) {
+		e = ev_key_check(NULL, kcases[i].authz, &k, 0);
+		T_CHECK(kcases[i].line, e == EV_UNAUTHORIZED, "got %s",
+		    ev_err_code(e));
+		ev_key_clear(&k);
+	}
 }
 
 static void
@@ -186,14 +315,202 @@ run_ct_equal(void)
 	}
 }
 
+/* ---- UTF-8 ---- */
+
+struct ucase {
+	int         line;
+	const char *s;
+	size_t      n;
+	size_t      want;      /* length, or 0: not well formed */
+	unsigned    cp;        /* when want > 0 */
+};
+
+#define U(lit) lit, sizeof(lit) - 1
+
+static const struct ucase ucases[] = {
+	/* 1 byte */
+	{ __LINE__, U("A"), 1, 0x41 },
+	{ __LINE__, "\0", 1, 1, 0 },              /* U+0000: callers decide */
+	{ __LINE__, U("\x7f"), 1, 0x7F },
+	{ __LINE__, U("a\x80"), 1, 'a' },         /* only the first one */
+	/* 2 bytes */
+	{ __LINE__, U("\xc2\x80"), 2, 0x80 },
+	{ __LINE__, U("\xc3\xa9"), 2, 0xE9 },
+	{ __LINE__, U("\xdf\xbf"), 2, 0x7FF },
+	{ __LINE__, U("\xc3\xa9\xff"), 2, 0xE9 },
+	/* 3 bytes */
+	{ __LINE__, U("\xe0\xa0\x80"), 3, 0x800 },
+	{ __LINE__, U("\xe2\x82\xac"), 3, 0x20AC },
+	{ __LINE__, U("\xed\x9f\xbf"), 3, 0xD7FF },   /* below the surrogates */
+	{ __LINE__, U("\xee\x80\x80"), 3, 0xE000 },   /* above them */
+	{ __LINE__, U("\xef\xbb\xbf"), 3, 0xFEFF },   /* BOM: well formed */
+	{ __LINE__, U("\xef\xbf\xbf"), 3, 0xFFFF },
+	/* 4 bytes */
+	{ __LINE__, U("\xf0\x90\x80\x80"), 4, 0x10000 },
+	{ __LINE__, U("\xf0\x9f\x98\x80"), 4, 0x1F600 },
+	{ __LINE__, U("\xf3\xbf\xbf\xbf"), 4, 0xFFFFF },
+	{ __LINE__, U("\xf4\x80\x80\x80"), 4, 0x100000 },
+	{ __LINE__, U("\xf4\x8f\xbf\xbf"), 4, 0x10FFFF },
+	/* overlongs */
+	{ __LINE__, U("\xc0\x80"), 0, 0 },
+	{ __LINE__, U("\xc0\xaf"), 0, 0 },
+	{ __LINE__, U("\xc1\xbf"), 0, 0 },
+	{ __LINE__, U("\xe0\x80\x80"), 0, 0 },
+	{ __LINE__, U("\xe0\x80\xaf"), 0, 0 },
+	{ __LINE__, U("\xe0\x9f\xbf"), 0, 0 },
+	{ __LINE__, U("\xf0\x80\x80\x80"), 0, 0 },
+	{ __LINE__, U("\xf0\x80\x80\xaf"), 0, 0 },
+	{ __LINE__, U("\xf0\x8f\xbf\xbf"), 0, 0 },
+	/* surrogates D800-DFFF */
+	{ __LINE__, U("\xed\xa0\x80"), 0, 0 },
+	{ __LINE__, U("\xed\xad\xbf"), 0, 0 },
+	{ __LINE__, U("\xed\xae\x80"), 0, 0 },
+	{ __LINE__, U("\xed\xaf\xbf"), 0, 0 },
+	{ __LINE__, U("\xed\xb0\x80"), 0, 0 },
+	{ __LINE__, U("\xed\xbf\xbf"), 0, 0 },
+	{ __LINE__, U("\xed\xa0\x80\xed\xb0\x80"), 0, 0 },   /* CESU pair */
+	/* above U+10FFFF */
+	{ __LINE__, U("\xf4\x90\x80\x80"), 0, 0 },
+	{ __LINE__, U("\xf4\xbf\xbf\xbf"), 0, 0 },
+	/* lead bytes F5-FF */
+	{ __LINE__, U("\xf5\x80\x80\x80"), 0, 0 },
+	{ __LINE__, U("\xf7\xbf\xbf\xbf"), 0, 0 },
+	{ __LINE__, U("\xf8\x88\x80\x80\x80"), 0, 0 },
+	{ __LINE__, U("\xfb\xbf\xbf\xbf\xbf"), 0, 0 },
+	{ __LINE__, U("\xfc\x84\x80\x80\x80\x80"), 0, 0 },
+	{ __LINE__, U("\xfd\xbf\xbf\xbf\xbf\xbf"), 0, 0 },
+	{ __LINE__, U("\xfe"), 0, 0 },
+	{ __LINE__, U("\xff"), 0, 0 },
+	/* lone continuation bytes */
+	{ __LINE__, U("\x80"), 0, 0 },
+	{ __LINE__, U("\xbf"), 0, 0 },
+	{ __LINE__, U("\x80\x80"), 0, 0 },
+	{ __LINE__, U("\xbf\x41"), 0, 0 },
+	/* a continuation byte out of range */
+	{ __LINE__, U("\xc3\x28"), 0, 0 },
+	{ __LINE__, U("\xc3\xc0"), 0, 0 },
+	{ __LINE__, U("\xe2\x28\xa1"), 0, 0 },
+	{ __LINE__, U("\xe2\x82\x28"), 0, 0 },
+	{ __LINE__, U("\xe2\x82\xc0"), 0, 0 },
+	{ __LINE__, U("\xf0\x28\x8c\xbc"), 0, 0 },
+	{ __LINE__, U("\xf0\x90\x28\xbc"), 0, 0 },
+	{ __LINE__, U("\xf0\x90\x8c\x28"), 0, 0 },
+	{ __LINE__, U("\xf4\x8f\xbf\xc0"), 0, 0 },
+	/* truncated at the end of the buffer */
+	{ __LINE__, "A", 0, 0, 0 },               /* n == 0: nothing read */
+	{ __LINE__, U("\xc3"), 0, 0 },
+	{ __LINE__, U("\xe2"), 0, 0 },
+	{ __LINE__, U("\xe2\x82"), 0, 0 },
+	{ __LINE__, U("\xed\x9f"), 0, 0 },
+	{ __LINE__, U("\xf0"), 0, 0 },
+	{ __LINE__, U("\xf0\x9f"), 0, 0 },
+	{ __LINE__, U("\xf0\x9f\x98"), 0, 0 },
+	{ __LINE__, U("\xf4\x8f\xbf"), 0, 0 },
+	/* n shorter than what follows in memory: only n bytes count */
+	{ __LINE__, "\xc3\xa9", 1, 0, 0 },
+	{ __LINE__, "\xe2\x82\xac", 2, 0, 0 },
+	{ __LINE__, "\xf0\x9f\x98\x80", 3, 0, 0 },
+};
+
+/*
+ * Reference encoder for the exhaustive check (cp a scalar value): the
+ * continuation bytes from the end, 6 bits each, then the lead byte.
+ */
+static size_t
+enc_utf8(unsigned cp, unsigned char out[4])
+{
+	static const unsigned char lead[5] = { 0, 0x00, 0xC0, 0xE0, 0xF0 };
+	size_t n = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4, i;
+
+	for (i = n - 1; i > 0; i--, cp >>= 6)
+		out[i] = (unsigned char)(0x80 | (cp & 0x3F));
+	out[0] = (unsigned char)(lead[n] | cp);
+	return n;
+}
+
+static void
+run_utf8(void)
+{
+	unsigned char *buf, b[4];
+	unsigned       cp, c, x;
+	size_t         i, k, n;
+	int            bad = 0, ok2 = 0;
+
+	for (i = 0; i < NROWS(ucases); i++) {
+		const struct ucase *u = &ucases[i];
+
+		/* A heap copy of exactly n bytes: reading past it is an
+		 * error under ASan (n == 0: one byte, "A", not to be read). */
+		buf = malloc(u->n ? u->n : 1);
+		memcpy(buf, u->s, u->n ? u->n : 1);
+		cp = 0xDEADBEEF;
+		k = ev_utf8_decode(buf, u->n, &cp);
+		T_CHECK(u->line, k == u->want, "length %zu, want %zu", k, u->want);
+		if (u->want > 0)
+			T_CHECK(u->line, cp == u->cp, "U+%04X, want U+%04X", cp,
+			    u->cp);
+		else
+			T_CHECK(u->line, cp == 0xDEADBEEF, "*cp set on failure");
+		free(buf);
+	}
+	/* Every lead byte F5-FF and 80-C1, whatever follows. */
+	for (c = 0x80; c <= 0xFF; c++) {
+		if (c >= 0xC2 && c <= 0xF4)
+			continue;
+		b[0] = (unsigned char)c;
+		b[1] = b[2] = b[3] = 0x80;
+		for (n = 1; n <= 4; n++)
+			if (ev_utf8_decode(b, n, &cp) != 0)
+				bad++;
+	}
+	T_OK(bad == 0, "%d bad lead bytes accepted", bad);
+	/* Every scalar value encodes and decodes back, every surrogate's
+	 * 3-byte form is refused, and so is every proper prefix. */
+	bad = 0;
+	for (x = 0; x <= 0x10FFFF; x++) {
+		n = enc_utf8(x, b);
+		k = ev_utf8_decode(b, n, &cp);
+		if (x >= 0xD800 && x <= 0xDFFF) {
+			if (k != 0)
+				bad++;
+		} else if (k != n || cp != x)
+			bad++;
+		for (i = 1; i < n; i++)
+			if (ev_utf8_decode(b, i, &cp) != 0)
+				bad++;
+	}
+	T_OK(bad == 0, "%d code points wrong", bad);
+	/* All 65536 two-byte inputs: exactly C2-DF then 80-BF, and the
+	 * ASCII leads, decode. */
+	bad = 0;
+	for (x = 0; x < 0x10000; x++) {
+		b[0] = (unsigned char)(x >> 8);
+		b[1] = (unsigned char)x;
+		k = ev_utf8_decode(b, 2, &cp);
+		if (b[0] < 0x80)
+			bad += k != 1 || cp != b[0];
+		else if (b[0] >= 0xC2 && b[0] <= 0xDF && b[1] >= 0x80 &&
+		    b[1] <= 0xBF) {
+			bad += k != 2 || cp != ((b[0] & 0x1Fu) << 6 | (b[1] & 0x3Fu));
+			ok2++;
+		} else
+			bad += k != 0;
+	}
+	T_OK(bad == 0 && ok2 == 30 * 64, "%d of the 2-byte inputs wrong (%d)",
+	    bad, ok2);
+}
+
 int
 main(void)
 {
 	t_file = "test_util";
 	run_public_id_format();
 	run_public_id_unique();
+	run_b32();
+	run_key_format();
 	run_random();
 	run_sha256();
 	run_ct_equal();
+	run_utf8();
 	return t_done();
 }
