@@ -148,7 +148,9 @@ int ev_b32_value(int c);
  */
 size_t ev_utf8_decode(const unsigned char *s, size_t n, unsigned *cp);
 
-/* SHA-256 of data as 64 lower-case hex characters + NUL. */
+/* SHA-256 of data (NULL: empty), and as 64 lower-case hex characters +
+ * NUL. Abort only when libcrypto cannot hash at all (out of memory). */
+void ev_sha256(const void *data, size_t len, unsigned char out[32]);
 void ev_sha256_hex(const void *data, size_t len, char out[65]);
 
 /* Constant-time comparison of n bytes: 1 equal, 0 not. */

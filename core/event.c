@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
 
 #include "conf/conf.h"
 #include "rules/rules.h"
@@ -447,13 +446,11 @@ ev_parse(const json_object *co, const struct conf_tenant *t, int64_t now_us,
 	}
 	{
 		char          *canon = ev_canonical(ev);
-		unsigned int   mdlen = 0;
 		if (canon == NULL) {
 			ev_verr_set(verr, EV_INTERNAL, "out of memory");
 			goto fail;
 		}
-		EVP_Digest(canon, strlen(canon), ev->fingerprint, &mdlen,
-		    EVP_sha256(), NULL);
+		ev_sha256(canon, strlen(canon), ev->fingerprint);
 		free(canon);
 	}
 	return EV_OK;

@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #include "db/db.h"
 #include "core/core.h"
@@ -135,7 +134,6 @@ ev_key_check(struct db *db, const char *authz, struct ev_key *k, int64_t now_us)
 	const char      *key;
 	size_t           len, i;
 	unsigned char    digest[32];
-	unsigned int     mdlen = 0;
 	struct db_param  p;
 	struct db_res    r;
 	enum db_rc       rc;
@@ -162,7 +160,7 @@ ev_key_check(struct db *db, const char *authz, struct ev_key *k, int64_t now_us)
 	if (key[KEY_PREFIX_LEN] != '_')
 		return EV_UNAUTHORIZED;
 
-	EVP_Digest(key, len, digest, &mdlen, EVP_sha256(), NULL);
+	ev_sha256(key, len, digest);
 
 	/* a fresh cache hit skips the database */
 	slot = &cache[digest[0] % KEY_CACHE_SLOTS];
@@ -244,7 +242,6 @@ ev_key_create(struct db *db, const char *slug, const char *scopes,
     char *err, size_t errsz)
 {
 	unsigned char   rnd[48], digest[32];
-	unsigned int    mdlen = 0;
 	unsigned        bits;
 	char            key[KEY_LEN + 1], key_id[32];
 	struct db_param p[7];
@@ -285,7 +282,7 @@ ev_key_create(struct db *db, const char *slug, const char *scopes,
 			key[KEY_PREFIX_LEN + 1 + i] =
 			    ev_b32_alphabet[rnd[8 + i] % 32];
 		key[KEY_LEN] = '\0';
-		EVP_Digest(key, KEY_LEN, digest, &mdlen, EVP_sha256(), NULL);
+		ev_sha256(key, KEY_LEN, digest);
 		p[0] = DBP_CSTR(key_id);
 		p[1] = DBP_I64(tid);
 		p[2] = DBP_STR(key, KEY_PREFIX_LEN);
