@@ -45,6 +45,9 @@ shopt -s inherit_errexit
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROG=${0##*/}
+START_CMD="$PROG start"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$ROOT/tests/lib.sh"
 
 DEB_PACKAGES=(galera-4 rsync mariadb-server mariadb-client lighttpd iproute2 lsof
 	python3 curl)
@@ -58,15 +61,6 @@ CLUSTER_NAME=rfevents
 SYNC_TIMEOUT=${SYNC_TIMEOUT:-180}
 STOP_WAIT=90	# seconds for a node to stop after being asked to
 
-die() {
-	printf '%s: %s\n' "$PROG" "$*" >&2
-	exit 1
-}
-
-say() {
-	printf '%s: %s\n' "$PROG" "$*" >&2
-}
-
 # now — seconds since the epoch with milliseconds.
 now() {
 	date +%s.%3N
@@ -77,30 +71,17 @@ since() {
 	awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'
 }
 
-abspath() {
-	mkdir -p -- "$1"
-	(cd -- "$1" && pwd)
-}
-
-# Paths end up unquoted in option files, URLs and lighttpd's config: keep them plain.
-check_plain_path() {
-	[[ $1 =~ ^/[A-Za-z0-9_./+-]*$ ]] ||
-		die "$2 '$1' may only contain letters, digits and _ . / + - (no spaces or quotes)"
-}
-
 check_number() {
 	[[ $2 =~ ^[0-9]+$ ]] || die "$1 must be a number, not '$2'"
 }
 
 setup_paths() {
-	VAR=$(abspath "${VAR:-$ROOT/var}")
-	check_plain_path "$VAR" VAR
+	setup_var
 	CL=$VAR/cluster
 	mkdir -p -- "$CL"
 	DB_ENV=$CL/db.env
 	CL_ENV=$CL/cluster.env
 	((${#CL} < 80)) || die "VAR is too long for the unix socket paths under $CL"
-	DB_ADMIN=$(id -un)
 	if (($(id -u) == 0)); then
 		RUN_USER=mysql
 		id mysql >/dev/null 2>&1 || die "there is no 'mysql' user: run '$PROG deps' (mariadb-server makes it)"
@@ -126,54 +107,8 @@ check_node_arg() {
 	[[ ${1:-} =~ ^[123]$ ]] || die "the node number must be 1, 2 or 3"
 }
 
-# alive_pid FILE NAME — print the pid in FILE if that process runs and is NAME.
-alive_pid() {
-	local pid comm
-	[[ -s $1 ]] || return 1
-	read -r pid <"$1" || true
-	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-	[[ $comm == "$2" ]] || return 1
-	printf '%s\n' "$pid"
-}
-
 node_pid() {
 	alive_pid "$(node_dir "$1")/mysqld.pid" mariadbd
-}
-
-# wait_exit PID SECONDS — wait until PID is gone; status 1 on timeout.
-wait_exit() {
-	local i
-	for ((i = 0; i < $2 * 10; i++)); do
-		kill -0 "$1" 2>/dev/null || return 0
-		sleep 0.1
-	done
-	return 1
-}
-
-# daemon CMD... — exec CMD in a session of its own (run it with &), with no inherited
-# descriptors but 0-2: it outlives this script and ignores the terminal's Ctrl-C.
-daemon() {
-	local fd
-	for fd in /proc/"$BASHPID"/fd/*; do
-		fd=${fd##*/}
-		if ((fd > 2)); then
-			eval "exec $fd>&-" 2>/dev/null || true
-		fi
-	done
-	exec setsid "$@"
-}
-
-log_tail() {
-	if [[ -s $1 ]]; then
-		printf -- '--- last lines of %s ---\n' "$1" >&2
-		tail -n "${2:-25}" -- "$1" >&2
-		printf -- '---\n' >&2
-	fi
-}
-
-port_busy() {
-	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 # Ports of node N: from its my.cnf once it exists, else from the environment.
@@ -198,36 +133,7 @@ node_ports() {
 # ---------------------------------------------------------------------------- deps
 
 cmd_deps() {
-	local missing=() p st
-	for p in "${DEB_PACKAGES[@]}"; do
-		st=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null) || st=""
-		[[ $st == ii* ]] || missing+=("$p")
-	done
-	((${#missing[@]})) || return 0
-	local install="DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}"
-	if (($(id -u) != 0)); then
-		say "missing Debian packages: ${missing[*]}"
-		say "run as root:"
-		printf "  sudo sh -c 'apt-get update && %s'\n" "$install" >&2
-		exit 1
-	fi
-	say "installing: ${missing[*]}"
-	# No system service may start during the installation (mariadb-server would start the
-	# system's MariaDB on 3306): deny service starts unless a policy is already in place.
-	local policy=/usr/sbin/policy-rc.d made_policy=""
-	if [[ ! -e $policy ]]; then
-		printf '#!/bin/sh\n# temporary, from rfevents tests/cluster.sh deps\nexit 101\n' >"$policy"
-		chmod 755 "$policy"
-		made_policy=1
-		# shellcheck disable=SC2064  # expand now: the path is fixed
-		trap "rm -f '$policy'" EXIT
-	fi
-	apt-get update
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-	if [[ -n $made_policy ]]; then
-		rm -f "$policy"
-		trap - EXIT
-	fi
+	deps_install "${DEB_PACKAGES[@]}"
 }
 
 need_tools() {
@@ -240,8 +146,7 @@ need_tools() {
 # ---------------------------------------------------------------------------- nodes
 
 admin_sql() {
-	mariadb --no-defaults --socket="$(node_dir "$1")/mysqld.sock" -u "$DB_ADMIN" \
-		--connect-timeout=3 --batch --skip-column-names
+	db_admin "$(node_dir "$1")/mysqld.sock" --connect-timeout=3
 }
 
 # node_var N NAME — a global status variable of node N (empty if it does not answer).
@@ -284,22 +189,7 @@ node_init() {
 	mkdir -p -- "$nd/tmp"
 	[[ -s $nd/my.cnf ]] || write_node_cnf "$n"
 	if [[ ! -d $nd/data/mysql ]]; then
-		local scratch=$nd/data.init
-		rm -rf -- "$scratch" "$nd/data"
-		mkdir -p -- "$scratch"
-		chown -R "$RUN_USER:" "$nd"
-		if (($(id -u) == 0)) && ! runuser -u "$RUN_USER" -- test -w "$scratch" 2>/dev/null; then
-			die "the $RUN_USER account cannot reach $nd (a folder above it is closed to others, e.g. /root): set VAR to a folder under /tmp"
-		fi
-		local user_opt=()
-		(($(id -u) == 0)) && user_opt=(--user="$RUN_USER")
-		if ! mariadb-install-db --no-defaults --datadir="$scratch" "${user_opt[@]}" \
-			--auth-root-authentication-method=socket --skip-test-db \
-			--tmpdir="$nd/tmp" >"$nd/install.log" 2>&1; then
-			log_tail "$nd/install.log"
-			die "mariadb-install-db failed for node $n (full log: $nd/install.log)"
-		fi
-		mv -- "$scratch" "$nd/data"
+		db_install "$nd/data" "$nd/install.log" "$RUN_USER" "node $n" --tmpdir="$nd/tmp"
 	fi
 	touch -- "$nd/error.log" "$nd/console.log"
 	chown -R "$RUN_USER:" "$nd"
@@ -352,16 +242,13 @@ node_launch() {
 	LAUNCHED_PID=$!
 }
 
+node_synced() {
+	[[ $(node_var "$1" wsrep_local_state_comment) == Synced ]]
+}
+
 # wait_synced N PID — wait until node N reports Synced: 0; 1 on timeout; 2 when PID died.
 wait_synced() {
-	local n=$1 pid=$2 i st
-	for ((i = 0; i < SYNC_TIMEOUT * 5; i++)); do
-		kill -0 "$pid" 2>/dev/null || return 2
-		st=$(node_var "$n" wsrep_local_state_comment)
-		[[ $st == Synced ]] && return 0
-		sleep 0.2
-	done
-	return 1
+	wait_ready "$2" "$SYNC_TIMEOUT" node_synced "$1"
 }
 
 # node_start N MODE — start node N and wait until it is Synced. MODE: bootstrap (a new
@@ -394,12 +281,8 @@ node_start() {
 	wait_synced "$n" "$LAUNCHED_PID" || rc=$?
 	if ((rc != 0)); then
 		tail -n "+$((mark + 1))" -- "$nd/error.log" | tail -n 30 >&2
-		if ((rc == 2)); then
-			die "node $n exited during start-up (log: $nd/error.log)"
-		fi
-		kill -TERM "$LAUNCHED_PID" 2>/dev/null || true
-		wait_exit "$LAUNCHED_PID" "$STOP_WAIT" || kill -KILL "$LAUNCHED_PID" 2>/dev/null || true
-		die "node $n was not Synced within ${SYNC_TIMEOUT}s and was stopped (log: $nd/error.log)"
+		start_failed "$rc" "$LAUNCHED_PID" "node $n" "$nd/error.log" \
+			"was not Synced within ${SYNC_TIMEOUT}s"
 	fi
 	NODE_TIME=$(since "$t0")
 	how=""
@@ -416,19 +299,9 @@ node_start() {
 }
 
 node_stop() {
-	local n=$1 pid nd
-	nd=$(node_dir "$n")
-	pid=$(node_pid "$n") || {
-		rm -f -- "$nd/mysqld.pid"
-		return 0
-	}
-	mariadb-admin --no-defaults --socket="$nd/mysqld.sock" -u "$DB_ADMIN" \
-		--connect-timeout=5 shutdown >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
-	if ! wait_exit "$pid" "$STOP_WAIT"; then
-		log_tail "$nd/error.log"
-		die "node $n (pid $pid) did not stop within ${STOP_WAIT}s"
-	fi
-	rm -f -- "$nd/mysqld.pid"
+	local nd
+	nd=$(node_dir "$1")
+	db_stop "$nd/mysqld.pid" "$nd/mysqld.sock" "$nd/error.log" "node $1"
 }
 
 # Which node should form the cluster when none runs: the one that left last after a clean
@@ -466,41 +339,26 @@ pick_bootstrap() {
 
 # ---------------------------------------------------------------------------- database
 
-# The account's password is made once and kept in db.env; the account is (re)set to it.
+# The account's password is made once and kept in db.env; the account is (re)set to it
+# through node N (the others get it by replication).
 db_provision() {
-	local n=$1 pass="" m
-	if [[ -s $DB_ENV ]]; then
-		pass=$(sed -n 's|^RFEVENTS_DB=mariadb://rfevents:\([A-Za-z0-9]*\)@.*|\1|p' "$DB_ENV")
-	fi
-	[[ -n $pass ]] || pass=$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')
-	# CREATE USER and GRANT replicate to the other nodes (total order isolation).
-	admin_sql "$n" <<-SQL || die "could not create the rfevents database and account"
-		CREATE DATABASE IF NOT EXISTS rfevents
-		  CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin;
-		CREATE USER IF NOT EXISTS 'rfevents'@'127.0.0.1' IDENTIFIED BY '$pass';
-		ALTER USER 'rfevents'@'127.0.0.1' IDENTIFIED BY '$pass';
-		GRANT ALL PRIVILEGES ON rfevents.* TO 'rfevents'@'127.0.0.1';
-		CREATE USER IF NOT EXISTS 'rfevents'@'localhost' IDENTIFIED BY '$pass';
-		ALTER USER 'rfevents'@'localhost' IDENTIFIED BY '$pass';
-		GRANT ALL PRIVILEGES ON rfevents.* TO 'rfevents'@'localhost';
-	SQL
-	local list="" sep="" ports=() tmp=$DB_ENV.tmp
+	local n=$1 pass m
+	pass=$(db_password)
+	db_create "$pass" admin_sql "$n"
+	local list="" sep="" ports=()
 	for m in "${NODES[@]}"; do
 		node_ports "$m"
 		ports+=("$N_PORT")
 		list+="${sep}127.0.0.1:$N_PORT"
 		sep=,
 	done
-	(
-		umask 077
+	{
 		printf 'RFEVENTS_DB=mariadb://rfevents:%s@%s/rfevents\n' "$pass" "$list"
 		for m in "${NODES[@]}"; do
 			printf 'RFEVENTS_DB_%s=mariadb://rfevents:%s@127.0.0.1:%s/rfevents\n' \
 				"$m" "$pass" "${ports[m - 1]}"
 		done
-	) >"$tmp"
-	chmod 600 "$tmp"
-	mv -f -- "$tmp" "$DB_ENV"
+	} | write_private "$DB_ENV"
 	DB_PASS=$pass
 	# The account must work over TCP on every node (each web server prefers another).
 	for m in "${NODES[@]}"; do
@@ -509,14 +367,6 @@ db_provision() {
 			--connect-timeout=5 -e 'SELECT 1' rfevents >/dev/null ||
 			die "the rfevents account cannot log in to node $m over 127.0.0.1:$N_PORT"
 	done
-}
-
-load_db_env() {
-	[[ -s $DB_ENV ]] || die "$DB_ENV is missing: run '$PROG start' first"
-	RFEVENTS_DB=$(sed -n 's/^RFEVENTS_DB=//p' "$DB_ENV")
-	[[ -n $RFEVENTS_DB ]] || die "$DB_ENV has no RFEVENTS_DB line"
-	DB_PASS=$(sed -n 's|^mariadb://rfevents:\([A-Za-z0-9]*\)@.*|\1|p' <<<"$RFEVENTS_DB")
-	export RFEVENTS_DB
 }
 
 # RFEVENTS_DB for web server N: node N first, then the others in order.
@@ -530,12 +380,6 @@ node_list_for() {
 		list+=",127.0.0.1:$N_PORT"
 	done
 	printf 'mariadb://rfevents:%s@%s/rfevents\n' "$DB_PASS" "$list"
-}
-
-cmd_migrate() {
-	load_db_env
-	[[ -x $CLI_BIN ]] || die "$CLI_BIN is missing: build it first ('make')"
-	"$CLI_BIN" migrate || die "'bin/rfevents migrate' failed"
 }
 
 # ---------------------------------------------------------------------------- web servers
@@ -555,11 +399,7 @@ web_start() {
 	wv=$(web_var "$n")
 	mkdir -p -- "$wv"
 	port=$((${PORT:-8080} + n - 1))
-	(
-		umask 077
-		printf 'RFEVENTS_DB=%s\n' "$(node_list_for "$n")" >"$wv/db.env.tmp"
-	)
-	mv -f -- "$wv/db.env.tmp" "$wv/db.env"
+	printf 'RFEVENTS_DB=%s\n' "$(node_list_for "$n")" | write_private "$wv/db.env"
 	VAR=$wv PORT=$port CONF=$CONF PROCS=${PROCS:-3} FCGI_BIN=$FCGI_BIN CLI_BIN=$CLI_BIN \
 		"$STACK" web-start || die "web server $n did not start (log: $wv/lighttpd-error.log)"
 	say "web server $n on http://127.0.0.1:$port (database node $n first)"
@@ -639,7 +479,7 @@ cmd_db_start() {
 cmd_start() {
 	CONF=$(abspath "${CONF:-$ROOT/conf}")
 	check_plain_path "$CONF" CONF
-	[[ -x $FCGI_BIN ]] || die "$FCGI_BIN is missing: build it first ('make')"
+	need_bin "$FCGI_BIN"
 	take_lock
 	cmd_db_start
 	cmd_migrate
@@ -774,14 +614,9 @@ cmd_status() {
 
 # ---------------------------------------------------------------------------- run
 
-DEMO_BODY='{"source":"brand.pos","externalEventId":"txn_987654321","eventType":"purchase_completed","occurredAt":"2026-05-20T12:45:00Z","identity":{"externalUserId":"L-123456789","email":"customer@example.com"},"properties":{"order_id":"order_42","amount":120.50,"currency":"USD","store_id":"store_42"}}'
-
 RUN_STARTED=""
-RUN_TAIL_PID=""
 
 run_cleanup() {
-	trap - INT TERM EXIT
-	[[ -n $RUN_TAIL_PID ]] && kill "$RUN_TAIL_PID" 2>/dev/null
 	if [[ -n $RUN_STARTED ]]; then
 		say "stopping the web servers and the cluster"
 		(cmd_stop) || true
@@ -789,7 +624,7 @@ run_cleanup() {
 }
 
 cmd_run() {
-	local conf=${CONF:-$ROOT/conf} key="" n url logs=()
+	local conf=${CONF:-$ROOT/conf} n logs=()
 	[[ -d $conf ]] || die "CONF directory '$conf' does not exist"
 	CONF=$(abspath "$conf")
 	export CONF RFEVENTS_CONF=$CONF
@@ -798,17 +633,12 @@ cmd_run() {
 			die "web server $n already runs under $CL: is another cluster 'run' active? ('$PROG stop' stops it)"
 		fi
 	done
-	trap run_cleanup EXIT
-	trap 'exit 130' INT
-	trap 'exit 143' TERM
+	on_exit run_cleanup
 	RUN_STARTED=1
 	cmd_start
 	exec 8>&-	# the lock: `kill-node` and `restart-node` work while this runs
 	load_db_env
-	if ! "$CLI_BIN" check "$CONF" >"$CL/check.log" 2>&1; then
-		say "warning: 'bin/rfevents check $CONF' reports problems (the app keeps serving what loads):"
-		cat "$CL/check.log" >&2
-	fi
+	app_check "$CONF" "$CL/check.log"
 	printf '\nrfevents runs on a three-node Galera cluster (config %s, state %s):\n' "$CONF" "$CL"
 	for n in "${NODES[@]}"; do
 		node_ports "$n"
@@ -818,32 +648,20 @@ cmd_run() {
 	printf 'RFEVENTS_DB is in %s; Ctrl-C stops everything.\n' "$DB_ENV"
 	printf "Try '%s kill-node 2', then '%s restart-node 2' (same VAR) in another terminal.\n\n" \
 		"$0" "$0"
-	if [[ -f $CONF/tenants/demo.yaml ]]; then
-		if key=$("$CLI_BIN" key create --tenant demo --scopes admin --name demo) && [[ -n $key ]]; then
-			printf 'Demo tenant key (admin scope; shown once):\n  %s\n\n' "$key"
-			printf 'Send the same event through each web server: the first answers 201, the others\n'
-			printf '200 "duplicate" -- the event is applied once, whichever node takes it.\n'
-			for n in "${NODES[@]}"; do
-				url=http://127.0.0.1:$(web_port "$n")
-				printf "  curl -sS -i %s/v1/cdp/events -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '%s'\n" \
-					"$url" "$key" "$DEMO_BODY"
-			done
-			printf '\n'
-		else
-			say "warning: could not create a key for the demo tenant"
-		fi
-	else
-		printf 'No demo tenant in %s. Create a key with:\n' "$CONF"
-		printf '  (set -a; . %s; %s key create --tenant SLUG --scopes events:write)\n\n' \
-			"$DB_ENV" "$CLI_BIN"
+	if demo_key "$CONF"; then
+		printf 'Send the same event through each web server: the first answers 201, the others\n'
+		printf '200 "duplicate" -- the event is applied once, whichever node takes it.\n'
+		for n in "${NODES[@]}"; do
+			demo_curl "http://127.0.0.1:$(web_port "$n")"
+		done
+		printf '\n'
 	fi
 	for n in "${NODES[@]}"; do
 		printf 'Health %s: curl -sS http://127.0.0.1:%s/v1/health\n' "$n" "$(web_port "$n")"
 		logs+=("$(web_var "$n")/lighttpd-error.log")
 	done
 	printf 'Following the web servers'"'"' logs:\n'
-	tail -n 0 -F "${logs[@]}" 2>/dev/null &
-	RUN_TAIL_PID=$!
+	follow "${logs[@]}"
 	local up
 	while :; do
 		up=0
@@ -859,11 +677,6 @@ cmd_run() {
 }
 
 # ---------------------------------------------------------------------------- main
-
-usage() {
-	sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}" >&2
-	exit 2
-}
 
 main() {
 	(($# >= 1)) || usage

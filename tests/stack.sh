@@ -44,6 +44,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROG=${0##*/}
+START_CMD="tests/stack.sh db-start"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$ROOT/tests/lib.sh"
 
 DEB_PACKAGES=(libfcgi-dev libjson-c-dev libmariadb-dev libyaml-dev libssl-dev libgmp-dev
 	mariadb-server mariadb-client pkg-config python3 curl gcc make
@@ -67,30 +70,8 @@ DB_WAIT=60	# seconds for MariaDB to answer
 WEB_WAIT=20	# seconds for the web server to accept connections
 STOP_WAIT=60	# seconds for a process to exit after being asked to
 
-die() {
-	printf '%s: %s\n' "$PROG" "$*" >&2
-	exit 1
-}
-
-say() {
-	printf '%s: %s\n' "$PROG" "$*" >&2
-}
-
-# abspath DIR — DIR made absolute against $PWD (the directory is created).
-abspath() {
-	mkdir -p -- "$1"
-	(cd -- "$1" && pwd)
-}
-
-# Paths end up unquoted in db.env, in a URL and in lighttpd's config: keep them plain.
-check_plain_path() {
-	[[ $1 =~ ^/[A-Za-z0-9_./+-]*$ ]] ||
-		die "$2 '$1' may only contain letters, digits and _ . / + - (no spaces or quotes)"
-}
-
 setup_paths() {
-	VAR=$(abspath "${VAR:-$ROOT/var}")
-	check_plain_path "$VAR" VAR
+	setup_var
 	DB_DIR=$VAR/mysql
 	DATADIR=$DB_DIR/data
 	DB_SOCK=$DB_DIR/mysqld.sock
@@ -101,54 +82,6 @@ setup_paths() {
 	web_setup "$SERVER"
 	# A unix socket path is limited to 107 bytes; leave room for lighttpd's "-N" suffix.
 	((${#DB_SOCK} < 100)) || die "VAR is too long for a unix socket path: $DB_SOCK"
-	# The MariaDB account that administers the private server: the OS user, who
-	# authenticates over the socket (unix_socket plugin), root included.
-	DB_ADMIN=$(id -un)
-}
-
-# alive_pid FILE NAME — print the pid in FILE if that process runs and is NAME.
-alive_pid() {
-	local pid comm
-	[[ -s $1 ]] || return 1
-	read -r pid <"$1" || true
-	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-	[[ $comm == "$2" ]] || return 1
-	printf '%s\n' "$pid"
-}
-
-# wait_exit PID SECONDS — wait until PID is gone; status 1 on timeout.
-wait_exit() {
-	local i
-	for ((i = 0; i < $2 * 10; i++)); do
-		kill -0 "$1" 2>/dev/null || return 0
-		sleep 0.1
-	done
-	return 1
-}
-
-# daemon CMD... — exec CMD in a session of its own (run it with &): it outlives this
-# script and does not get the terminal's Ctrl-C, so `stop` (or the trap of `run`) shuts
-# it down in order. Inherited descriptors other than 0-2 are closed first, so that the
-# server holds no lock or pipe of whoever called this script. Not being a process
-# group leader, setsid execs in place: $! is the server's pid.
-daemon() {
-	local fd
-	for fd in /proc/"$BASHPID"/fd/*; do
-		fd=${fd##*/}
-		if ((fd > 2)); then
-			eval "exec $fd>&-" 2>/dev/null || true
-		fi
-	done
-	exec setsid "$@"
-}
-
-log_tail() {
-	if [[ -s $1 ]]; then
-		printf -- '--- last lines of %s ---\n' "$1" >&2
-		tail -n "${2:-25}" -- "$1" >&2
-		printf -- '---\n' >&2
-	fi
 }
 
 # ---------------------------------------------------------------------------- deps
@@ -164,40 +97,10 @@ web_daemons() {
 }
 
 cmd_deps() {
-	local missing=() p st
-	for p in "${DEB_PACKAGES[@]}"; do
-		st=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null) || st=""
-		[[ $st == ii* ]] || missing+=("$p")
-	done
-	((${#missing[@]})) || return 0
-
-	local install="DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}"
-	if (($(id -u) != 0)); then
-		say "missing Debian packages: ${missing[*]}"
-		say "run as root:"
-		printf "  sudo sh -c 'apt-get update && %s'\n" "$install" >&2
-		exit 1
-	fi
-	say "installing: ${missing[*]}"
-	# Installing mariadb-server or nginx must not start the system's MariaDB or nginx
-	# service: deny all service starts for the duration unless a policy is already in
-	# place.
-	local policy=/usr/sbin/policy-rc.d made_policy=""
-	if [[ ! -e $policy ]]; then
-		printf '#!/bin/sh\n# temporary, from rfevents tests/stack.sh deps\nexit 101\n' >"$policy"
-		chmod 755 "$policy"
-		made_policy=1
-		# shellcheck disable=SC2064  # expand now: the path is fixed
-		trap "rm -f '$policy'" EXIT
-	fi
 	local before
 	before=$(web_daemons)
-	apt-get update
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-	if [[ -n $made_policy ]]; then
-		rm -f "$policy"
-		trap - EXIT
-	fi
+	deps_install "${DEB_PACKAGES[@]}"
+	((${#DEPS_MISSING[@]})) || return 0
 	# Should a package script have started a system web server anyway (it would hold
 	# port 80), stop what this install started -- and only that -- and keep it from
 	# starting at boot. The private instances of this script never use port 80.
@@ -214,7 +117,7 @@ cmd_deps() {
 		kill -TERM "$pid" 2>/dev/null || true
 		wait_exit "$pid" "$STOP_WAIT" || say "warning: pid $pid did not stop"
 	done
-	if [[ -d /run/systemd/system ]] && [[ " ${missing[*]} " == *" nginx "* ]] &&
+	if [[ -d /run/systemd/system ]] && [[ " ${DEPS_MISSING[*]} " == *" nginx "* ]] &&
 		systemctl is-enabled --quiet nginx 2>/dev/null; then
 		say "disabling the system nginx service that the nginx package enabled (systemctl enable nginx undoes it)"
 		systemctl disable --now nginx >/dev/null 2>&1 || say "warning: could not disable nginx.service"
@@ -223,67 +126,31 @@ cmd_deps() {
 
 # ---------------------------------------------------------------------------- MariaDB
 
-db_client() {
-	mariadb --no-defaults --socket="$DB_SOCK" -u "$DB_ADMIN" --batch --skip-column-names
-}
-
 db_ping() {
 	mariadb-admin --no-defaults --socket="$DB_SOCK" -u "$DB_ADMIN" \
 		--connect-timeout=2 ping >/dev/null 2>&1
 }
 
-# Initialise the data directory once. mariadb-install-db writes into a scratch
-# directory that is renamed only when it succeeded, so a half-initialised datadir is
-# never mistaken for a usable one.
+# Initialise the data directory once.
 db_init() {
 	[[ -d $DATADIR/mysql ]] && return 0
-	local scratch=$DB_DIR/data.init user_opt=()
-	(($(id -u) == 0)) && user_opt=(--user=root)
-	rm -rf -- "$scratch" "$DATADIR"
-	mkdir -p -- "$scratch"
 	# db.env belongs to the old data directory, if any: its password is gone with it.
 	rm -f -- "$DB_ENV"
-	if ! mariadb-install-db --no-defaults --datadir="$scratch" "${user_opt[@]}" \
-		--auth-root-authentication-method=socket --skip-test-db \
-		>"$DB_DIR/install.log" 2>&1; then
-		log_tail "$DB_DIR/install.log"
-		die "mariadb-install-db failed (full log: $DB_DIR/install.log)"
-	fi
-	mv -- "$scratch" "$DATADIR"
+	db_install "$DATADIR" "$DB_DIR/install.log" root ""
 }
 
 # Create the database and the application account; idempotent. The password is made
 # once and kept in $VAR/db.env (mode 600); the account is (re)set to it on every start.
-# The default collation is binary and NO PAD: ids, sources and identities compare byte
-# for byte ('L-1' <> 'l-1', 'a' <> 'a '). The schema should still name its collations.
 db_provision() {
-	local pass=""
-	if [[ -s $DB_ENV ]]; then
-		pass=$(sed -n 's|^RFEVENTS_DB=mariadb://rfevents:\([A-Za-z0-9]*\)@.*|\1|p' "$DB_ENV")
-	fi
-	if [[ -z $pass ]]; then
-		pass=$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')
-	fi
-	db_client <<-SQL || die "could not create the rfevents database and account"
-		CREATE DATABASE IF NOT EXISTS rfevents
-		  CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin;
-		CREATE USER IF NOT EXISTS 'rfevents'@'localhost' IDENTIFIED BY '$pass';
-		ALTER USER 'rfevents'@'localhost' IDENTIFIED BY '$pass';
-		GRANT ALL PRIVILEGES ON rfevents.* TO 'rfevents'@'localhost';
-		CREATE USER IF NOT EXISTS 'rfevents'@'127.0.0.1' IDENTIFIED BY '$pass';
-		ALTER USER 'rfevents'@'127.0.0.1' IDENTIFIED BY '$pass';
-		GRANT ALL PRIVILEGES ON rfevents.* TO 'rfevents'@'127.0.0.1';
-	SQL
-	local tmp=$DB_ENV.tmp
-	(
-		umask 077
+	local pass
+	pass=$(db_password)
+	db_create "$pass" db_admin "$DB_SOCK"
+	{
 		printf 'RFEVENTS_DB=mariadb://rfevents:%s@localhost/rfevents?socket=%s\n' "$pass" "$DB_SOCK"
 		if [[ -n ${DB_PORT:-} ]]; then
 			printf 'RFEVENTS_DB_TCP=mariadb://rfevents:%s@127.0.0.1:%s/rfevents\n' "$pass" "$DB_PORT"
 		fi
-	) >"$tmp"
-	chmod 600 "$tmp"
-	mv -f -- "$tmp" "$DB_ENV"
+	} | write_private "$DB_ENV"
 }
 
 cmd_db_start() {
@@ -291,7 +158,8 @@ cmd_db_start() {
 	mkdir -p -- "$DB_DIR" "$DB_TMP"
 	if pid=$(alive_pid "$DB_PID" mariadbd); then
 		# Running already (or still starting up): reuse it.
-		db_wait "$pid" || die "MariaDB (pid $pid) runs under $VAR but does not answer; see $DB_LOG"
+		wait_ready "$pid" "$DB_WAIT" db_ping ||
+			die "MariaDB (pid $pid) runs under $VAR but does not answer; see $DB_LOG"
 		db_provision
 		return 0
 	fi
@@ -317,72 +185,20 @@ cmd_db_start() {
 		--innodb-flush-log-at-trx-commit=1 --innodb-autoinc-lock-mode=2 \
 		</dev/null >>"$DB_LOG" 2>&1 &
 	local spawned=$! rc=0
-	db_wait "$spawned" || rc=$?
+	wait_ready "$spawned" "$DB_WAIT" db_ping || rc=$?
 	if ((rc == 0)); then
 		db_provision
 		return 0
 	fi
 	log_tail "$DB_LOG"
-	if ((rc == 2)); then
-		die "MariaDB exited during start-up (log: $DB_LOG)"
-	fi
-	kill -TERM "$spawned" 2>/dev/null || true
-	wait_exit "$spawned" "$STOP_WAIT" || kill -KILL "$spawned" 2>/dev/null || true
-	die "MariaDB did not answer on $DB_SOCK within ${DB_WAIT}s and was stopped (log: $DB_LOG)"
-}
-
-# db_wait PID — wait until the server answers: status 0; 1 after DB_WAIT seconds;
-# 2 as soon as PID is gone.
-db_wait() {
-	local i
-	for ((i = 0; i < DB_WAIT * 10; i++)); do
-		db_ping && return 0
-		kill -0 "$1" 2>/dev/null || return 2
-		sleep 0.1
-	done
-	return 1
+	start_failed "$rc" "$spawned" MariaDB "$DB_LOG" "did not answer on $DB_SOCK within ${DB_WAIT}s"
 }
 
 cmd_db_stop() {
-	local pid
-	pid=$(alive_pid "$DB_PID" mariadbd) || {
-		rm -f -- "$DB_PID"
-		return 0
-	}
-	mariadb-admin --no-defaults --socket="$DB_SOCK" -u "$DB_ADMIN" \
-		--connect-timeout=5 shutdown >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
-	if ! wait_exit "$pid" "$STOP_WAIT"; then
-		log_tail "$DB_LOG"
-		die "MariaDB (pid $pid) did not stop within ${STOP_WAIT}s"
-	fi
-	rm -f -- "$DB_PID"
-}
-
-# ---------------------------------------------------------------------------- schema
-
-load_db_env() {
-	[[ -s $DB_ENV ]] || die "$DB_ENV is missing: run 'tests/stack.sh db-start' first"
-	RFEVENTS_DB=$(sed -n 's/^RFEVENTS_DB=//p' "$DB_ENV")
-	[[ -n $RFEVENTS_DB ]] || die "$DB_ENV has no RFEVENTS_DB line"
-	export RFEVENTS_DB
-}
-
-need_bin() {
-	[[ -x $1 ]] || die "$1 is missing: build it first ('make')"
-}
-
-cmd_migrate() {
-	load_db_env
-	need_bin "$CLI_BIN"
-	"$CLI_BIN" migrate || die "'bin/rfevents migrate' failed"
+	db_stop "$DB_PID" "$DB_SOCK" "$DB_LOG" MariaDB
 }
 
 # ---------------------------------------------------------------------------- web servers
-
-# port_busy PORT — true if something accepts connections on 127.0.0.1:PORT.
-port_busy() {
-	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
 
 # Quote a value for a lighttpd or Apache config string ("..." with \ and " escaped).
 conf_str() {
@@ -807,15 +623,10 @@ cmd_web_logs() {
 
 # ---------------------------------------------------------------------------- run
 
-DEMO_BODY='{"source":"brand.pos","externalEventId":"txn_987654321","eventType":"purchase_completed","occurredAt":"2026-05-20T12:45:00Z","identity":{"externalUserId":"L-123456789","email":"customer@example.com"},"properties":{"order_id":"order_42","amount":120.50,"currency":"USD","store_id":"store_42"}}'
-
 RUN_DB_STARTED=""
 RUN_WEB_STARTED=""
-RUN_TAIL_PID=""
 
 run_cleanup() {
-	trap - INT TERM EXIT
-	[[ -n $RUN_TAIL_PID ]] && kill "$RUN_TAIL_PID" 2>/dev/null
 	# Subshells: a failure (die) in one stop must not skip the other.
 	if [[ -n $RUN_WEB_STARTED ]]; then
 		say "stopping $WEB_TITLE"
@@ -828,7 +639,7 @@ run_cleanup() {
 }
 
 cmd_run() {
-	local port=${PORT:-8080} conf=${CONF:-$ROOT/conf} key="" pid
+	local port=${PORT:-8080} conf=${CONF:-$ROOT/conf} pid
 	[[ -d $conf ]] || die "CONF directory '$conf' does not exist"
 	conf=$(abspath "$conf")
 	export CONF=$conf PORT=$port RFEVENTS_CONF=$conf
@@ -836,18 +647,13 @@ cmd_run() {
 	if pid=$(alive_pid "$WEB_PID" "$WEB_COMM"); then
 		die "$WEB_TITLE already runs under $VAR (pid $pid): is another 'make run' active? ('tests/stack.sh stop' stops it)"
 	fi
-	trap run_cleanup EXIT
-	trap 'exit 130' INT
-	trap 'exit 143' TERM
+	on_exit run_cleanup
 
 	alive_pid "$DB_PID" mariadbd >/dev/null || RUN_DB_STARTED=1
 	cmd_db_start
 	cmd_migrate
 	load_db_env
-	if [[ -x $CLI_BIN ]] && ! "$CLI_BIN" check "$conf" >"$VAR/check.log" 2>&1; then
-		say "warning: 'bin/rfevents check $conf' reports problems (the app keeps serving what loads):"
-		cat "$VAR/check.log" >&2
-	fi
+	app_check "$conf" "$VAR/check.log"
 	RUN_WEB_STARTED=1
 	cmd_web_start
 
@@ -855,29 +661,19 @@ cmd_run() {
 	printf '\nrfevents is running on %s behind %s  (config %s, state %s)\n' \
 		"$url" "$WEB_TITLE" "$conf" "$VAR"
 	printf 'RFEVENTS_DB and the log files are in %s; Ctrl-C stops everything.\n\n' "$VAR"
-	if [[ -f $conf/tenants/demo.yaml ]]; then
-		if key=$("$CLI_BIN" key create --tenant demo --scopes admin --name demo) && [[ -n $key ]]; then
-			printf 'Demo tenant key (admin scope; shown once):\n  %s\n\n' "$key"
-			printf 'Send an event:\n'
-			printf "  curl -sS -i %s/v1/cdp/events -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '%s'\n\n" \
-				"$url" "$key" "$DEMO_BODY"
-			printf 'Run it twice: the first answers 201 "accepted" (unless this database has seen\n'
-			printf 'it before), the second 200 "duplicate" -- the event is applied once.\n\n'
-		else
-			say "warning: could not create a key for the demo tenant"
-		fi
-	else
-		printf 'No demo tenant in %s. Create a key with:\n' "$conf"
-		printf '  (set -a; . %s; %s key create --tenant SLUG --scopes events:write)\n\n' \
-			"$DB_ENV" "$CLI_BIN"
+	if demo_key "$conf"; then
+		printf 'Send an event:\n'
+		demo_curl "$url"
+		printf '\n'
+		printf 'Run it twice: the first answers 201 "accepted" (unless this database has seen\n'
+		printf 'it before), the second 200 "duplicate" -- the event is applied once.\n\n'
 	fi
 	printf 'Health: curl -sS %s/v1/health\n' "$url"
 	local logs=()
 	mapfile -t logs < <(cmd_web_logs)
 	printf 'Following %s:\n' "${logs[*]}"
 
-	tail -n 0 -F "${logs[@]}" 2>/dev/null &
-	RUN_TAIL_PID=$!
+	follow "${logs[@]}"
 	while alive_pid "$WEB_PID" "$WEB_COMM" >/dev/null; do
 		sleep 1 &
 		wait $! || true
@@ -888,11 +684,6 @@ cmd_run() {
 }
 
 # ---------------------------------------------------------------------------- main
-
-usage() {
-	sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}" >&2
-	exit 2
-}
 
 main() {
 	(($# == 1)) || usage
