@@ -148,6 +148,13 @@ int ev_b32_value(int c);
  */
 size_t ev_utf8_decode(const unsigned char *s, size_t n, unsigned *cp);
 
+/* Allocation that aborts (after a message) when memory is out: calloc of
+ * n * size (at least 1 byte), realloc to n bytes, strdup (NULL gives
+ * NULL). */
+void *ev_xcalloc(size_t n, size_t size);
+void *ev_xrealloc(void *p, size_t n);
+char *ev_xstrdup(const char *s);
+
 /* SHA-256 of data (NULL: empty), and as 64 lower-case hex characters +
  * NUL. Abort only when libcrypto cannot hash at all (out of memory). */
 void ev_sha256(const void *data, size_t len, unsigned char out[32]);

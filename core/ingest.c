@@ -246,42 +246,12 @@ struct group {
 	struct db_param   *p;    size_t capp;     /* parameters of one statement */
 };
 
-static void *
-xcalloc(size_t n, size_t sz)
-{
-	void *p = calloc(n ? n : 1, sz);
-
-	if (p == NULL)
-		abort();      /* out of memory: the web server restarts us */
-	return p;
-}
-
-static void *
-xrealloc(void *p, size_t n, size_t sz)
-{
-	if ((p = realloc(p, (n ? n : 1) * sz)) == NULL)
-		abort();
-	return p;
-}
-
-static char *
-xstrdup(const char *s)
-{
-	char *d;
-
-	if (s == NULL)
-		return NULL;
-	if ((d = strdup(s)) == NULL)
-		abort();
-	return d;
-}
-
 /* Room for n parameters in g->p. */
 static struct db_param *
 gparams(struct group *g, size_t n)
 {
 	if (n > g->capp) {
-		g->p = xrealloc(g->p, n, sizeof(*g->p));
+		g->p = ev_xrealloc(g->p, n * sizeof(*g->p));
 		g->capp = n;
 	}
 	return g->p;
@@ -331,9 +301,9 @@ build_defs(struct group *g)
 
 	for (i = 0; i < ct->nrules; i++)
 		nsets += ct->rules[i].nsets;
-	g->defs = xcalloc(ct->nrules, sizeof(*g->defs));
-	g->sets = xcalloc(nsets, sizeof(*g->sets));
-	g->tiers = xcalloc(ct->ntiers, sizeof(*g->tiers));
+	g->defs = ev_xcalloc(ct->nrules, sizeof(*g->defs));
+	g->sets = ev_xcalloc(nsets, sizeof(*g->sets));
+	g->tiers = ev_xcalloc(ct->ntiers, sizeof(*g->tiers));
 	for (i = 0; i < ct->nrules; i++) {
 		const struct conf_rule *cr = &ct->rules[i];
 		struct rule_def        *d = &g->defs[i];
@@ -475,7 +445,7 @@ add_prof(struct group *g)
 {
 	if (g->nprofs == g->capprofs) {
 		g->capprofs = g->capprofs ? 2 * g->capprofs : 16;
-		g->profs = xrealloc(g->profs, g->capprofs, sizeof(*g->profs));
+		g->profs = ev_xrealloc(g->profs, g->capprofs * sizeof(*g->profs));
 	}
 	memset(&g->profs[g->nprofs], 0, sizeof(g->profs[0]));
 	return ++g->nprofs;
@@ -491,9 +461,9 @@ prof_bal(struct gprof *pr, const char *name, int create)
 			return &pr->bals[i];
 	if (!create)
 		return NULL;
-	pr->bals = xrealloc(pr->bals, pr->nbals + 1, sizeof(*pr->bals));
+	pr->bals = ev_xrealloc(pr->bals, (pr->nbals + 1) * sizeof(*pr->bals));
 	memset(&pr->bals[pr->nbals], 0, sizeof(*pr->bals));
-	pr->bals[pr->nbals].name = xstrdup(name);
+	pr->bals[pr->nbals].name = ev_xstrdup(name);
 	return &pr->bals[pr->nbals++];
 }
 
@@ -507,7 +477,7 @@ prof_cnt(struct gprof *pr, size_t rule, const char *period, int create)
 			return &pr->cnts[i];
 	if (!create)
 		return NULL;
-	pr->cnts = xrealloc(pr->cnts, pr->ncnts + 1, sizeof(*pr->cnts));
+	pr->cnts = ev_xrealloc(pr->cnts, (pr->ncnts + 1) * sizeof(*pr->cnts));
 	memset(&pr->cnts[pr->ncnts], 0, sizeof(*pr->cnts));
 	pr->cnts[pr->ncnts].rule = rule;
 	snprintf(pr->cnts[pr->ncnts].period, sizeof(pr->cnts[0].period), "%s", period);
@@ -522,7 +492,7 @@ collect_keys(struct group *g)
 {
 	size_t k, n = 0;
 
-	g->keys = xcalloc(g->nitems, sizeof(*g->keys));
+	g->keys = ev_xcalloc(g->nitems, sizeof(*g->keys));
 	for (k = 0; k < g->nitems; k++)
 		g->keys[n++].ev = g->items[k].ev;
 	qsort(g->keys, n, sizeof(*g->keys), qcmp_key);
@@ -544,7 +514,7 @@ read_keys(struct group *g)
 	size_t     off, k, r;
 	enum db_rc rc;
 
-	g->rows = xcalloc(g->nkeys, sizeof(*g->rows));
+	g->rows = ev_xcalloc(g->nkeys, sizeof(*g->rows));
 	for (off = 0; off < g->nkeys; off += DB_MULTI_MAX_ROWS) {
 		size_t          n = g->nkeys - off < DB_MULTI_MAX_ROWS ?
 		    g->nkeys - off : DB_MULTI_MAX_ROWS;
@@ -610,7 +580,7 @@ collect_idents(struct group *g)
 {
 	size_t k, t, n = 0;
 
-	g->idents = xcalloc(g->nitems * IDENT__MAX, sizeof(*g->idents));
+	g->idents = ev_xcalloc(g->nitems * IDENT__MAX, sizeof(*g->idents));
 	for (k = 0; k < g->nitems; k++)
 		for (t = 0; t < IDENT__MAX; t++)
 			if (!g->items[k].done && g->items[k].ev->ident[t] != NULL) {
@@ -646,8 +616,8 @@ ident_row(struct group *g, const struct db_res *res, size_t r)
 		pr->pid = pid;
 		snprintf(pr->public_id, sizeof(pr->public_id), "%s",
 		    DB_CELL(res, r, 4)->v ? DB_CELL(res, r, 4)->v : "");
-		pr->tier = xstrdup(DB_CELL(res, r, 5)->v);
-		pr->tier0 = xstrdup(pr->tier);
+		pr->tier = ev_xstrdup(DB_CELL(res, r, 5)->v);
+		pr->tier0 = ev_xstrdup(pr->tier);
 	}
 	if (DB_CELL(res, r, 6)->v != NULL)
 		g->profs[pi - 1].has_external = 1;
@@ -783,8 +753,8 @@ resolve_item(struct group *g, struct gitem *it, struct ev_result *res)
 		cand = add_prof(g);
 		pr = &g->profs[cand - 1];
 		pr->created = 1;
-		pr->tier = xstrdup(tier_name_for(g, 0));
-		pr->tier0 = xstrdup(pr->tier);
+		pr->tier = ev_xstrdup(tier_name_for(g, 0));
+		pr->tier0 = ev_xstrdup(pr->tier);
 		if (ev_public_id("prf_", pr->public_id) != 0)
 			return -2;   /* no randomness */
 		it->created = 1;
@@ -807,7 +777,7 @@ static enum db_rc
 insert_profiles(struct group *g)
 {
 	size_t     k, n = 0, r;
-	size_t    *todo = xcalloc(g->nprofs, sizeof(*todo));
+	size_t    *todo = ev_xcalloc(g->nprofs, sizeof(*todo));
 	enum db_rc rc = DB_OK;
 
 	for (k = 0; k < g->nprofs; k++)
@@ -856,7 +826,7 @@ static enum db_rc
 insert_idents(struct group *g)
 {
 	size_t     k, n = 0;
-	size_t    *todo = xcalloc(g->nidents, sizeof(*todo));
+	size_t    *todo = ev_xcalloc(g->nidents, sizeof(*todo));
 	enum db_rc rc = DB_OK;
 
 	for (k = 0; k < g->nidents; k++)
@@ -998,7 +968,7 @@ conflicts_json(const struct group *g, const struct gitem *it)
 static size_t
 collect_periods(struct group *g, char (**out)[16])
 {
-	char  (*per)[16] = xcalloc(1 + 2 * g->nitems, sizeof(*per));
+	char  (*per)[16] = ev_xcalloc(1 + 2 * g->nitems, sizeof(*per));
 	size_t n = 1, k, j, q;
 
 	snprintf(per[0], sizeof(per[0]), "all");
@@ -1055,7 +1025,7 @@ static enum db_rc
 load_state(struct group *g)
 {
 	char      (*per)[16] = NULL;
-	size_t    *ids = xcalloc(g->nprofs, sizeof(*ids));
+	size_t    *ids = ev_xcalloc(g->nprofs, sizeof(*ids));
 	size_t     nids = 0, nper, k, po, qo;
 	enum db_rc rc = DB_OK;
 
@@ -1118,13 +1088,13 @@ run_rules(struct group *g, struct gitem *it)
 		return DB_OK;
 	}
 	periods(it->ev->occurred_us, day, month);
-	bals = xcalloc(pr->nbals, sizeof(*bals));
+	bals = ev_xcalloc(pr->nbals, sizeof(*bals));
 	for (i = 0; i < pr->nbals; i++) {
 		bals[i].name = pr->bals[i].name;
 		bals[i].balance = pr->bals[i].balance;
 		bals[i].lifetime = pr->bals[i].lifetime;
 	}
-	counts = xcalloc(ct->nrules, sizeof(*counts));
+	counts = ev_xcalloc(ct->nrules, sizeof(*counts));
 	for (i = 0; i < pr->ncnts; i++) {
 		const struct gcnt *c = &pr->cnts[i];
 		if (strcmp(c->period, "all") == 0)
@@ -1163,7 +1133,8 @@ run_rules(struct group *g, struct gitem *it)
 		b->dirty = 1;
 		if (g->nledger == g->capledger) {
 			g->capledger = g->capledger ? 2 * g->capledger : 64;
-			g->ledger = xrealloc(g->ledger, g->capledger, sizeof(*g->ledger));
+			g->ledger = ev_xrealloc(g->ledger,
+			    g->capledger * sizeof(*g->ledger));
 		}
 		l = &g->ledger[g->nledger++];
 		l->item = (size_t)(it - g->items);
@@ -1205,7 +1176,7 @@ run_rules(struct group *g, struct gitem *it)
 	}
 	if (oc.tier_after != pr->tier &&
 	    (oc.tier_after == NULL || pr->tier == NULL || strcmp(oc.tier_after, pr->tier) != 0)) {
-		char *nt = xstrdup(oc.tier_after);
+		char *nt = ev_xstrdup(oc.tier_after);
 		free(pr->tier);
 		pr->tier = nt;
 	}
@@ -1232,7 +1203,7 @@ static enum db_rc
 insert_events(struct group *g, const unsigned char *attempt, const char *reqid,
     struct ev_result *res, const struct evtext *text)
 {
-	size_t    *todo = xcalloc(g->nitems, sizeof(*todo));
+	size_t    *todo = ev_xcalloc(g->nitems, sizeof(*todo));
 	size_t     n = 0, k, j, r;
 	enum db_rc rc = DB_OK;
 
@@ -1414,7 +1385,7 @@ write_state(struct group *g)
 static enum db_rc
 touch_profiles(struct group *g)
 {
-	size_t    *todo = xcalloc(g->nprofs, sizeof(*todo));
+	size_t    *todo = ev_xcalloc(g->nprofs, sizeof(*todo));
 	size_t     n = 0, k, j;
 	int        cluster = db_is_cluster(g->db);
 	enum db_rc rc = DB_OK;
@@ -1464,7 +1435,7 @@ apply_group(struct db *db, struct batch *b, const size_t *idx, size_t m,
 	g.db = db;
 	g.t = b->t;
 	g.ct = b->t->conf;
-	g.items = xcalloc(m, sizeof(*g.items));
+	g.items = ev_xcalloc(m, sizeof(*g.items));
 	for (k = 0; k < m; k++) {
 		if (b->evs[idx[k]] == NULL)
 			continue;
@@ -1750,7 +1721,7 @@ batch_fn(struct db *db, void *arg)
 		size_t *idx = b->order;
 		size_t *seq = NULL;
 		if (idx == NULL) {
-			seq = xcalloc(all, sizeof(*seq));
+			seq = ev_xcalloc(all, sizeof(*seq));
 			for (k = 0; k < all; k++)
 				seq[k] = k;
 			idx = seq;
@@ -1828,7 +1799,7 @@ precheck_keys(struct db *db, struct batch *b)
 	g.db = db;
 	g.t = b->t;
 	g.ct = b->t->conf;
-	g.items = xcalloc(b->n, sizeof(*g.items));
+	g.items = ev_xcalloc(b->n, sizeof(*g.items));
 	for (k = 0; k < b->n; k++)
 		if (b->evs[k] != NULL) {
 			g.items[g.nitems].i = k;
@@ -1855,7 +1826,7 @@ precheck_keys(struct db *db, struct batch *b)
 static struct evtext *
 texts_make(struct ev_event **evs, size_t n)
 {
-	struct evtext *tx = xcalloc(n, sizeof(*tx));
+	struct evtext *tx = ev_xcalloc(n, sizeof(*tx));
 	size_t         i;
 
 	for (i = 0; i < n; i++) {
@@ -1863,7 +1834,7 @@ texts_make(struct ev_event **evs, size_t n)
 		if (evs[i] == NULL)
 			continue;
 		doc = ev_event_doc(evs[i]);
-		tx[i].doc = xstrdup(json_object_to_json_string_ext(doc, JSON_FLAGS));
+		tx[i].doc = ev_xstrdup(json_object_to_json_string_ext(doc, JSON_FLAGS));
 		json_object_put(doc);
 		sql_time(evs[i]->occurred_us, tx[i].occ);
 		sql_time(evs[i]->received_us, tx[i].rec);

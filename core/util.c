@@ -199,3 +199,45 @@ ev_utf8_decode(const unsigned char *s, size_t n, unsigned *cp)
 	*cp = v;
 	return need;
 }
+
+/* Out of memory is decided once: say so and abort (the web server starts
+ * the worker again; the CLI ends). */
+static _Noreturn void
+out_of_memory(void)
+{
+	static const char msg[] = "rfevents: out of memory\n";
+
+	fwrite(msg, 1, sizeof(msg) - 1, stderr);
+	abort();
+}
+
+void *
+ev_xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+
+	if (p == NULL)
+		out_of_memory();
+	return p;
+}
+
+void *
+ev_xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+
+	if (q == NULL)
+		out_of_memory();
+	return q;
+}
+
+char *
+ev_xstrdup(const char *s)
+{
+	size_t n;
+
+	if (s == NULL)
+		return NULL;
+	n = strlen(s) + 1;
+	return memcpy(ev_xrealloc(NULL, n), s, n);
+}

@@ -69,28 +69,6 @@ static volatile sig_atomic_t g_stop, g_stop_now;
 
 /* ------------------------------------------------------------ buffers */
 
-/* Out of memory is decided once: say so and abort. */
-static void *
-xrealloc(void *p, size_t n)
-{
-	void *q = realloc(p, n ? n : 1);
-
-	if (q == NULL) {
-		fputs("rfevents import: out of memory\n", stderr);
-		abort();
-	}
-	return q;
-}
-
-/* strdup() that aborts on out of memory. Caller frees. */
-static char *
-xstrdup(const char *s)
-{
-	size_t n = strlen(s) + 1;
-
-	return memcpy(xrealloc(NULL, n), s, n);
-}
-
 /* Room for n more bytes and a NUL in b. */
 static void
 buf_room(struct imp_buf *b, size_t n)
@@ -106,7 +84,7 @@ buf_room(struct imp_buf *b, size_t n)
 	want = b->cap ? b->cap : 256;
 	while (want - b->len <= n)
 		want *= 2;
-	b->p = xrealloc(b->p, want);
+	b->p = ev_xrealloc(b->p, want);
 	b->cap = want;
 }
 
@@ -164,9 +142,9 @@ rec_begin(struct imp_csv_rec *r)
 {
 	if (r->nf == r->fcap) {
 		r->fcap = r->fcap ? r->fcap * 2 : 16;
-		r->off = xrealloc(r->off, r->fcap * sizeof(*r->off));
-		r->flen = xrealloc(r->flen, r->fcap * sizeof(*r->flen));
-		r->quoted = xrealloc(r->quoted, r->fcap * sizeof(*r->quoted));
+		r->off = ev_xrealloc(r->off, r->fcap * sizeof(*r->off));
+		r->flen = ev_xrealloc(r->flen, r->fcap * sizeof(*r->flen));
+		r->quoted = ev_xrealloc(r->quoted, r->fcap * sizeof(*r->quoted));
 	}
 	r->off[r->nf] = r->data.len;
 	r->quoted[r->nf] = 0;
@@ -370,7 +348,7 @@ imp_target_parse(const char *spec, struct imp_target *t, char *err,
 			return -1;
 		}
 		t->field = IMP_F_PROP;
-		t->prop = xrealloc(NULL, nlen + 1);
+		t->prop = ev_xrealloc(NULL, nlen + 1);
 		memcpy(t->prop, name, nlen);
 		t->prop[nlen] = '\0';
 		return 0;
@@ -515,9 +493,9 @@ imp_map_init(struct imp_map *m, const struct imp_csv_rec *header,
 	m->source = source;
 	m->event_type = event_type;
 	m->ncols = header->nf;
-	m->names = xrealloc(NULL, (m->ncols ? m->ncols : 1) * sizeof(*m->names));
-	m->cols = xrealloc(NULL, (m->ncols ? m->ncols : 1) * sizeof(*m->cols));
-	set = xrealloc(NULL, m->ncols ? m->ncols : 1);
+	m->names = ev_xrealloc(NULL, (m->ncols ? m->ncols : 1) * sizeof(*m->names));
+	m->cols = ev_xrealloc(NULL, (m->ncols ? m->ncols : 1) * sizeof(*m->cols));
+	set = ev_xrealloc(NULL, m->ncols ? m->ncols : 1);
 	for (i = 0; i < m->ncols; i++) {
 		const char *s = header->data.p + header->off[i];
 		size_t      n = header->flen[i];
@@ -532,7 +510,7 @@ imp_map_init(struct imp_map *m, const struct imp_csv_rec *header,
 		}
 		while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
 			n--;
-		m->names[i] = xrealloc(NULL, n + 1);
+		m->names[i] = ev_xrealloc(NULL, n + 1);
 		memcpy(m->names[i], s, n);
 		m->names[i][n] = '\0';
 		memset(&m->cols[i], 0, sizeof(m->cols[i]));
@@ -1658,7 +1636,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 	o->batch = 1000;
 	o->max_retries = -1;
 	o->timeout = 60;
-	o->maps = xrealloc(NULL, (size_t)(argc + 1) * sizeof(*o->maps));
+	o->maps = ev_xrealloc(NULL, (size_t)(argc + 1) * sizeof(*o->maps));
 	for (i = 0; i < argc; i++) {
 		const char *a = argv[i], *v;
 		size_t      n;
@@ -1766,7 +1744,7 @@ rd_more(struct ctx *c)
 			return 0;
 		if (want > IMP_MAX_RECORD + 2)
 			want = IMP_MAX_RECORD + 2;
-		r->buf = xrealloc(r->buf, want);
+		r->buf = ev_xrealloc(r->buf, want);
 		r->cap = want;
 	}
 	for (;;) {
@@ -1983,8 +1961,8 @@ batch_slot(struct batch *b, uint64_t line, const char *orig, size_t olen)
 
 	if (b->n == b->cap) {
 		b->cap = b->cap ? b->cap * 2 : 1024;
-		b->s = xrealloc(b->s, b->cap * sizeof(*b->s));
-		b->sent = xrealloc(b->sent, b->cap * sizeof(*b->sent));
+		b->s = ev_xrealloc(b->s, b->cap * sizeof(*b->s));
+		b->sent = ev_xrealloc(b->sent, b->cap * sizeof(*b->sent));
 	}
 	s = &b->s[b->n++];
 	memset(s, 0, sizeof(*s));
@@ -2631,7 +2609,7 @@ write_state(struct ctx *c)
 	ssize_t        w;
 
 	imp_state_format(&c->st, &t);
-	tmp = xrealloc(NULL, strlen(c->state_path) + 8);
+	tmp = ev_xrealloc(NULL, strlen(c->state_path) + 8);
 	sprintf(tmp, "%s.tmp", c->state_path);
 	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
 		goto fail;
@@ -2651,7 +2629,7 @@ write_state(struct ctx *c)
 	if (rename(tmp, c->state_path) != 0)
 		goto fail;
 	/* the rename itself survives a crash once the directory is synced */
-	dir = xstrdup(c->state_path);
+	dir = ev_xstrdup(c->state_path);
 	slash = strrchr(dir, '/');
 	if (slash == dir)
 		slash[1] = '\0';
@@ -3072,7 +3050,7 @@ run(struct ctx *c)
 		say(NULL, "the API key has characters a key cannot have");
 		return 2;
 	}
-	c->http.auth = xrealloc(NULL, strlen(key) + 32);
+	c->http.auth = ev_xrealloc(NULL, strlen(key) + 32);
 	sprintf(c->http.auth, "Authorization: Bearer %s\r\n", key);
 	c->http.fd = -1;
 	c->http.timeout_ms = (int)c->o.timeout * 1000;
@@ -3082,10 +3060,10 @@ run(struct ctx *c)
 
 	if (stdin_in) {
 		c->rd.fd = 0;
-		c->errors_path = xstrdup(c->o.errors ? c->o.errors :
+		c->errors_path = ev_xstrdup(c->o.errors ? c->o.errors :
 		    "stdin.errors");
 		memset(&sb, 0, sizeof(sb));
-		abspath = xstrdup("-");
+		abspath = ev_xstrdup("-");
 	} else {
 		if ((c->rd.fd = open(c->o.file, O_RDONLY | O_CLOEXEC)) < 0) {
 			say(NULL, "%s: %s", c->o.file, strerror(errno));
@@ -3110,24 +3088,24 @@ run(struct ctx *c)
 			    c->o.file);
 			goto out;
 		}
-		c->errors_path = xrealloc(NULL, strlen(c->o.file) + 8);
+		c->errors_path = ev_xrealloc(NULL, strlen(c->o.file) + 8);
 		sprintf(c->errors_path, "%s.errors", c->o.file);
 		if (c->o.errors != NULL) {
 			free(c->errors_path);
-			c->errors_path = xstrdup(c->o.errors);
+			c->errors_path = ev_xstrdup(c->o.errors);
 		}
-		c->state_path = xrealloc(NULL, strlen(c->o.file) + 8);
+		c->state_path = ev_xrealloc(NULL, strlen(c->o.file) + 8);
 		sprintf(c->state_path, "%s.state", c->o.file);
 		if (c->o.state != NULL) {
 			free(c->state_path);
-			c->state_path = xstrdup(c->o.state);
+			c->state_path = ev_xstrdup(c->o.state);
 		}
 	}
 	if ((rc = resume_or_start(c, &sb, abspath)) != 0)
 		goto out;
 	rc = 1;
 	c->rd.cap = 1u << 20;
-	c->rd.buf = xrealloc(NULL, c->rd.cap);
+	c->rd.buf = ev_xrealloc(NULL, c->rd.cap);
 	c->rd.line = 1;
 	if (c->csv) {
 		if ((rc = csv_header(c)) != 0)
