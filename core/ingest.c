@@ -211,7 +211,7 @@ struct gitem {
 	size_t           prof;       /* profile index + 1 when accepted */
 	int              created;    /* this item created the profile */
 	size_t           found[IDENT__MAX];   /* profile index + 1 per identity */
-	int              ran;        /* the engine ran */
+	int              runs;       /* the engine runs for it (rules_run_for()) */
 	json_object     *outcome;    /* outcome fields */
 	int64_t          evid;
 };
@@ -370,6 +370,29 @@ periods(int64_t us, char day[16], char month[16])
 	ts_format(us, iso);
 	snprintf(day, 16, "d%.10s", iso);
 	snprintf(month, 16, "m%.7s", iso);
+}
+
+/* Start group g with the items idx[0..m) of b (idx NULL: 0..m-1) that are
+ * still to be answered (b->evs[i] not NULL). */
+static void
+group_init(struct group *g, struct db *db, const struct batch *b,
+    const size_t *idx, size_t m)
+{
+	size_t k;
+
+	memset(g, 0, sizeof(*g));
+	g->db = db;
+	g->t = b->t;
+	g->ct = b->t->conf;
+	g->items = ev_xcalloc(m, sizeof(*g->items));
+	for (k = 0; k < m; k++) {
+		size_t i = idx != NULL ? idx[k] : k;
+		if (b->evs[i] == NULL)
+			continue;
+		g->items[g->nitems].i = i;
+		g->items[g->nitems].ev = b->evs[i];
+		g->nitems++;
+	}
 }
 
 /* ---- lookups ---- */
@@ -656,7 +679,7 @@ lock_idents(struct group *g, int *state_done)
 
 	*state_done = 0;
 	for (k = 0; g->ct != NULL && k < g->nitems; k++)
-		run += !g->items[k].done && rules_run_for(g->ct, g->items[k].ev);
+		run += !g->items[k].done && g->items[k].runs;
 	if (run > 0 && g->nidents <= MERGED_IDENTS &&
 	    (nper = collect_periods(g, &per)) <= DB_MULTI_MAX_ROWS &&
 	    g->nidents > 0) {
@@ -974,7 +997,7 @@ collect_periods(struct group *g, char (**out)[16])
 	snprintf(per[0], sizeof(per[0]), "all");
 	for (k = 0; k < g->nitems; k++) {
 		char two[2][16];
-		if (g->items[k].done || !rules_run_for(g->ct, g->items[k].ev))
+		if (g->items[k].done || !g->items[k].runs)
 			continue;
 		periods(g->items[k].ev->occurred_us, two[0], two[1]);
 		for (q = 0; q < 2; q++) {
@@ -1031,7 +1054,7 @@ load_state(struct group *g)
 
 	for (k = 0; k < g->nitems; k++) {
 		struct gitem *it = &g->items[k];
-		if (it->prof != 0 && rules_run_for(g->ct, it->ev))
+		if (it->prof != 0 && it->runs)
 			g->profs[it->prof - 1].want_state = 1;
 	}
 	for (k = 0; k < g->nprofs; k++)
@@ -1083,7 +1106,7 @@ run_rules(struct group *g, struct gitem *it)
 	int                       ran;
 
 	it->outcome = json_object_new_object();
-	if (!rules_run_for(ct, it->ev)) {
+	if (!it->runs) {
 		outcome_json(g, NULL, pr->tier, it->outcome);
 		return DB_OK;
 	}
@@ -1120,7 +1143,6 @@ run_rules(struct group *g, struct gitem *it)
 		free(bals);
 		return DB_ERROR;
 	}
-	it->ran = 1;
 	outcome_json(g, &oc, pr->tier, it->outcome);
 
 	/* the effects, into the profile's state and the ledger */
@@ -1431,18 +1453,10 @@ apply_group(struct db *db, struct batch *b, const size_t *idx, size_t m,
 	size_t       k;
 	int          state_done = 0;
 
-	memset(&g, 0, sizeof(g));
-	g.db = db;
-	g.t = b->t;
-	g.ct = b->t->conf;
-	g.items = ev_xcalloc(m, sizeof(*g.items));
-	for (k = 0; k < m; k++) {
-		if (b->evs[idx[k]] == NULL)
-			continue;
-		result_reset(&b->res[idx[k]]);
-		g.items[g.nitems].i = idx[k];
-		g.items[g.nitems].ev = b->evs[idx[k]];
-		g.nitems++;
+	group_init(&g, db, b, idx, m);
+	for (k = 0; k < g.nitems; k++) {
+		result_reset(&b->res[g.items[k].i]);
+		g.items[k].runs = rules_run_for(g.ct, g.items[k].ev);
 	}
 	if (g.nitems == 0)
 		goto out;
@@ -1545,39 +1559,6 @@ out:
 	group_free(&g);
 	return rc;
 }
-
-/*
- * Is the dedup key of a single event taken (read before any transaction)?
- * 1 (res answered: duplicate or conflict), 0 (free), or -1 with *rc set on
- * a database failure.
- */
-static int
-key_taken(struct db *db, const struct ev_tenant *t, const struct ev_event *ev,
-    struct ev_result *res, enum db_rc *rc)
-{
-	struct db_param p[3];
-	struct db_res   r;
-	struct gkeyrow  row;
-
-	p[0] = DBP_I64(t->id);
-	p[1] = DBP_CSTR(ev->source);
-	p[2] = DBP_STR(ev->ext_id, ev->ext_id_len);
-	if ((*rc = query(db, DB_EVENT_BY_KEY, p, 3, &r)) != DB_OK)
-		return -1;
-	if (r.nrows == 0) {
-		db_res_free(&r);
-		return 0;
-	}
-	memset(&row, 0, sizeof(row));
-	snprintf(row.public_id, sizeof(row.public_id), "%s",
-	    DB_CELL(&r, 0, 1)->v ? DB_CELL(&r, 0, 1)->v : "");
-	if ((row.fp_ok = DB_CELL(&r, 0, 2)->len == 32))
-		memcpy(row.fp, DB_CELL(&r, 0, 2)->v, 32);
-	db_res_free(&r);
-	*rc = answer_stored(db, &row, ev, NULL, res);
-	return *rc == DB_OK ? 1 : -1;
-}
-
 
 /* The identity that decides an event's profile: its highest-precedence one. */
 static int
@@ -1782,9 +1763,9 @@ to_dry_run(struct ev_result *res)
 }
 
 /*
- * The keys of a batch already stored, read before any transaction (as the
- * single event's): those items are answered duplicate or conflict at once
- * and take no part in it, and the transaction's first attempt does not read
+ * The keys of a request's events already stored, read before any
+ * transaction: those items are answered duplicate or conflict at once and
+ * take no part in it, and the transaction's first attempt does not read
  * keys again while it holds the profiles' locks. A key stored meanwhile is
  * caught by the INSERT IGNORE, and the retry reads the keys inside.
  */
@@ -1795,17 +1776,7 @@ precheck_keys(struct db *db, struct batch *b)
 	enum db_rc   rc = DB_OK;
 	size_t       k;
 
-	memset(&g, 0, sizeof(g));
-	g.db = db;
-	g.t = b->t;
-	g.ct = b->t->conf;
-	g.items = ev_xcalloc(b->n, sizeof(*g.items));
-	for (k = 0; k < b->n; k++)
-		if (b->evs[k] != NULL) {
-			g.items[g.nitems].i = k;
-			g.items[g.nitems].ev = b->evs[k];
-			g.nitems++;
-		}
+	group_init(&g, db, b, NULL, b->n);
 	if (g.nitems > 0) {
 		collect_keys(&g);
 		rc = read_keys(&g);
@@ -1860,22 +1831,20 @@ ev_ingest(struct db *db, const struct ev_tenant *t, struct ev_event **evs,
 	struct batch b = { t, evs, res, n, dry_run, 0, request_id, { 0 }, NULL, 0,
 	    NULL };
 	enum db_rc   rc = DB_OK;
-	size_t       i, nvalid = n;
+	size_t       i, nvalid = n, left;
 
 	if (ev_random(b.attempt, sizeof(b.attempt)) != 0)
 		return EV_INTERNAL;
 
-	/* A single event already seen is answered by one read, without a
-	 * transaction: the duplicate path is the cheapest one. */
-	if (n == 1 && evs[0] != NULL) {
-		int taken = key_taken(db, t, evs[0], &res[0], &rc);
-		if (taken == 1)
-			return EV_OK;
-		if (taken == 0)
-			b.checked = 1;
-	}
-	if (n > 1 && (rc = precheck_keys(db, &b)) == DB_OK)
+	/* Events already seen are answered by one read, without a
+	 * transaction: the duplicate path is the cheapest one, and a request
+	 * of duplicates only opens none. */
+	if ((rc = precheck_keys(db, &b)) == DB_OK)
 		b.checked = 1;
+	for (i = 0, left = 0; i < n; i++)
+		left += evs[i] != NULL;
+	if (rc == DB_OK && left == 0)
+		return EV_OK;
 	if (n > 1 && (b.order = batch_order(evs, n, &nvalid)) != NULL)
 		b.n = nvalid;
 	if (rc == DB_OK) {

@@ -49,8 +49,6 @@ static const char *const stmt_sql[DB_STMT__MAX] = {
 	"INSERT IGNORE INTO tenants (slug, created_at) VALUES (?, UTC_TIMESTAMP(6))",
 	/* DB_TENANT_BY_SLUG */
 	"SELECT id FROM tenants WHERE slug = ?",
-	/* DB_EVENT_BY_KEY */
-	SQL_EVENT_BY_KEY,
 	/* DB_EVENT_OUTCOME: what an accepted event answered */
 	"SELECT e.outcome, p.public_id FROM events e"
 	" LEFT JOIN profiles p ON p.id = e.profile_id WHERE e.id = ?",
@@ -794,17 +792,6 @@ exec_once(struct db *db, enum db_stmt st, const struct db_param *p, size_t np,
 
 /* ---- multi statements ---- */
 
-/* Number of groups of template t. */
-static size_t
-count_groups(const char *t)
-{
-	size_t n = 0;
-
-	for (; *t != '\0'; t++)
-		n += *t == '{';
-	return n;
-}
-
 /* Number of groups of template m, counted once (the longest template has
  * 1100 characters: counting on every execution was 4 % of a request). */
 static size_t
@@ -816,84 +803,30 @@ multi_groups(enum db_multi m)
 
 	if (!done) {
 		for (i = 0; i < DB_M__MAX; i++)
-			n[i] = count_groups(multi_sql[i]);
+			n[i] = db_sql_groups(multi_sql[i]);
 		done = 1;
 	}
 	return n[m];
 }
 
-/*
- * Expand template t with counts[] into a new string; *nparams gets the
- * number of placeholders. NULL when out of memory.
- */
-static char *
-multi_expand(const char *t, const size_t *counts, size_t *nparams)
+/* Is every list length of m within 1..DB_MULTI_MAX_ROWS? */
+static int
+counts_ok(enum db_multi m, const size_t *counts)
 {
-	size_t cap = 0, len = 0, g, k, n = 0, pass;
-	char  *out = NULL;
+	size_t i, ng = multi_groups(m);
 
-	/* pass 0 measures, pass 1 writes */
-	for (pass = 0; pass < 2; pass++) {
-		const char *c = t;
-		len = 0;
-		n = 0;
-		g = 0;
-		while (*c != '\0') {
-			const char *body, *end, *sep;
-			size_t      blen, slen, q = 0;
-			if (*c != '{') {
-				if (*c == '?')
-					n++;
-				if (pass)
-					out[len] = *c;
-				len++;
-				c++;
-				continue;
-			}
-			sep = c[1] == ',' ? ", " : c[1] == '|' ? " OR " : "";
-			slen = strlen(sep);
-			body = c + 2;
-			end = strchr(body, '}');
-			blen = (size_t)(end - body);
-			for (k = 0; k < blen; k++)
-				q += body[k] == '?';
-			for (k = 0; k < counts[g]; k++) {
-				if (k > 0) {
-					if (pass)
-						memcpy(out + len, sep, slen);
-					len += slen;
-				}
-				if (pass)
-					memcpy(out + len, body, blen);
-				len += blen;
-			}
-			n += q * counts[g];
-			g++;
-			c = end + 1;
-		}
-		if (!pass) {
-			cap = len + 1;
-			if ((out = malloc(cap)) == NULL)
-				return NULL;
-		}
-	}
-	out[len] = '\0';
-	*nparams = n;
-	return out;
+	for (i = 0; i < ng; i++)
+		if (counts[i] == 0 || counts[i] > DB_MULTI_MAX_ROWS)
+			return 0;
+	return 1;
 }
 
 char *
 db_multi_text(enum db_multi m, const size_t *counts, size_t *nparams)
 {
-	size_t i, ng;
-
-	if ((unsigned)m >= DB_M__MAX)
+	if ((unsigned)m >= DB_M__MAX || !counts_ok(m, counts))
 		return NULL;
-	ng = multi_groups(m);
-	for (i = 0; i < ng; i++)
-		if (counts[i] == 0 || counts[i] > DB_MULTI_MAX_ROWS)
-			return NULL;
-	return multi_expand(multi_sql[m], counts, nparams);
+	return db_sql_expand(multi_sql[m], counts, nparams);
 }
 
 /* The prepared statement of m with these counts, from the cache or new. */
@@ -918,7 +851,7 @@ get_mstmt(struct db *db, enum db_multi m, const size_t *counts, size_t ng,
 		if (e->s == NULL || (slot->s != NULL && e->used < slot->used))
 			slot = e;
 	}
-	if ((sql = multi_expand(multi_sql[m], counts, nparams)) == NULL) {
+	if ((sql = db_sql_expand(multi_sql[m], counts, nparams)) == NULL) {
 		set_error(db, 0, "out of memory");
 		return NULL;
 	}
@@ -990,14 +923,13 @@ db_exec_multi(struct db *db, enum db_multi m, const size_t *counts,
     const struct db_param *p, size_t np, struct db_res *res, uint64_t *affected)
 {
 	uint64_t   t0 = mono_us();
-	size_t     ng = multi_groups(m), i;
+	size_t     ng = multi_groups(m);
 	enum db_rc rc;
 
-	for (i = 0; i < ng; i++)
-		if (counts[i] == 0 || counts[i] > DB_MULTI_MAX_ROWS) {
-			set_error(db, 0, "multi statement list length out of range");
-			return DB_ERROR;
-		}
+	if (!counts_ok(m, counts)) {
+		set_error(db, 0, "multi statement list length out of range");
+		return DB_ERROR;
+	}
 	rc = multi_once(db, m, counts, ng, p, np, res, affected);
 	if (rc == DB_GONE && !db->in_txn)
 		rc = multi_once(db, m, counts, ng, p, np, res, affected);

@@ -1,8 +1,8 @@
 /*
  * db/sql.h — the SQL text of the statements whose lists have a run-time
- * length (enum db_multi, db_exec_multi()) and of the single-event key
- * check. A header of its own because tests/bench/ceiling.c compiles the
- * same text: the ceiling runs the service's SQL by construction.
+ * length (enum db_multi, db_exec_multi()). A header of its own because
+ * tests/bench/ceiling.c compiles the same text: the ceiling runs the
+ * service's SQL by construction.
  *
  * Templates: a group `{S...}` is repeated as many times as its count,
  * joined by S: ',' gives ", ", '|' gives " OR ", '.' nothing. Lists of keys
@@ -16,12 +16,18 @@
 #ifndef DB_SQL_H
 #define DB_SQL_H
 
-/* The stored event of a dedup key (db.c DB_EVENT_BY_KEY). */
-#define SQL_EVENT_BY_KEY \
-	"SELECT id, public_id, fingerprint, attempt FROM events" \
-	" WHERE tenant_id = ? AND source = ? AND external_event_id = ?"
+#include <stddef.h>
 
-/* SQL_M_EVENT_KEYS: the stored events of a batch's keys */
+/* The number of list groups `{...}` of template t. */
+size_t db_sql_groups(const char *t);
+
+/* Template t with group k repeated counts[k] times (one count per group,
+ * none 0): a new string, caller frees; *nparams (may be NULL) gets its
+ * number of placeholders. NULL when out of memory or t is malformed (a
+ * group without its `}`, an unknown separator). */
+char *db_sql_expand(const char *t, const size_t *counts, size_t *nparams);
+
+/* SQL_M_EVENT_KEYS: the stored events of a request's keys */
 #define SQL_M_EVENT_KEYS \
 	"SELECT id, public_id, fingerprint, attempt, source, external_event_id" \
 	" FROM events WHERE tenant_id = ? AND" \

@@ -11,10 +11,9 @@
  * and copied out, as db/db.c fetch_all() does.
  *
  * The statements are the service's, compiled from the same header
- * (db/sql.h): ST_EVENT_BY_KEY here is DB_EVENT_BY_KEY of db/db.c, ST_M_X the
- * template DB_M_X; they cannot drift apart. A template's list groups `{S...}` are expanded here as in
- * db.c multi_expand() (repeated count times, joined by S: ',' gives ", ",
- * '|' gives " OR ", '.' nothing); each (template, list lengths) is prepared
+ * (db/sql.h): ST_M_X here is the template DB_M_X of db/db.c, expanded by the
+ * same code (db/sql.c db_sql_expand(), linked in); they cannot drift apart.
+ * Each (template, list lengths) is prepared
  * once per connection and kept in a cache of 24 statements, least recently
  * used dropped first (db.c get_mstmt()). Every list is at most 1000 long
  * (DB_MULTI_MAX_ROWS): longer lists are split into several statements.
@@ -22,9 +21,8 @@
  * --mode accept: new events of known users (identity externalUserId +
  * email, both bound to the user's profile) for a tenant with one points
  * rule, no tiers, no limits. One transaction of --per-txn events:
- *     SELECT ... FROM events WHERE <key>       (ST_EVENT_BY_KEY, --per-txn 1, or
- *                                              ST_M_EVENT_KEYS {N}, --per-txn > 1:
- *                                              autocommit, before the transaction)
+ *     SELECT ... FROM events WHERE <keys>      (ST_M_EVENT_KEYS {N}: autocommit,
+ *                                              before the transaction)
  *     START TRANSACTION
  *     SELECT ... FROM events WHERE <keys>      (ST_M_EVENT_KEYS {N}: only on a
  *                                              retry, inside)
@@ -58,7 +56,7 @@
  * on a Galera cluster or when a tier changes, and this tenant has no
  * tiers.)
  * --mode dup: the duplicate path of a single event: one SELECT of the key
- * (ST_EVENT_BY_KEY, autocommit, no transaction), on the existing keys
+ * (ST_M_EVENT_KEYS {1}, autocommit, no transaction), on the existing keys
  * <dup-prefix>-<0..dup-count-1>.
  * The user of each event is random; --sorted 1 orders the events of one
  * transaction by user, as the bench's batches are sent (BENCH_BATCH_ORDER).
@@ -92,9 +90,8 @@
 
 #include "db/sql.h"
 
-/* The statements: db/db.c DB_EVENT_BY_KEY and the templates DB_M_X. */
+/* The statements: the templates DB_M_X of db/db.c. */
 enum st {
-	ST_EVENT_BY_KEY,
 	ST_M_EVENT_KEYS,
 	ST_M_IDENT_LOCK,
 	ST_M_STATE_OF,
@@ -106,14 +103,13 @@ enum st {
 };
 
 static const char *const st_name[ST__MAX] = {
-	"EVENT_BY_KEY", "M_EVENT_KEYS", "M_IDENT_LOCK", "M_STATE_OF",
+	"M_EVENT_KEYS", "M_IDENT_LOCK", "M_STATE_OF",
 	"M_IDENT_STATE_LOCK",
 	"M_EVENT_INSERT", "M_LEDGER_INSERT", "M_BALANCE_UPSERT",
 };
 
 /* The service's own text (db/sql.h), so the two cannot drift apart. */
 static const char *const st_sql[ST__MAX] = {
-	SQL_EVENT_BY_KEY,
 	SQL_M_EVENT_KEYS,
 	SQL_M_IDENT_LOCK,
 	SQL_M_STATE_OF,
@@ -390,85 +386,6 @@ connect_db(struct worker *w)
 
 /* ---- templates ---- */
 
-/* Number of list groups of template t. */
-static size_t
-groups_of(const char *t)
-{
-	size_t n = 0;
-
-	for (; *t != '\0'; t++)
-		n += *t == '{';
-	return n;
-}
-
-/*
- * Expand template t with counts[]: each group `{S body}` becomes count
- * copies of body joined by S (',' → ", ", '|' → " OR ", '.' → nothing).
- * Returns a malloc'd string, NULL when out of memory or malformed.
- */
-static char *
-expand(const char *t, const size_t *counts)
-{
-	size_t      cap = 256, len = 0, g = 0, k;
-	char       *out = malloc(cap);
-	const char *c = t;
-
-	while (out != NULL && *c != '\0') {
-		const char *body, *end, *sep;
-		size_t      blen, slen, need;
-
-		if (*c != '{') {
-			body = c;
-			end = c + strcspn(c, "{");
-			blen = (size_t)(end - body);
-			sep = "";
-			slen = 0;
-			need = blen;
-		} else {
-			if (c[1] != ',' && c[1] != '|' && c[1] != '.')
-				goto bad;
-			sep = c[1] == ',' ? ", " : c[1] == '|' ? " OR " : "";
-			slen = strlen(sep);
-			body = c + 2;
-			if ((end = strchr(body, '}')) == NULL || g >= GROUPS ||
-			    counts[g] == 0)
-				goto bad;
-			blen = (size_t)(end - body);
-			need = counts[g] * blen + (counts[g] - 1) * slen;
-		}
-		if (len + need + 1 > cap) {
-			char *n;
-			while (len + need + 1 > cap)
-				cap *= 2;
-			if ((n = realloc(out, cap)) == NULL)
-				goto bad;
-			out = n;
-		}
-		if (*c != '{') {
-			memcpy(out + len, body, blen);
-			len += blen;
-			c = end;
-			continue;
-		}
-		for (k = 0; k < counts[g]; k++) {
-			if (k > 0) {
-				memcpy(out + len, sep, slen);
-				len += slen;
-			}
-			memcpy(out + len, body, blen);
-			len += blen;
-		}
-		g++;
-		c = end + 1;
-	}
-	if (out != NULL)
-		out[len] = '\0';
-	return out;
-bad:
-	free(out);
-	return NULL;
-}
-
 /*
  * The prepared statement of st with these list lengths: from the
  * connection's cache, or prepared now in place of the least recently used.
@@ -495,7 +412,7 @@ get_stmt(struct worker *w, enum st st, const size_t *counts)
 		if (e->s == NULL || (slot->s != NULL && e->used < slot->used))
 			slot = e;
 	}
-	if ((sql = expand(st_sql[st], key)) == NULL) {
+	if ((sql = db_sql_expand(st_sql[st], key, NULL)) == NULL) {
 		fail(w, st_name[st], "cannot expand the template");
 		return NULL;
 	}
@@ -849,18 +766,20 @@ make_event(struct worker *w, struct evbuf *e, const char *ext, unsigned user,
 	    user % 100);
 }
 
-/* Is the key of e taken (DB_EVENT_BY_KEY)? 0, retryable errno or -1. */
+/* Is the key of e taken (DB_M_EVENT_KEYS {1}, as the service's key check
+ * of a single event)? 0, retryable errno or -1. */
 static int
 key_check(struct worker *w, const struct evbuf *e, int *taken)
 {
-	int rc;
+	size_t one = 1;
+	int    rc;
 
 	if (param_room(w, 3) != 0)
 		return -1;
 	w->p[0] = PI(opt.tenant);
 	w->p[1] = PS(SOURCE);
 	w->p[2] = PS(e->ext);
-	if ((rc = run(w, ST_EVENT_BY_KEY, NULL, 3)) != 0)
+	if ((rc = run(w, ST_M_EVENT_KEYS, &one, 3)) != 0)
 		return rc;
 	*taken = w->res.nrows > 0;
 	return 0;
@@ -1401,18 +1320,9 @@ worker_main(void *arg)
 			w->events++;
 			continue;
 		}
-		/* a single event: its key is checked before the transaction */
-		if (t.n == 1) {
-			int taken = 0;
-			if ((rc = key_check(w, &t.evs[0], &taken)) != 0 || taken) {
-				fail(w, "key check", rc > 0 ? "lock wait or deadlock"
-				    " on a plain read" : "a new external id is taken");
-				goto out;
-			}
-		}
 		txn_prepare(w, &t);
-		/* a batch: its keys are checked before the transaction too */
-		if (t.n > 1 && (rc = keys_check(w, &t)) != 0) {
+		/* the keys are checked before the transaction */
+		if ((rc = keys_check(w, &t)) != 0) {
 			if (rc > 0)
 				fail(w, "key check", "lock wait or deadlock on a plain read");
 			goto out;
@@ -1532,7 +1442,7 @@ main(int argc, char **argv)
 	if (opt.mode == MODE_DUP)
 		opt.per_txn = 1;
 	for (i = 0; i < ST__MAX; i++)
-		if ((st_groups[i] = groups_of(st_sql[i])) > GROUPS) {
+		if ((st_groups[i] = db_sql_groups(st_sql[i])) > GROUPS) {
 			fprintf(stderr, "ceiling: %s: too many list groups\n", st_name[i]);
 			return 1;
 		}

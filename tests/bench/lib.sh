@@ -149,7 +149,7 @@ build_ceiling() {
 	# shellcheck disable=SC2046  # word splitting of the flags is wanted
 	${CC:-cc} -O2 -g -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
 		-Wall -Wextra -Wstrict-prototypes -Wshadow -Wno-unused-parameter -Werror \
-		-I"$ROOT" $(pkg-config --cflags $pkgs) -o "$CEILING" "$BENCH_DIR/ceiling.c" \
+		-I"$ROOT" $(pkg-config --cflags $pkgs) -o "$CEILING" "$BENCH_DIR/ceiling.c" "$ROOT/db/sql.c" \
 		$(pkg-config --libs $pkgs) -pthread || die "could not build $CEILING"
 }
 

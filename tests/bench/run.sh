@@ -9,7 +9,7 @@
 # (so that drift hits both alike):
 #
 #   ceiling  (tests/bench/ceiling.c: the service's SQL, straight to MariaDB; its
-#            header lists the statements: db/db.c DB_EVENT_BY_KEY and the multi_sql[]
+#            header lists the statements: db/db.c multi_sql[]
 #            templates DB_M_*, in the order core/ingest.c runs them)
 #     accept 1 conn, accept 4 conn        one event per transaction
 #     txn1000 1 conn, txn1000 4 conn      1000 events per transaction
