@@ -121,7 +121,10 @@ struct batch {
 };
 
 /* What is stored of an event besides its outcome, as parameter text: made
- * once per request, before any transaction, so that no lock waits for it. */
+ * once per request, before any transaction, so that no lock waits for it
+ * (but for a single event only once it is known to be new). */
+struct evtext;
+static void text_make(struct evtext *, const struct ev_event *);
 struct evtext {
 	char *doc;                          /* the stored document */
 	char  occ[32], rec[32];             /* occurredAt, receivedAt */
@@ -528,6 +531,30 @@ collect_keys(struct group *g)
 		g->items[k].key = (size_t)(find_key(g, ev->source, ev->ext_id,
 		    ev->ext_id_len) - g->keys);
 	}
+	g->rows = ev_xcalloc(g->nkeys, sizeof(*g->rows));
+}
+
+/* A stored event of a key, its columns from c on: id, public_id,
+ * fingerprint, attempt, source, external_event_id. */
+static void
+key_row(struct group *g, const struct db_res *res, size_t r, size_t c)
+{
+	const struct db_cell *src = DB_CELL(res, r, c + 4), *ext = DB_CELL(res, r, c + 5);
+	struct gkey          *key;
+	struct gkeyrow       *row;
+
+	if (src->v == NULL || ext->v == NULL || g->nrows == g->nkeys ||
+	    (key = find_key(g, src->v, ext->v, ext->len)) == NULL || key->row != NULL)
+		return;
+	row = &g->rows[g->nrows++];
+	key->row = row;
+	row->id = db_cell_i64(DB_CELL(res, r, c));
+	snprintf(row->public_id, sizeof(row->public_id), "%s",
+	    DB_CELL(res, r, c + 1)->v ? DB_CELL(res, r, c + 1)->v : "");
+	if ((row->fp_ok = DB_CELL(res, r, c + 2)->len == 32))
+		memcpy(row->fp, DB_CELL(res, r, c + 2)->v, 32);
+	if ((row->attempt_ok = DB_CELL(res, r, c + 3)->len == EV_ATTEMPT_LEN))
+		memcpy(row->attempt, DB_CELL(res, r, c + 3)->v, EV_ATTEMPT_LEN);
 }
 
 /* Read the stored rows of the group's keys. */
@@ -537,7 +564,6 @@ read_keys(struct group *g)
 	size_t     off, k, r;
 	enum db_rc rc;
 
-	g->rows = ev_xcalloc(g->nkeys, sizeof(*g->rows));
 	for (off = 0; off < g->nkeys; off += DB_MULTI_MAX_ROWS) {
 		size_t          n = g->nkeys - off < DB_MULTI_MAX_ROWS ?
 		    g->nkeys - off : DB_MULTI_MAX_ROWS;
@@ -553,23 +579,8 @@ read_keys(struct group *g)
 		if ((rc = db_exec_multi(g->db, DB_M_EVENT_KEYS, &n, p, 1 + 2 * n,
 		    &res, NULL)) != DB_OK)
 			return rc;
-		for (r = 0; r < res.nrows; r++) {
-			const struct db_cell *src = DB_CELL(&res, r, 4), *ext = DB_CELL(&res, r, 5);
-			struct gkey    *key;
-			struct gkeyrow *row;
-			if (src->v == NULL || ext->v == NULL ||
-			    (key = find_key(g, src->v, ext->v, ext->len)) == NULL)
-				continue;
-			row = &g->rows[g->nrows++];
-			key->row = row;
-			row->id = db_cell_i64(DB_CELL(&res, r, 0));
-			snprintf(row->public_id, sizeof(row->public_id), "%s",
-			    DB_CELL(&res, r, 1)->v ? DB_CELL(&res, r, 1)->v : "");
-			if ((row->fp_ok = DB_CELL(&res, r, 2)->len == 32))
-				memcpy(row->fp, DB_CELL(&res, r, 2)->v, 32);
-			if ((row->attempt_ok = DB_CELL(&res, r, 3)->len == EV_ATTEMPT_LEN))
-				memcpy(row->attempt, DB_CELL(&res, r, 3)->v, EV_ATTEMPT_LEN);
-		}
+		for (r = 0; r < res.nrows; r++)
+			key_row(g, &res, r, 0);
 		db_res_free(&res);
 	}
 	return DB_OK;
@@ -593,6 +604,26 @@ answer_stored(struct db *db, const struct gkeyrow *row, const struct ev_event *e
 	    row->attempt[EV_ATTEMPT_LEN - 1] != attempt[EV_ATTEMPT_LEN - 1])
 		return answer_own(db, row->id, row->public_id, res);
 	answer_existing(res, row->public_id, same);
+	return DB_OK;
+}
+
+/* Answer the items whose key is stored; they take no further part. */
+static enum db_rc
+answer_keys(struct group *g, struct batch *b)
+{
+	size_t     k;
+	enum db_rc rc;
+
+	for (k = 0; k < g->nitems; k++) {
+		struct gitem         *it = &g->items[k];
+		const struct gkeyrow *row = g->keys[it->key].row;
+		if (row == NULL || it->done)
+			continue;
+		if ((rc = answer_stored(g->db, row, it->ev, b->attempt,
+		    &b->res[it->i])) != DB_OK)
+			return rc;
+		it->done = 1;
+	}
 	return DB_OK;
 }
 
@@ -665,13 +696,20 @@ static size_t collect_periods(struct group *, char (**)[16]);
  * one extra round trip does not matter). */
 #define MERGED_IDENTS 16
 
+/* Keys up to which a group not checked before its transaction reads them
+ * with the locks (DB_M_KEY_IDENT_STATE_LOCK): a single event, or a few. */
+#define MERGED_KEYS 16
+
 /*
  * Lock the identities' profiles and learn their bindings. When the group
- * runs rules and has at most MERGED_IDENTS identities, the profiles' state comes
- * in the same round trip (DB_M_IDENT_STATE_LOCK) and *state_done is set.
+ * runs rules, or with keys (at most MERGED_KEYS keys, a configured
+ * tenant), and has at most MERGED_IDENTS identities, the profiles' state,
+ * then the keys' stored rows, come in the same round trip
+ * (DB_M_IDENT_STATE_LOCK, DB_M_KEY_IDENT_STATE_LOCK) and *state_done is
+ * set.
  */
 static enum db_rc
-lock_idents(struct group *g, int *state_done)
+lock_idents(struct group *g, int *state_done, int keys)
 {
 	char      (*per)[16] = NULL;
 	size_t     off, k, r, nper = 0, run = 0;
@@ -680,12 +718,12 @@ lock_idents(struct group *g, int *state_done)
 	*state_done = 0;
 	for (k = 0; g->ct != NULL && k < g->nitems; k++)
 		run += !g->items[k].done && g->items[k].runs;
-	if (run > 0 && g->nidents <= MERGED_IDENTS &&
+	if ((run > 0 || keys) && g->nidents <= MERGED_IDENTS &&
 	    (nper = collect_periods(g, &per)) <= DB_MULTI_MAX_ROWS &&
 	    g->nidents > 0) {
-		size_t           n = g->nidents, x = 0, part;
-		size_t           counts[5] = { n, n, n, n, nper };
-		struct db_param *p = gparams(g, 4 * (1 + 2 * n) + nper);
+		size_t           n = g->nidents, nk = keys ? g->nkeys : 0, x = 0, part;
+		size_t           counts[6] = { n, n, n, n, nper, nk };
+		struct db_param *p = gparams(g, 4 * (1 + 2 * n) + nper + 1 + 2 * nk);
 		struct db_res    res;
 
 		for (part = 0; part < 4; part++) {
@@ -697,18 +735,29 @@ lock_idents(struct group *g, int *state_done)
 		}
 		for (k = 0; k < nper; k++)
 			p[x++] = DBP_CSTR(per[k]);
-		rc = db_exec_multi(g->db, DB_M_IDENT_STATE_LOCK, counts, p, x, &res,
-		    NULL);
+		if (nk > 0) {
+			p[x++] = DBP_I64(g->t->id);
+			for (k = 0; k < nk; k++) {
+				p[x++] = DBP_CSTR(g->keys[k].ev->source);
+				p[x++] = DBP_STR(g->keys[k].ev->ext_id, g->keys[k].ev->ext_id_len);
+			}
+		}
+		rc = db_exec_multi(g->db, nk > 0 ? DB_M_KEY_IDENT_STATE_LOCK :
+		    DB_M_IDENT_STATE_LOCK, counts, p, x, &res, NULL);
 		free(per);       /* the parameters pointed into it */
 		if (rc != DB_OK)
 			return rc;
-		/* the profiles first, then their state */
+		/* the profiles first, then their state and the keys */
 		for (r = 0; r < res.nrows; r++)
 			if (DB_CELL(&res, r, 0)->v != NULL && DB_CELL(&res, r, 0)->v[0] == 'i')
 				ident_row(g, &res, r);
-		for (r = 0; r < res.nrows; r++)
-			if (DB_CELL(&res, r, 0)->v != NULL && DB_CELL(&res, r, 0)->v[0] != 'i')
+		for (r = 0; r < res.nrows; r++) {
+			const char *kind = DB_CELL(&res, r, 0)->v;
+			if (kind != NULL && kind[0] == 'k')
+				key_row(g, &res, r, 1);
+			else if (kind != NULL && kind[0] != 'i')
 				state_row(g, &res, r, 1);
+		}
 		db_res_free(&res);
 		*state_done = 1;
 		return DB_OK;
@@ -1223,7 +1272,7 @@ run_rules(struct group *g, struct gitem *it)
  * another request since step 1. */
 static enum db_rc
 insert_events(struct group *g, const unsigned char *attempt, const char *reqid,
-    struct ev_result *res, const struct evtext *text)
+    struct ev_result *res, struct evtext *text)
 {
 	size_t    *todo = ev_xcalloc(g->nitems, sizeof(*todo));
 	size_t     n = 0, k, j, r;
@@ -1241,6 +1290,7 @@ insert_events(struct group *g, const unsigned char *attempt, const char *reqid,
 			struct gitem          *it = &g->items[todo[k + j]];
 			const struct ev_event *ev = it->ev;
 			struct db_param       *q = &p[14 * j];
+			text_make(&text[it->i], ev);
 			q[0] = DBP_I64(g->t->id);
 			q[1] = DBP_CSTR(ev->source);
 			q[2] = DBP_STR(ev->ext_id, ev->ext_id_len);
@@ -1451,7 +1501,7 @@ apply_group(struct db *db, struct batch *b, const size_t *idx, size_t m,
 	struct group g;
 	enum db_rc   rc = DB_OK;
 	size_t       k;
-	int          state_done = 0;
+	int          state_done = 0, keys_here;
 
 	group_init(&g, db, b, idx, m);
 	for (k = 0; k < g.nitems; k++) {
@@ -1463,22 +1513,23 @@ apply_group(struct db *db, struct batch *b, const size_t *idx, size_t m,
 	if (g.ct != NULL)
 		build_defs(&g);
 
-	/* 1. keys stored before; 2. identities locked */
+	/* 1. keys stored before; 2. identities locked. A group whose keys
+	 * were not read before its transaction reads them here: a few of
+	 * them (a single event) in the same statement as the locks, many
+	 * first, so that the answered items lock nothing. */
 	collect_keys(&g);
-	if (!checked && (rc = read_keys(&g)) != DB_OK)
-		goto out;
-	for (k = 0; k < g.nitems; k++) {
-		struct gitem *it = &g.items[k];
-		const struct gkeyrow *row = g.keys[it->key].row;
-		if (row != NULL) {
-			if ((rc = answer_stored(db, row, it->ev, b->attempt,
-			    &b->res[it->i])) != DB_OK)
-				goto out;
-			it->done = 1;
-		}
-	}
 	collect_idents(&g);
-	if ((rc = lock_idents(&g, &state_done)) != DB_OK)
+	keys_here = !checked && g.ct != NULL && g.nkeys <= MERGED_KEYS &&
+	    g.nidents > 0 && g.nidents <= MERGED_IDENTS;
+	if (!checked && !keys_here) {
+		if ((rc = read_keys(&g)) != DB_OK ||
+		    (rc = answer_keys(&g, b)) != DB_OK)
+			goto out;
+		free(g.idents);
+		collect_idents(&g);
+	}
+	if ((rc = lock_idents(&g, &state_done, keys_here)) != DB_OK ||
+	    (keys_here && (rc = answer_keys(&g, b)) != DB_OK))
 		goto out;
 
 	/* 3. resolution, item by item; the first item of a key claims it */
@@ -1793,23 +1844,33 @@ precheck_keys(struct db *db, struct batch *b)
 	return rc;
 }
 
-/* The stored texts of the events (struct evtext); freed by texts_free(). */
+/* The stored texts of an event, when not made yet. */
+static void
+text_make(struct evtext *tx, const struct ev_event *ev)
+{
+	json_object *doc;
+
+	if (tx->doc != NULL)
+		return;
+	doc = ev_event_doc(ev);
+	tx->doc = ev_xstrdup(json_object_to_json_string_ext(doc, JSON_FLAGS));
+	json_object_put(doc);
+	sql_time(ev->occurred_us, tx->occ);
+	sql_time(ev->received_us, tx->rec);
+}
+
+/* The stored texts of the events (struct evtext), all made now when
+ * eager (else by insert_events(), for the items accepted); freed by
+ * texts_free(). */
 static struct evtext *
-texts_make(struct ev_event **evs, size_t n)
+texts_make(struct ev_event **evs, size_t n, int eager)
 {
 	struct evtext *tx = ev_xcalloc(n, sizeof(*tx));
 	size_t         i;
 
-	for (i = 0; i < n; i++) {
-		json_object *doc;
-		if (evs[i] == NULL)
-			continue;
-		doc = ev_event_doc(evs[i]);
-		tx[i].doc = ev_xstrdup(json_object_to_json_string_ext(doc, JSON_FLAGS));
-		json_object_put(doc);
-		sql_time(evs[i]->occurred_us, tx[i].occ);
-		sql_time(evs[i]->received_us, tx[i].rec);
-	}
+	for (i = 0; eager && i < n; i++)
+		if (evs[i] != NULL)
+			text_make(&tx[i], evs[i]);
 	return tx;
 }
 
@@ -1836,21 +1897,30 @@ ev_ingest(struct db *db, const struct ev_tenant *t, struct ev_event **evs,
 	if (ev_random(b.attempt, sizeof(b.attempt)) != 0)
 		return EV_INTERNAL;
 
-	/* Events already seen are answered by one read, without a
-	 * transaction: the duplicate path is the cheapest one, and a request
-	 * of duplicates only opens none. */
-	if ((rc = precheck_keys(db, &b)) == DB_OK)
+	/*
+	 * The events of a batch already seen are answered by one read before
+	 * the transaction, which then leaves them out (and a request of
+	 * duplicates only locks nothing). A single event, or a few, have
+	 * their keys read in the statement that locks their profiles
+	 * (apply_group()): a new event, the usual case, costs no round trip
+	 * for them; the texts to store are then made only for the events
+	 * accepted.
+	 */
+	if (n > MERGED_KEYS && (rc = precheck_keys(db, &b)) == DB_OK)
 		b.checked = 1;
 	for (i = 0, left = 0; i < n; i++)
 		left += evs[i] != NULL;
-	if (rc == DB_OK && left == 0)
+	if (rc == DB_OK && left == 0) {
+		db_release(db);
 		return EV_OK;
+	}
 	if (n > 1 && (b.order = batch_order(evs, n, &nvalid)) != NULL)
 		b.n = nvalid;
 	if (rc == DB_OK) {
-		b.text = texts_make(evs, n);
+		b.text = texts_make(evs, n, b.checked);
 		rc = db_txn(db, batch_fn, &b, retries);
 	}
+	db_release(db);
 	free(b.order);
 	texts_free(b.text, n);
 	b.order = NULL;

@@ -105,6 +105,7 @@ static const char *const multi_sql[DB_M__MAX] = {
 	SQL_M_IDENT_LOCK,
 	SQL_M_STATE_OF,
 	SQL_M_IDENT_STATE_LOCK,
+	SQL_M_KEY_IDENT_STATE_LOCK,
 	SQL_M_PROFILE_INSERT,
 	SQL_M_IDENT_INSERT,
 	SQL_M_EVENT_INSERT,
@@ -141,6 +142,7 @@ struct db {
 	uint64_t        mclock;                  /* their use counter */
 	int             cluster;                 /* wsrep_on */
 	int             in_txn;                  /* inside db_txn() */
+	int             txn_fresh;               /* no statement of it ran yet */
 	uint64_t        elapsed_us;              /* time in the database */
 	unsigned        last_errno;
 	char            last_error[256];
@@ -427,7 +429,8 @@ connect_host(struct db *db, size_t hi)
 	const char   *init =
 	    "SET SESSION tx_isolation = 'READ-COMMITTED',"
 	    " SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION',"
-	    " SESSION innodb_lock_wait_timeout = 10, SESSION time_zone = '+00:00'";
+	    " SESSION innodb_lock_wait_timeout = 10, SESSION time_zone = '+00:00',"
+	    " SESSION autocommit = 0";
 
 	if ((db->conn = mysql_init(NULL)) == NULL)
 		return -1;
@@ -544,6 +547,31 @@ stmt_fail(struct db *db, MYSQL_STMT *s)
 	if (rc != DB_GONE)
 		(void)mysql_stmt_reset(s);
 	return after_fail(db, rc);
+}
+
+/* A statement that only reads: outside db_txn() it leaves an open
+ * transaction for db_release() to end, where a write is committed at once
+ * (see db_release()). */
+static int
+is_read(const char *sql)
+{
+	return strncmp(sql, "SELECT", 6) == 0 || strncmp(sql, "(SELECT", 7) == 0;
+}
+
+/*
+ * After a statement: inside db_txn() the transaction has begun; outside,
+ * a write is committed now, as autocommit would have done.
+ */
+static enum db_rc
+after_stmt(struct db *db, const char *sql, enum db_rc rc)
+{
+	if (rc != DB_OK)
+		return rc;
+	if (db->in_txn)
+		db->txn_fresh = 0;
+	else if (!is_read(sql) && mysql_commit(db->conn) != 0)
+		return conn_fail(db);
+	return DB_OK;
 }
 
 /* INSERT IGNORE turns a duplicate key into a warning and a row not
@@ -687,8 +715,10 @@ db_exec(struct db *db, enum db_stmt st, const struct db_param *p, size_t np,
 	uint64_t   t0 = mono_us();
 	enum db_rc rc = exec_once(db, st, p, np, res, affected, insert_id);
 
-	if (rc == DB_GONE && !db->in_txn)
+	/* a stale connection before anything of a transaction ran */
+	if (rc == DB_GONE && (!db->in_txn || db->txn_fresh))
 		rc = exec_once(db, st, p, np, res, affected, insert_id);
+	rc = after_stmt(db, stmt_sql[st], rc);
 	db->elapsed_us += mono_us() - t0;
 	return rc;
 }
@@ -931,8 +961,10 @@ db_exec_multi(struct db *db, enum db_multi m, const size_t *counts,
 		return DB_ERROR;
 	}
 	rc = multi_once(db, m, counts, ng, p, np, res, affected);
-	if (rc == DB_GONE && !db->in_txn)
+	if (rc == DB_GONE && (!db->in_txn || db->txn_fresh))
 		rc = multi_once(db, m, counts, ng, p, np, res, affected);
+	if ((rc = after_stmt(db, multi_sql[m], rc)) != DB_OK && res != NULL)
+		db_res_free(res);
 	db->elapsed_us += mono_us() - t0;
 	return rc;
 }
@@ -962,10 +994,24 @@ enum db_rc
 db_simple(struct db *db, const char *sql)
 {
 	uint64_t   t0 = mono_us();
-	enum db_rc rc = simple_once(db, sql);
+	enum db_rc rc = after_stmt(db, sql, simple_once(db, sql));
 
 	db->elapsed_us += mono_us() - t0;
 	return rc;
+}
+
+void
+db_release(struct db *db)
+{
+	unsigned int status = 0;
+
+	if (db == NULL || db->conn == NULL || db->in_txn)
+		return;
+	if (mariadb_get_infov(db->conn, MARIADB_CONNECTION_SERVER_STATUS,
+	    &status) == 0 && (status & SERVER_STATUS_IN_TRANS) == 0)
+		return;
+	if (mysql_rollback(db->conn) != 0)
+		(void)conn_fail(db);
 }
 
 static enum db_rc
@@ -981,7 +1027,7 @@ simple_once(struct db *db, const char *sql)
 		/* a stale connection at the start of a transaction or outside
 		 * one: reconnect and send it again once */
 		if ((rc = conn_fail(db)) != DB_GONE || fresh ||
-		    (db->in_txn && strcmp(sql, "START TRANSACTION") != 0))
+		    (db->in_txn && !db->txn_fresh))
 			return rc;
 		if ((rc = db_connect(db)) != DB_OK)
 			return rc;
@@ -1021,9 +1067,12 @@ db_txn(struct db *db, enum db_rc (*fn)(struct db *, void *), void *arg,
 				(*retries)++;
 			backoff(attempt);
 		}
+		/* the connection runs with autocommit off: the transaction
+		 * begins with fn's first statement (or continued the reads
+		 * made just before), which saves a round trip per request */
 		db->in_txn = 1;
-		rc = db_simple(db, "START TRANSACTION");
-		if (rc == DB_OK)
+		db->txn_fresh = 1;
+		if ((rc = db_connect(db)) == DB_OK)
 			rc = fn(db, arg);
 		if (rc == DB_OK) {
 			uint64_t t0 = mono_us();

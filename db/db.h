@@ -96,7 +96,18 @@ enum db_rc db_exec(struct db *db, enum db_stmt st, const struct db_param *p,
     size_t np, struct db_res *res, uint64_t *affected, uint64_t *insert_id);
 
 /*
- * Run fn(db, arg) inside a transaction: BEGIN, fn, COMMIT. When fn or COMMIT
+ * The connection runs with autocommit off. Outside db_txn() a statement
+ * that writes is committed at once; reads leave a transaction open (no
+ * locks: READ COMMITTED), which the next db_txn() continues, or
+ * db_release() ends. Call db_release() before a connection goes idle (the
+ * end of a request), so that no transaction holds metadata locks while
+ * nothing happens.
+ */
+void db_release(struct db *db);
+
+/*
+ * Run fn(db, arg) inside a transaction: fn, COMMIT (no BEGIN: fn's first
+ * statement begins it). When fn or COMMIT
  * returns DB_RETRY the transaction is rolled back and run again (at most
  * DB_MAX_ATTEMPTS times, with a short randomised backoff); DB_GONE
  * reconnects and runs it again once. fn must not cause effects outside the
@@ -120,6 +131,7 @@ enum db_multi {
 	DB_M_IDENT_LOCK,       /* identities + their profiles, locked */
 	DB_M_STATE_OF,         /* balances, variables, counters of profiles */
 	DB_M_IDENT_STATE_LOCK, /* both in one round trip */
+	DB_M_KEY_IDENT_STATE_LOCK, /* and the stored events of keys */
 	DB_M_PROFILE_INSERT,   /* new profiles, RETURNING id, public_id */
 	DB_M_IDENT_INSERT,     /* new identity bindings */
 	DB_M_EVENT_INSERT,     /* INSERT IGNORE events, RETURNING id, public_id */

@@ -77,6 +77,17 @@ char *db_sql_expand(const char *t, const size_t *counts, size_t *nparams);
 	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)})" \
 	" AND s.period IN ({,?}) FOR UPDATE)"
 
+/* SQL_M_KEY_IDENT_STATE_LOCK: the above, then the stored events of the
+ * keys ('k': id, public_id, fingerprint, attempt, source,
+ * external_event_id), so that a single event costs no read before its
+ * transaction. The keys come last: a locking read after the profiles'
+ * locks sees a key committed while this statement waited for them. */
+#define SQL_M_KEY_IDENT_STATE_LOCK \
+	SQL_M_IDENT_STATE_LOCK \
+	" UNION ALL (SELECT 'k', id, public_id, fingerprint, attempt, source," \
+	" external_event_id FROM events WHERE tenant_id = ? AND" \
+	" (source, external_event_id) IN ({,(?, ?)}) LOCK IN SHARE MODE)"
+
 /* SQL_M_PROFILE_INSERT: new profiles */
 #define SQL_M_PROFILE_INSERT \
 	"INSERT INTO profiles (tenant_id, public_id, tier, created_at, updated_at)" \

@@ -1040,6 +1040,9 @@ out:
 	ev_key_clear(&rq.key);
 	if (r.body != NULL)
 		json_object_put(r.body);
+	/* reads outside a transaction leave one open: end it before the
+	 * worker waits for the next request (db_release()) */
+	db_release(app->db);
 	/* A large batch leaves megabytes of freed heap behind; give them back
 	 * so a long-lived worker stays small (FastCGI workers live for days). */
 	if (blen > BIG_BODY) {

@@ -20,12 +20,12 @@
  *
  * --mode accept: new events of known users (identity externalUserId +
  * email, both bound to the user's profile) for a tenant with one points
- * rule, no tiers, no limits. One transaction of --per-txn events:
- *     SELECT ... FROM events WHERE <keys>      (ST_M_EVENT_KEYS {N}: autocommit,
- *                                              before the transaction)
- *     START TRANSACTION
- *     SELECT ... FROM events WHERE <keys>      (ST_M_EVENT_KEYS {N}: only on a
- *                                              retry, inside)
+ * rule, no tiers, no limits. The connection runs with autocommit off, as
+ * the service's (db/db.c): the first statement begins the transaction, no
+ * START TRANSACTION is sent. One transaction of --per-txn events:
+ *     SELECT ... FROM events WHERE <keys>      (ST_M_EVENT_KEYS {N}: the first
+ *                                              read, not locking; only with more
+ *                                              than MERGED_KEYS events)
  *     SELECT STRAIGHT_JOIN ... FROM identities JOIN profiles ... FOR UPDATE
  *                                              (ST_M_IDENT_LOCK {K}: the K distinct
  *                                              identities sorted by (type, value),
@@ -50,14 +50,16 @@
  *     COMMIT
  * With at most MERGED_IDENTS identities (a single event: 2), IDENT_LOCK
  * and STATE_OF are one statement, ST_M_IDENT_STATE_LOCK, as in the
- * service. Identities are locked LOCK_IDENTS per statement, events and
+ * service; with at most MERGED_KEYS events too, the keys are read at its
+ * end instead of before (ST_M_KEY_IDENT_STATE_LOCK): a single event is
+ * 5 round trips (lock and keys, events, ledger, balances, COMMIT). Identities are locked LOCK_IDENTS per statement, events and
  * ledger rows inserted EVENT_ROWS / LEDGER_ROWS per statement, as in
  * core/ingest.c. (DB_M_PROFILE_TOUCH is not run: the service runs it only
  * on a Galera cluster or when a tier changes, and this tenant has no
  * tiers.)
- * --mode dup: the duplicate path of a single event: one SELECT of the key
- * (ST_M_EVENT_KEYS {1}, autocommit, no transaction), on the existing keys
- * <dup-prefix>-<0..dup-count-1>.
+ * --mode dup: the duplicate path of a single event, on the existing keys
+ * <dup-prefix>-<0..dup-count-1>: ST_M_KEY_IDENT_STATE_LOCK finds the key,
+ * then COMMIT (2 round trips).
  * The user of each event is random; --sorted 1 orders the events of one
  * transaction by user, as the bench's batches are sent (BENCH_BATCH_ORDER).
  * The lock order does not depend on it: the identities are locked in
@@ -73,7 +75,7 @@
  * Prints one line:
  *   RESULT events=N txns=N seconds=S eps=E p50_ms=X p99_ms=Y retries=N gave_up=N
  * where p50/p99 are per transaction (from the key check to COMMIT's answer;
- * for dup, per read). Exit 0, or 1 with a message on stderr.
+ * for dup, per key read and COMMIT). Exit 0, or 1 with a message on stderr.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -96,6 +98,7 @@ enum st {
 	ST_M_IDENT_LOCK,
 	ST_M_STATE_OF,
 	ST_M_IDENT_STATE_LOCK,
+	ST_M_KEY_IDENT_STATE_LOCK,
 	ST_M_EVENT_INSERT,
 	ST_M_LEDGER_INSERT,
 	ST_M_BALANCE_UPSERT,
@@ -104,7 +107,7 @@ enum st {
 
 static const char *const st_name[ST__MAX] = {
 	"M_EVENT_KEYS", "M_IDENT_LOCK", "M_STATE_OF",
-	"M_IDENT_STATE_LOCK",
+	"M_IDENT_STATE_LOCK", "M_KEY_IDENT_STATE_LOCK",
 	"M_EVENT_INSERT", "M_LEDGER_INSERT", "M_BALANCE_UPSERT",
 };
 
@@ -114,6 +117,7 @@ static const char *const st_sql[ST__MAX] = {
 	SQL_M_IDENT_LOCK,
 	SQL_M_STATE_OF,
 	SQL_M_IDENT_STATE_LOCK,
+	SQL_M_KEY_IDENT_STATE_LOCK,
 	SQL_M_EVENT_INSERT,
 	SQL_M_LEDGER_INSERT,
 	SQL_M_BALANCE_UPSERT,
@@ -130,6 +134,7 @@ _Static_assert(sizeof(st_name) / sizeof(st_name[0]) == ST__MAX,
  * ledger rows per INSERT. */
 #define LOCK_IDENTS   128
 #define MERGED_IDENTS 16
+#define MERGED_KEYS   16
 #define EVENT_ROWS    200
 #define LEDGER_ROWS   400
 #define STMT_CACHE   24          /* db/db.c DB_MCACHE */
@@ -365,7 +370,8 @@ connect_db(struct worker *w)
 	const char  *init =
 	    "SET SESSION tx_isolation = 'READ-COMMITTED',"
 	    " SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION',"
-	    " SESSION innodb_lock_wait_timeout = 10, SESSION time_zone = '+00:00'";
+	    " SESSION innodb_lock_wait_timeout = 10, SESSION time_zone = '+00:00',"
+	    " SESSION autocommit = 0";
 
 	if ((w->conn = mysql_init(NULL)) == NULL) {
 		fail(w, "mysql_init", "out of memory");
@@ -690,21 +696,6 @@ err:
 	return stmt_err(w, st, s);
 }
 
-/* Simple statements (START TRANSACTION): 0, errno or -1. */
-static int
-query(struct worker *w, const char *sql)
-{
-	unsigned no;
-
-	if (mysql_real_query(w->conn, sql, strlen(sql)) == 0)
-		return 0;
-	no = mysql_errno(w->conn);
-	if (retryable(no))
-		return (int)no;
-	fail(w, sql, mysql_error(w->conn));
-	return -1;
-}
-
 /* ---- events ---- */
 
 /* "YYYY-MM-DD HH:MM:SS.ffffff" in UTC, now. */
@@ -764,25 +755,6 @@ make_event(struct worker *w, struct evbuf *e, const char *ext, unsigned user,
 	    "\"currency\":\"USD\",\"store_id\":\"store_%u\"}}",
 	    e->ext, iso, e->user, e->email, e->ext, amount / 100, amount % 100,
 	    user % 100);
-}
-
-/* Is the key of e taken (DB_M_EVENT_KEYS {1}, as the service's key check
- * of a single event)? 0, retryable errno or -1. */
-static int
-key_check(struct worker *w, const struct evbuf *e, int *taken)
-{
-	size_t one = 1;
-	int    rc;
-
-	if (param_room(w, 3) != 0)
-		return -1;
-	w->p[0] = PI(opt.tenant);
-	w->p[1] = PS(SOURCE);
-	w->p[2] = PS(e->ext);
-	if ((rc = run(w, ST_M_EVENT_KEYS, &one, 3)) != 0)
-		return rc;
-	*taken = w->res.nrows > 0;
-	return 0;
 }
 
 static int
@@ -1065,18 +1037,22 @@ state_of(struct worker *w, struct txn *t)
 }
 
 /* Both in one statement (DB_M_IDENT_STATE_LOCK), as the service does for
- * up to MERGED_IDENTS identities. */
+ * up to MERGED_IDENTS identities; with keys, the events' keys too
+ * (DB_M_KEY_IDENT_STATE_LOCK, as the service does for up to MERGED_KEYS
+ * events not checked before the transaction): *taken counts the keys
+ * stored. */
 static int
-ident_state_lock(struct worker *w, struct txn *t)
+ident_state_lock(struct worker *w, struct txn *t, int keys, size_t *taken)
 {
-	size_t counts[GROUPS], n = 0, c = t->nidents, j, part;
+	size_t counts[GROUPS], n = 0, c = t->nidents, j, part, r;
 	int    rc;
 
 	for (j = 0; j < t->nusers; j++)
 		t->users[j].pid = t->users[j].pid_email = 0;
 	counts[0] = counts[1] = counts[2] = counts[3] = c;
 	counts[4] = NPERIODS;
-	if (param_room(w, 4 * (1 + 2 * c) + NPERIODS) != 0)
+	counts[5] = t->n;
+	if (param_room(w, 4 * (1 + 2 * c) + NPERIODS + 1 + 2 * t->n) != 0)
 		return -1;
 	for (part = 0; part < 4; part++) {
 		w->p[n++] = PI(opt.tenant);
@@ -1087,8 +1063,21 @@ ident_state_lock(struct worker *w, struct txn *t)
 	}
 	for (j = 0; j < NPERIODS; j++)
 		w->p[n++] = PS(periods[j]);
-	if ((rc = run(w, ST_M_IDENT_STATE_LOCK, counts, n)) != 0)
+	if (keys) {
+		w->p[n++] = PI(opt.tenant);
+		for (j = 0; j < t->n; j++) {
+			w->p[n++] = PS(SOURCE);
+			w->p[n++] = PS(t->evs[j].ext);
+		}
+	}
+	if ((rc = run(w, keys ? ST_M_KEY_IDENT_STATE_LOCK : ST_M_IDENT_STATE_LOCK,
+	    counts, n)) != 0)
 		return rc;
+	*taken = 0;
+	for (r = 0; r < w->res.nrows; r++) {
+		const char *kind = cell(&w->res, r, 0);
+		*taken += kind != NULL && strcmp(kind, "k") == 0;
+	}
 	if (ident_rows(w, t, 0, c) != 0 || users_check(w, t) != 0)
 		return -1;
 	profs_build(t);
@@ -1096,22 +1085,33 @@ ident_state_lock(struct worker *w, struct txn *t)
 	return 0;
 }
 
+/* Are the keys read with the locks (core/ingest.c apply_group())? */
+static int
+keys_merged(const struct txn *t)
+{
+	return t->n <= MERGED_KEYS && t->nidents <= MERGED_IDENTS;
+}
+
 /*
  * The events of the open transaction; their keys checked first when check
- * is set. 0, retryable errno or -1.
+ * is set (or with the locks: keys_merged()). 0, retryable errno or -1.
  */
 static int
 accept_txn(struct worker *w, struct txn *t, int check)
 {
-	size_t c0, c, j, r;
+	size_t c0, c, j, r, taken = 0;
 	int    rc;
 
 	t->attempt[ATTEMPT_LEN - 1]++;       /* this transaction attempt */
-	if (check && (rc = keys_check(w, t)) != 0)
+	if (check && !keys_merged(t) && (rc = keys_check(w, t)) != 0)
 		return rc;
 	if (t->nidents <= MERGED_IDENTS) {
-		if ((rc = ident_state_lock(w, t)) != 0)
+		if ((rc = ident_state_lock(w, t, keys_merged(t), &taken)) != 0)
 			return rc;
+		if (taken > 0) {
+			fail(w, "key check", "a new external id is taken");
+			return -1;
+		}
 	} else if ((rc = ident_lock(w, t)) != 0 || (rc = state_of(w, t)) != 0)
 		return rc;
 	/* the rule: a point per dollar, balances running in item order */
@@ -1301,28 +1301,38 @@ worker_main(void *arg)
 			    100 + (unsigned)(rnd_next(w) % 50000));
 		}
 		t0 = now_s();
+		txn_prepare(w, &t);
 		if (opt.mode == MODE_DUP) {
-			/* a single event seen before: one read, no transaction */
-			int taken = 0;
-			if ((rc = key_check(w, &t.evs[0], &taken)) != 0) {
-				if (rc > 0)
-					fail(w, "duplicate path", "lock wait or deadlock"
-					    " on a plain read");
-				goto out;
-			}
-			if (!taken) {
+			/* a single event seen before: its key is read with the
+			 * locks of its profile, then the transaction ends */
+			size_t taken = 0;
+			if ((rc = ident_state_lock(w, &t, 1, &taken)) == 0 && taken == 0) {
 				fail(w, "duplicate path", "the key is not taken: seed the"
 				    " duplicates first (--dup-prefix, --dup-count)");
 				goto out;
+			}
+			if (rc == 0 && mysql_commit(w->conn) != 0)
+				rc = (int)mysql_errno(w->conn);
+			if (rc < 0)
+				goto out;
+			if (rc != 0) {
+				mysql_rollback(w->conn);
+				if (!retryable((unsigned)rc)) {
+					fail(w, "duplicate path", mysql_error(w->conn));
+					goto out;
+				}
+				w->retries++;
+				continue;
 			}
 			add_latency(w, (now_s() - t0) * 1000.0);
 			w->txns++;
 			w->events++;
 			continue;
 		}
-		txn_prepare(w, &t);
-		/* the keys are checked before the transaction */
-		if ((rc = keys_check(w, &t)) != 0) {
+		/* the keys of a batch are checked before the transaction; the
+		 * connection runs with autocommit off, as the service's: that
+		 * read begins the transaction, and no START TRANSACTION is sent */
+		if (!keys_merged(&t) && (rc = keys_check(w, &t)) != 0) {
 			if (rc > 0)
 				fail(w, "key check", "lock wait or deadlock on a plain read");
 			goto out;
@@ -1332,10 +1342,8 @@ worker_main(void *arg)
 				w->retries++;
 				backoff(w, attempt);
 			}
-			rc = query(w, "START TRANSACTION");
 			/* a retry checks the keys again, inside */
-			if (rc == 0)
-				rc = accept_txn(w, &t, attempt > 0);
+			rc = accept_txn(w, &t, attempt > 0);
 			if (rc == 0) {
 				if (mysql_commit(w->conn) == 0)
 					break;

@@ -58,6 +58,25 @@ static const struct {
 	{ __LINE__, DB_M_STATE_OF, { 2, 2, 2, 3 }, 9, NULL },
 	{ __LINE__, DB_M_IDENT_LOCK, { 128 }, 257, NULL },
 	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 2, 2, 2, 2, 3 }, 23, NULL },
+	{ __LINE__, DB_M_KEY_IDENT_STATE_LOCK, { 2, 2, 2, 2, 3, 1 }, 26, NULL },
+	{ __LINE__, DB_M_KEY_IDENT_STATE_LOCK, { 1, 1, 1, 1, 1, 1 }, 16,
+	  "(SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id,"
+	  " p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id"
+	  " LEFT JOIN identities x ON x.ext_profile_id = p.id"
+	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
+	  " UNION ALL (SELECT STRAIGHT_JOIN 'b', NULL, s.name, s.profile_id, s.balance,"
+	  " s.lifetime, NULL FROM identities i JOIN balances s ON s.profile_id = i.profile_id"
+	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
+	  " UNION ALL (SELECT STRAIGHT_JOIN 'v', NULL, s.name, s.profile_id, s.value,"
+	  " NULL, NULL FROM identities i JOIN variables s ON s.profile_id = i.profile_id"
+	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
+	  " UNION ALL (SELECT STRAIGHT_JOIN 'c', NULL, s.rule_id, s.profile_id, s.period,"
+	  " s.count, NULL FROM identities i JOIN rule_counters s ON s.profile_id = i.profile_id"
+	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?))"
+	  " AND s.period IN (?) FOR UPDATE)"
+	  " UNION ALL (SELECT 'k', id, public_id, fingerprint, attempt, source,"
+	  " external_event_id FROM events WHERE tenant_id = ? AND"
+	  " (source, external_event_id) IN ((?, ?)) LOCK IN SHARE MODE)" },
 	{ __LINE__, DB_M_EVENT_INSERT, { 200 }, 2800, NULL },
 	{ __LINE__, DB_M_LEDGER_INSERT, { 400 }, 2800, NULL },
 	{ __LINE__, DB_M_PROFILE_INSERT, { 1 }, 3, NULL },
