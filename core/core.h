@@ -155,6 +155,20 @@ void *ev_xcalloc(size_t n, size_t size);
 void *ev_xrealloc(void *p, size_t n);
 char *ev_xstrdup(const char *s);
 
+/* A growing text (NUL-terminated; aborts when out of memory, as the ev_x
+ * allocators): JSON written directly where a json-c tree would only be
+ * serialised once. Start zeroed; free(b.p). */
+struct ev_buf {
+	char   *p;
+	size_t  len, cap;
+};
+void ev_buf_put(struct ev_buf *b, const char *s, size_t n);
+void ev_buf_str(struct ev_buf *b, const char *s);
+void ev_buf_i64(struct ev_buf *b, int64_t v);
+/* s as a JSON string literal, escaped as json-c does with
+ * JSON_C_TO_STRING_NOSLASHESCAPE; NULL as null */
+void ev_buf_json_str(struct ev_buf *b, const char *s);
+
 /* SHA-256 of data (NULL: empty), and as 64 lower-case hex characters +
  * NUL. Abort only when libcrypto cannot hash at all (out of memory). */
 void ev_sha256(const void *data, size_t len, unsigned char out[32]);
@@ -243,6 +257,8 @@ struct ev_result {
 	                                          details are in body) */
 	char            event_id[32];
 	json_object    *body;
+	char           *text;                  /* or the body as JSON text
+	                                          (owned; an accepted event) */
 };
 
 /* Who is asking: the tenant of the key and its settings. */

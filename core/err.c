@@ -4,6 +4,7 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "conf/conf.h"
@@ -135,6 +136,8 @@ ev_result_error(struct ev_result *res, const struct ev_verr *verr)
 {
 	if (res->body != NULL)
 		json_object_put(res->body);
+	free(res->text);
+	res->text = NULL;
 	res->st = EV_ST_ERROR;
 	res->err = verr->err;
 	res->body = ev_error_body(verr);

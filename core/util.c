@@ -231,6 +231,79 @@ ev_xrealloc(void *p, size_t n)
 	return q;
 }
 
+void
+ev_buf_put(struct ev_buf *b, const char *s, size_t n)
+{
+	if (b->p == NULL || n >= b->cap - b->len) {
+		size_t nc = b->cap ? b->cap : 256;
+		while (n >= nc - b->len)
+			nc *= 2;
+		b->p = ev_xrealloc(b->p, nc);
+		b->cap = nc;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+void
+ev_buf_str(struct ev_buf *b, const char *s)
+{
+	ev_buf_put(b, s, strlen(s));
+}
+
+void
+ev_buf_i64(struct ev_buf *b, int64_t v)
+{
+	char     tmp[24], *e = tmp + sizeof(tmp), *q = e;
+	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+
+	do
+		*--q = (char)('0' + u % 10);
+	while ((u /= 10) != 0);
+	if (v < 0)
+		*--q = '-';
+	ev_buf_put(b, q, (size_t)(e - q));
+}
+
+void
+ev_buf_json_str(struct ev_buf *b, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t            i, start = 0;
+
+	if (s == NULL) {
+		ev_buf_put(b, "null", 4);
+		return;
+	}
+	ev_buf_put(b, "\"", 1);
+	for (i = 0; s[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char          esc[6] = { '\\', 'u', '0', '0', 0, 0 };
+		size_t        n = 2;
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		ev_buf_put(b, s + start, i - start);
+		start = i + 1;
+		switch (c) {
+		case '"': esc[1] = '"'; break;
+		case '\\': esc[1] = '\\'; break;
+		case '\b': esc[1] = 'b'; break;
+		case '\f': esc[1] = 'f'; break;
+		case '\n': esc[1] = 'n'; break;
+		case '\r': esc[1] = 'r'; break;
+		case '\t': esc[1] = 't'; break;
+		default:
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 15];
+			n = 6;
+		}
+		ev_buf_put(b, esc, n);
+	}
+	ev_buf_put(b, s + start, i - start);
+	ev_buf_put(b, "\"", 1);
+}
+
 char *
 ev_xstrdup(const char *s)
 {

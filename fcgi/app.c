@@ -28,7 +28,8 @@ enum body_kind { BODY_NONE, BODY_SINGLE, BODY_BATCH, BODY__MAX };
 struct resp {
 	int          status;
 	json_object *body;
-	char        *text;
+	char        *json;           /* or the body as JSON text (owned) */
+	char        *text;           /* or a text/plain body (owned) */
 	char         location[96];
 	const char  *allow;
 	int          www_auth;
@@ -420,7 +421,9 @@ single_response(struct req *rq, struct ev_result *res, struct resp *r)
 		break;
 	}
 	r->body = res->body;
+	r->json = res->text;
 	res->body = NULL;
+	res->text = NULL;
 	(void)rq;
 }
 
@@ -484,7 +487,8 @@ h_ingest(struct req *rq, struct resp *r)
 static void
 h_batch(struct req *rq, struct resp *r)
 {
-	json_object       *items = NULL, *results;
+	json_object       *items = NULL;
+	struct ev_buf      out = { NULL, 0, 0 };
 	struct ev_event   *evbuf = NULL, **evs = NULL;
 	struct ev_result  *res = NULL;
 	size_t             n, i, max;
@@ -557,29 +561,36 @@ h_batch(struct req *rq, struct resp *r)
 		    "internal error; nothing of this batch was applied");
 		goto out;
 	}
-	results = json_object_new_array_ext((int)n);
+	/* the answer is written as text: the accepted items' answers are
+	 * text already (a json-c tree per item cost a sixth of a batch) */
+	ev_buf_str(&out, "{\"results\":[");
 	for (i = 0; i < n; i++) {
 		counts[res[i].st]++;
 		fcgi_metrics_event(res[i].st, i == 0 ? retries : 0);
-		json_object_array_add(results, res[i].body);
-		res[i].body = NULL;
+		if (i > 0)
+			ev_buf_put(&out, ",", 1);
+		ev_buf_str(&out, res[i].text != NULL ? res[i].text :
+		    res[i].body != NULL ?
+		    json_object_to_json_string_ext(res[i].body, JSON_FLAGS) : "null");
 	}
+	ev_buf_str(&out, "],\"accepted\":");
+	ev_buf_i64(&out, (int64_t)counts[EV_ST_ACCEPTED]);
+	ev_buf_str(&out, ",\"duplicates\":");
+	ev_buf_i64(&out, (int64_t)counts[EV_ST_DUPLICATE]);
+	ev_buf_str(&out, ",\"errors\":");
+	ev_buf_i64(&out, (int64_t)(counts[EV_ST_ERROR] + counts[EV_ST_CONFLICT]));
+	ev_buf_put(&out, "}", 1);
 	r->status = 200;
-	r->body = json_object_new_object();
-	json_object_object_add(r->body, "results", results);
-	json_object_object_add(r->body, "accepted",
-	    json_object_new_int64(counts[EV_ST_ACCEPTED]));
-	json_object_object_add(r->body, "duplicates",
-	    json_object_new_int64(counts[EV_ST_DUPLICATE]));
-	json_object_object_add(r->body, "errors",
-	    json_object_new_int64(counts[EV_ST_ERROR] + counts[EV_ST_CONFLICT]));
+	r->json = out.p;
 out:
 	/* frees: events, leftover result bodies, arrays */
 	for (i = 0; evbuf != NULL && i < n; i++)
 		ev_event_free(&evbuf[i]);
-	for (i = 0; res != NULL && i < n; i++)
+	for (i = 0; res != NULL && i < n; i++) {
 		if (res[i].body != NULL)
 			json_object_put(res[i].body);
+		free(res[i].text);
+	}
 	free(evbuf);
 	free(evs);
 	free(res);
@@ -823,7 +834,7 @@ h_metrics(struct req *rq, struct resp *r)
 static void
 write_response(struct req *rq, struct resp *r, int head_only)
 {
-	const char *body = r->text ? r->text : r->body ?
+	const char *body = r->text ? r->text : r->json ? r->json : r->body ?
 	    json_object_to_json_string_ext(r->body, JSON_FLAGS) : "{}";
 	size_t      blen = strlen(body);
 	char        hdr[1024];
@@ -1027,13 +1038,14 @@ fcgi_handle(struct fcgi_app *app, const struct fcgi_io *io)
 	rt->fn(&rq, &r);
 out:
 	/* frees: body, parsed JSON, key, response body */
-	if (r.body == NULL && r.text == NULL && r.status == 0)
+	if (r.body == NULL && r.json == NULL && r.text == NULL && r.status == 0)
 		resp_err(&r, EV_INTERNAL, "no response");
 	write_response(&rq, &r, head);
 	log_request(&rq, &r, rq.now_us);
 	fcgi_metrics_request(rt != NULL ? (size_t)(rt - routes) : NROUTES, r.status,
 	    (uint64_t)(ts_now() - rq.now_us), db_take_elapsed_us(app->db));
 	free(r.text);
+	free(r.json);
 	free(body);
 	if (rq.json != NULL)
 		json_object_put(rq.json);
