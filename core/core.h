@@ -277,6 +277,10 @@ struct ev_tenant {
  * not commit (nothing applied), or EV_INTERNAL.
  * `retries` (may be NULL) gets the number of transaction retries.
  */
+/* The table of keys found stored lately (n 64-bit slots, zeroed or kept
+ * from before; shared by processes when mapped so): see core/ingest.c. */
+void ev_recent_attach(_Atomic uint64_t *slots, size_t n);
+
 enum ev_err ev_ingest(struct db *db, const struct ev_tenant *t,
     struct ev_event **evs, struct ev_result *res, size_t n, int dry_run,
     const char *request_id, unsigned *retries);

@@ -6,6 +6,7 @@
  * group with multi-row statements (apply_group()), retried whole on
  * deadlocks by db_txn().
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -606,6 +607,75 @@ answer_stored(struct db *db, const struct gkeyrow *row, const struct ev_event *e
 	return DB_OK;
 }
 
+/*
+ * Keys found stored (answered duplicate or conflict) lately: a table of
+ * 64-bit key hashes, direct-mapped (a new key takes its slot), shared by
+ * the workers of a machine when the FastCGI front maps it
+ * (ev_recent_attach()). A client that sent a key again often sends it
+ * once more (retry loops, replayed files): a single event whose key is
+ * here has it read before any transaction, which answers the duplicate
+ * with one plain read instead of a locking statement and a COMMIT. A key
+ * missing here only takes the longer path; a stale hash costs one read.
+ */
+static _Atomic uint64_t *recent;
+static size_t            nrecent;
+
+void
+ev_recent_attach(_Atomic uint64_t *slots, size_t n)
+{
+	recent = slots;
+	nrecent = n;
+}
+
+/* FNV-1a of (tenant, source, externalEventId); never 0 (an empty slot). */
+static uint64_t
+key_hash(int64_t tenant, const struct ev_event *ev)
+{
+	uint64_t             h = 0xcbf29ce484222325u;
+	const unsigned char *q;
+	size_t               i;
+	unsigned char        tb[8];
+
+	for (i = 0; i < 8; i++)
+		tb[i] = (unsigned char)((uint64_t)tenant >> (8 * i));
+	for (i = 0; i < 8; i++)
+		h = (h ^ tb[i]) * 0x100000001b3u;
+	for (q = (const unsigned char *)ev->source; *q != '\0'; q++)
+		h = (h ^ *q) * 0x100000001b3u;
+	h = (h ^ 0xff) * 0x100000001b3u;       /* no byte of a source */
+	for (i = 0; i < ev->ext_id_len; i++)
+		h = (h ^ (unsigned char)ev->ext_id[i]) * 0x100000001b3u;
+	return h != 0 ? h : 1;
+}
+
+static void
+recent_add(int64_t tenant, const struct ev_event *ev)
+{
+	uint64_t h;
+
+	if (nrecent == 0)
+		return;
+	h = key_hash(tenant, ev);
+	atomic_store_explicit(&recent[h % nrecent], h, memory_order_relaxed);
+}
+
+/* Is the key of any of evs[0..n) in the table? */
+static int
+recent_any(int64_t tenant, struct ev_event *const *evs, size_t n)
+{
+	size_t i;
+
+	for (i = 0; nrecent != 0 && i < n; i++) {
+		uint64_t h;
+		if (evs[i] == NULL)
+			continue;
+		h = key_hash(tenant, evs[i]);
+		if (atomic_load_explicit(&recent[h % nrecent], memory_order_relaxed) == h)
+			return 1;
+	}
+	return 0;
+}
+
 /* Answer the items whose key is stored; they take no further part. */
 static enum db_rc
 answer_keys(struct group *g, struct batch *b)
@@ -621,6 +691,7 @@ answer_keys(struct group *g, struct batch *b)
 		if ((rc = answer_stored(g->db, row, it->ev, b->attempt,
 		    &b->res[it->i])) != DB_OK)
 			return rc;
+		recent_add(g->t->id, it->ev);
 		it->done = 1;
 	}
 	return DB_OK;
@@ -1845,6 +1916,7 @@ precheck_keys(struct db *db, struct batch *b)
 		const struct gkeyrow *row = g.keys[it->key].row;
 		if (row == NULL)
 			continue;
+		recent_add(g.t->id, it->ev);
 		if ((rc = answer_stored(db, row, it->ev, NULL, &b->res[it->i])) == DB_OK)
 			b->evs[it->i] = NULL;      /* answered */
 	}
@@ -1912,23 +1984,24 @@ ev_ingest(struct db *db, const struct ev_tenant *t, struct ev_event **evs,
 	 * their keys read in the statement that locks their profiles
 	 * (apply_group()): a new event, the usual case, costs no round trip
 	 * for them; the texts to store are then made only for the events
-	 * accepted.
+	 * accepted. Unless a key was found stored lately (recent_any()): a
+	 * retry loop's duplicates are answered by the one read.
 	 */
-	if (n > MERGED_KEYS && (rc = precheck_keys(db, &b)) == DB_OK)
+	if ((n > MERGED_KEYS || recent_any(t->id, evs, n)) &&
+	    (rc = precheck_keys(db, &b)) == DB_OK)
 		b.checked = 1;
 	for (i = 0, left = 0; i < n; i++)
 		left += evs[i] != NULL;
-	if (rc == DB_OK && left == 0) {
-		db_release(db);
+	/* (the transaction that read begins is ended by the caller's
+	 * db_release(), after the answer has gone) */
+	if (rc == DB_OK && left == 0)
 		return EV_OK;
-	}
 	if (n > 1 && (b.order = batch_order(evs, n, &nvalid)) != NULL)
 		b.n = nvalid;
 	if (rc == DB_OK) {
 		b.text = texts_make(evs, n, b.checked);
 		rc = db_txn(db, batch_fn, &b, retries);
 	}
-	db_release(db);
 	free(b.order);
 	texts_free(b.text, n);
 	b.order = NULL;

@@ -1052,9 +1052,6 @@ out:
 	ev_key_clear(&rq.key);
 	if (r.body != NULL)
 		json_object_put(r.body);
-	/* reads outside a transaction leave one open: end it before the
-	 * worker waits for the next request (db_release()) */
-	db_release(app->db);
 	/* A large batch leaves megabytes of freed heap behind; give them back
 	 * so a long-lived worker stays small (FastCGI workers live for days). */
 	if (blen > BIG_BODY) {
@@ -1109,6 +1106,15 @@ fcgi_app_init(struct fcgi_app *app)
 		fprintf(stderr, "rfevents: %s\n", app->db_err);
 	fcgi_metrics_init(url);
 	return 0;
+}
+
+void
+fcgi_app_idle(struct fcgi_app *app)
+{
+	/* reads outside a transaction (a duplicate's key, GET requests)
+	 * leave one open: end it now that the answer has gone, before the
+	 * worker waits for the next request */
+	db_release(app->db);
 }
 
 void

@@ -32,6 +32,9 @@ struct fcgi_app {
 /* Set up the process: read RFEVENTS_DB / RFEVENTS_CONF. 0 or -1. */
 int  fcgi_app_init(struct fcgi_app *app);
 void fcgi_app_free(struct fcgi_app *app);
+/* After a request's answer was sent (FCGX_Finish_r): end what it left
+ * open in the database (db_release()). */
+void fcgi_app_idle(struct fcgi_app *app);
 
 /* Serve one request completely (response written through io). */
 void fcgi_handle(struct fcgi_app *app, const struct fcgi_io *io);

@@ -114,6 +114,7 @@ main(void)
 	while (!stopping && FCGX_Accept_r(&req) >= 0) {
 		fcgi_handle(&app, &io);
 		FCGX_Finish_r(&req);
+		fcgi_app_idle(&app);
 		/* RFEVENTS_MAX_REQUESTS: exit after that many (leak checks) */
 		if (max_requests != 0 && app.requests >= max_requests)
 			break;

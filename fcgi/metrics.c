@@ -7,6 +7,10 @@
  * deployments on one host do not mix) and are updated with lock-free C11
  * atomics. When the file cannot be mapped the counters are per process,
  * which is still correct for plain CGI's one-shot processes to ignore.
+ *
+ * The same file carries the table of keys found stored lately
+ * (ev_recent_attach(), core/ingest.c): one worker's duplicate answers
+ * shorten the next duplicate of that key in any worker.
  */
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -22,7 +26,8 @@
 #include "db/db.h"
 #include "fcgi/fcgi.h"
 
-#define METRICS_MAGIC   0x72666d31u   /* "rfm1" */
+#define METRICS_MAGIC   0x72666d32u   /* "rfm2" */
+#define RECENT_KEYS     16384         /* 128 KiB of key hashes */
 
 static const int statuses[] = {
 	200, 201, 400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 500, 503
@@ -46,6 +51,7 @@ struct shm {
 	atomic_uint_fast64_t db_count;
 	atomic_uint_fast64_t req_bucket[NBUCKETS];
 	atomic_uint_fast64_t req_sum_us;
+	_Atomic uint64_t     recent_keys[RECENT_KEYS];
 };
 
 static struct shm *m;
@@ -93,6 +99,7 @@ fcgi_metrics_init(const char *db_url)
 			atomic_store(&m->magic, METRICS_MAGIC);
 		}
 	}
+	ev_recent_attach(m->recent_keys, RECENT_KEYS);
 }
 
 static size_t

@@ -58,8 +58,11 @@
  * on a Galera cluster or when a tier changes, and this tenant has no
  * tiers.)
  * --mode dup: the duplicate path of a single event, on the existing keys
- * <dup-prefix>-<0..dup-count-1>: ST_M_KEY_IDENT_STATE_LOCK finds the key,
- * then COMMIT (2 round trips).
+ * <dup-prefix>-<0..dup-count-1>, as the service runs it for a key it has
+ * answered duplicate lately (core/ingest.c recent_any()): one read of the
+ * key (ST_M_EVENT_KEYS {1}), then ROLLBACK of the transaction the read
+ * began. (The first duplicate of a key costs ST_M_KEY_IDENT_STATE_LOCK and
+ * COMMIT instead.)
  * The user of each event is random; --sorted 1 orders the events of one
  * transaction by user, as the bench's batches are sent (BENCH_BATCH_ORDER).
  * The lock order does not depend on it: the identities are locked in
@@ -75,7 +78,7 @@
  * Prints one line:
  *   RESULT events=N txns=N seconds=S eps=E p50_ms=X p99_ms=Y retries=N gave_up=N
  * where p50/p99 are per transaction (from the key check to COMMIT's answer;
- * for dup, per key read and COMMIT). Exit 0, or 1 with a message on stderr.
+ * for dup, per key read and ROLLBACK). Exit 0, or 1 with a message on stderr.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -1303,15 +1306,23 @@ worker_main(void *arg)
 		t0 = now_s();
 		txn_prepare(w, &t);
 		if (opt.mode == MODE_DUP) {
-			/* a single event seen before: its key is read with the
-			 * locks of its profile, then the transaction ends */
-			size_t taken = 0;
-			if ((rc = ident_state_lock(w, &t, 1, &taken)) == 0 && taken == 0) {
+			/* a single event whose key was answered duplicate
+			 * before: one plain read of the key, then the read's
+			 * transaction is ended (the service ends it after its
+			 * answer has gone) */
+			size_t one = 1;
+			if (param_room(w, 3) != 0)
+				goto out;
+			w->p[0] = PI(opt.tenant);
+			w->p[1] = PS(SOURCE);
+			w->p[2] = PS(t.evs[0].ext);
+			if ((rc = run(w, ST_M_EVENT_KEYS, &one, 3)) == 0 &&
+			    w->res.nrows != 1) {
 				fail(w, "duplicate path", "the key is not taken: seed the"
 				    " duplicates first (--dup-prefix, --dup-count)");
 				goto out;
 			}
-			if (rc == 0 && mysql_commit(w->conn) != 0)
+			if (rc == 0 && mysql_rollback(w->conn) != 0)
 				rc = (int)mysql_errno(w->conn);
 			if (rc < 0)
 				goto out;

@@ -2,10 +2,16 @@
  * Unit tests for core/util.c: ev_random, ev_public_id (format and
  * uniqueness), the base-32 alphabet and ev_b32_value (also through the key
  * format check of ev_key_check), ev_sha256_hex (FIPS 180-2 / NIST
- * vectors), ev_ct_equal, ev_utf8_decode (RFC 3629, Unicode table 3-7).
+ * vectors), ev_ct_equal, ev_utf8_decode (RFC 3629, Unicode table 3-7),
+ * struct ev_buf (JSON string escaping: a table, every byte, and the Big
+ * List of Naughty Strings against json-c's own output).
  */
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <json.h>
 
 #include "core/core.h"
 #include "tests/unit/t.h"
@@ -500,10 +506,125 @@ run_utf8(void)
 	    bad, ok2);
 }
 
+/* ---- struct ev_buf ---- */
+
+struct jcase {
+	int         line;
+	const char *in;         /* NULL: null */
+	const char *want;
+};
+
+/* Escapes written from RFC 8259 section 7 and json-c's choices: the short
+ * forms for \b \f \n \r \t, \u00XX (lower-case hex) for the other
+ * control characters, '/' and DEL and UTF-8 as they are. */
+static const struct jcase jcases[] = {
+	{ __LINE__, "", "\"\"" },
+	{ __LINE__, NULL, "null" },
+	{ __LINE__, "points", "\"points\"" },
+	{ __LINE__, "a\"b", "\"a\\\"b\"" },
+	{ __LINE__, "back\\slash", "\"back\\\\slash\"" },
+	{ __LINE__, "a/b", "\"a/b\"" },
+	{ __LINE__, "\b\f\n\r\t", "\"\\b\\f\\n\\r\\t\"" },
+	{ __LINE__, "\x01", "\"\\u0001\"" },
+	{ __LINE__, "x\x1fy", "\"x\\u001fy\"" },
+	{ __LINE__, "\x0b", "\"\\u000b\"" },
+	{ __LINE__, "\x7f", "\"\x7f\"" },
+	{ __LINE__, "caf\xc3\xa9 \xf0\x9f\x98\x80", "\"caf\xc3\xa9 \xf0\x9f\x98\x80\"" },
+	{ __LINE__, "\"\"", "\"\\\"\\\"\"" },
+};
+
+struct icase {
+	int         line;
+	int64_t     v;
+	const char *want;
+};
+
+static const struct icase icases[] = {
+	{ __LINE__, 0, "0" },
+	{ __LINE__, 7, "7" },
+	{ __LINE__, -1, "-1" },
+	{ __LINE__, 1234567890, "1234567890" },
+	{ __LINE__, -1000, "-1000" },
+	{ __LINE__, INT64_MAX, "9223372036854775807" },
+	{ __LINE__, INT64_MIN, "-9223372036854775808" },
+};
+
+/* s as json-c writes it (JSON_C_TO_STRING_PLAIN | NOSLASHESCAPE). */
+static int
+same_as_json_c(const char *s, size_t len)
+{
+	json_object  *o = json_object_new_string_len(s, (int)len);
+	struct ev_buf b = { NULL, 0, 0 };
+	int           same;
+
+	ev_buf_json_str(&b, s);
+	same = strcmp(b.p, json_object_to_json_string_ext(o,
+	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)) == 0;
+	json_object_put(o);
+	free(b.p);
+	return same;
+}
+
+static void
+run_buf(void)
+{
+	struct ev_buf b = { NULL, 0, 0 };
+	const char   *env = getenv("RFEVENTS_TESTDATA");
+	char          path[1024], one[2] = { 0, 0 };
+	json_object  *arr;
+	size_t        i, n, bad = 0;
+
+	for (i = 0; i < NROWS(jcases); i++) {
+		b.len = 0;
+		ev_buf_json_str(&b, jcases[i].in);
+		T_CHECK(jcases[i].line, strcmp(b.p, jcases[i].want) == 0 &&
+		    b.len == strlen(jcases[i].want), "got %s, want %s", b.p,
+		    jcases[i].want);
+	}
+	for (i = 0; i < NROWS(icases); i++) {
+		b.len = 0;
+		ev_buf_i64(&b, icases[i].v);
+		T_CHECK(icases[i].line, strcmp(b.p, icases[i].want) == 0,
+		    "got %s, want %s", b.p, icases[i].want);
+	}
+	/* every single byte, as json-c escapes it */
+	for (i = 1; i < 256; i++) {
+		one[0] = (char)i;
+		bad += !same_as_json_c(one, 1);
+	}
+	T_OK(bad == 0, "%zu single bytes escaped unlike json-c", bad);
+	/* growth past many doublings keeps every byte */
+	b.len = 0;
+	for (i = 0; i < 100000; i++)
+		ev_buf_put(&b, i % 2 ? "ab" : "c", i % 2 ? 2 : 1);
+	T_OK(b.len == 150000 && strlen(b.p) == 150000 && b.cap > b.len &&
+	    memcmp(b.p, "cabcab", 6) == 0 && strcmp(b.p + b.len - 3, "cab") == 0,
+	    "after 100000 appends: length %zu", b.len);
+	free(b.p);
+	/* the Big List of Naughty Strings */
+	snprintf(path, sizeof(path), "%s/naughty-strings/blns.json",
+	    env ? env : "../shared/testdata");
+	arr = json_object_from_file(path);
+	T_OK(arr != NULL && json_object_is_type(arr, json_type_array) &&
+	    json_object_array_length(arr) > 400, "cannot read %s", path);
+	if (arr == NULL)
+		return;
+	n = json_object_array_length(arr);
+	for (i = 0, bad = 0; i < n; i++) {
+		json_object *v = json_object_array_get_idx(arr, i);
+		const char  *s = json_object_get_string(v);
+		/* strings with a NUL are cut there, as C strings */
+		bad += !same_as_json_c(s, strlen(s));
+	}
+	T_OK(bad == 0, "%zu of %zu naughty strings escaped unlike json-c", bad, n);
+	json_object_put(arr);
+}
+
 int
 main(void)
 {
 	t_file = "test_util";
+	run_buf();
 	run_public_id_format();
 	run_public_id_unique();
 	run_b32();
