@@ -143,6 +143,7 @@ struct db {
 	int             cluster;                 /* wsrep_on */
 	int             in_txn;                  /* inside db_txn() */
 	int             txn_fresh;               /* no statement of it ran yet */
+	int             pending;                 /* ROLLBACK sent, answer unread */
 	uint64_t        elapsed_us;              /* time in the database */
 	unsigned        last_errno;
 	char            last_error[256];
@@ -350,6 +351,7 @@ db_disconnect(struct db *db)
 		mysql_close(db->conn);
 		db->conn = NULL;
 	}
+	db->pending = 0;
 }
 
 void
@@ -468,11 +470,26 @@ connect_host(struct db *db, size_t hi)
 	return 0;
 }
 
+/* Read the answer of the ROLLBACK db_release() sent; a failure closes the
+ * connection (the next statement connects again). */
+static void
+settle(struct db *db)
+{
+	if (!db->pending)
+		return;
+	db->pending = 0;
+	if (db->conn != NULL && mysql_read_query_result(db->conn) != 0) {
+		set_error(db, mysql_errno(db->conn), mysql_error(db->conn));
+		db_disconnect(db);
+	}
+}
+
 enum db_rc
 db_connect(struct db *db)
 {
 	size_t i;
 
+	settle(db);
 	if (db->conn != NULL)
 		return DB_OK;
 	/* Start with the host that worked last, then the others in order. */
@@ -974,6 +991,8 @@ db_trim(struct db *db)
 {
 	size_t i;
 
+	if (db != NULL)
+		settle(db);
 	for (i = 0; db != NULL && i < DB_MCACHE; i++)
 		if (db->mstmts[i].s != NULL &&
 		    mysql_stmt_param_count(db->mstmts[i].s) > DB_TRIM_PARAMS) {
@@ -1000,17 +1019,28 @@ db_simple(struct db *db, const char *sql)
 	return rc;
 }
 
+/*
+ * The ROLLBACK is sent without waiting for its answer, which settle()
+ * reads before the next statement: the worker goes back to accepting
+ * requests at once (a duplicate answered by one read then costs it one
+ * round trip, not two).
+ */
 void
 db_release(struct db *db)
 {
 	unsigned int status = 0;
 
-	if (db == NULL || db->conn == NULL || db->in_txn)
+	if (db == NULL || db->in_txn)
+		return;
+	settle(db);
+	if (db->conn == NULL)
 		return;
 	if (mariadb_get_infov(db->conn, MARIADB_CONNECTION_SERVER_STATUS,
 	    &status) == 0 && (status & SERVER_STATUS_IN_TRANS) == 0)
 		return;
-	if (mysql_rollback(db->conn) != 0)
+	if (mysql_send_query(db->conn, "ROLLBACK", 8) == 0)
+		db->pending = 1;
+	else
 		(void)conn_fail(db);
 }
 

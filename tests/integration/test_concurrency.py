@@ -116,3 +116,50 @@ def test_concurrent_conflicting_payloads():
         ok = (r.status == 200 and r.body.get("status") == "duplicate" and r.body.get("original_event_id") == orig) or \
              (r.status == 409 and r.body.get("error_code") == "conflict" and r.body.get("original_event_id") == orig)
         check(ok, "expected duplicate or conflict of %s, got %s" % (orig, r.describe()))
+
+
+def _lock_tables_quickly(tables, timeout=3):
+    """LOCK TABLES ... WRITE through the mariadb client with a lock wait of
+    `timeout` seconds: it fails while any connection keeps a transaction
+    open on one of them (a metadata lock). Returns (ok, message)."""
+    import os
+    import subprocess
+    import urllib.parse
+    u = urllib.parse.urlparse(os.environ["RFEVENTS_DB"])
+    q = urllib.parse.parse_qs(u.query)
+    args = ["mariadb", "--batch", "-u", urllib.parse.unquote(u.username or ""),
+            u.path.lstrip("/")]
+    if "socket" in q:
+        args += ["--socket", q["socket"][0]]
+    else:
+        args += ["-h", u.hostname or "127.0.0.1", "-P", str(u.port or 3306)]
+    sql = ("SET SESSION lock_wait_timeout = %d; LOCK TABLES %s; UNLOCK TABLES;"
+           % (timeout, ", ".join("%s WRITE" % t for t in tables)))
+    env = dict(os.environ, MYSQL_PWD=urllib.parse.unquote(u.password or ""))
+    p = subprocess.run(args + ["-e", sql], capture_output=True, text=True, env=env,
+                       timeout=timeout + 30)
+    return p.returncode == 0, (p.stderr or p.stdout).strip()
+
+
+def test_idle_workers_hold_no_table_locks():
+    """The connection runs with autocommit off: a read outside a transaction
+    (a duplicate's key, the GET endpoints) opens one. It must be ended once
+    the answer has gone, or an idle worker would hold a metadata lock and a
+    migration (ALTER TABLE) would wait for it."""
+    k = writer()
+    ev = purchase()
+    r = request("POST", EVENTS, ev, key=k)
+    check(r.status == 201, "accepted: %s" % r.describe(200))
+    event_id = r.body.get("event_id")
+    # duplicates (the second and later read the key before any transaction),
+    # event and profile reads, a batch of duplicates only
+    for _ in range(12):
+        r = request("POST", EVENTS, ev, key=k)
+        check(r.status == 200, "duplicate: %s" % r.describe(200))
+        r = request("GET", "/v1/cdp/events/" + event_id, key=admin())
+        check(r.status == 200, "event read: %s" % r.describe(200))
+    r = request("POST", BATCH, {"items": [ev] * 20}, key=k)
+    check(r.status == 200, "batch of duplicates: %s" % r.describe(200))
+    ok, msg = _lock_tables_quickly(["events", "identities", "profiles", "balances",
+                                    "api_keys", "tenants"])
+    check(ok, "a worker keeps a transaction open between requests: %s" % msg)
