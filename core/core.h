@@ -155,14 +155,18 @@ void *ev_xcalloc(size_t n, size_t size);
 void *ev_xrealloc(void *p, size_t n);
 char *ev_xstrdup(const char *s);
 
-/* A growing text (NUL-terminated; aborts when out of memory, as the ev_x
- * allocators): JSON written directly where a json-c tree would only be
- * serialised once. Start zeroed; free(b.p). */
+/* A growing byte buffer, NUL-terminated once anything was added (aborts
+ * when out of memory, as the ev_x allocators): JSON written directly where
+ * a json-c tree would only be serialised once, request bodies, CSV
+ * records. Start zeroed; ev_buf_free(). ev_buf_room() makes room for n
+ * more bytes and the NUL. */
 struct ev_buf {
 	char   *p;
 	size_t  len, cap;
 };
-void ev_buf_put(struct ev_buf *b, const char *s, size_t n);
+void ev_buf_room(struct ev_buf *b, size_t n);
+void ev_buf_put(struct ev_buf *b, const void *s, size_t n);
+void ev_buf_free(struct ev_buf *b);
 void ev_buf_str(struct ev_buf *b, const char *s);
 void ev_buf_i64(struct ev_buf *b, int64_t v);
 /* s as a JSON string literal, escaped as json-c does with

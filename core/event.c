@@ -445,11 +445,7 @@ ev_parse(const json_object *co, const struct conf_tenant *t, int64_t now_us,
 		goto fail;
 	}
 	{
-		char          *canon = ev_canonical(ev);
-		if (canon == NULL) {
-			ev_verr_set(verr, EV_INTERNAL, "out of memory");
-			goto fail;
-		}
+		char *canon = ev_canonical(ev);   /* aborts when out of memory */
 		ev_sha256(canon, strlen(canon), ev->fingerprint);
 		free(canon);
 	}
@@ -461,60 +457,26 @@ fail:
 
 /* ---- canonical form ---- */
 
-struct sbuf {
-	char   *p;
-	size_t  len, cap;
-	int     oom;
-};
-
-static void
-sb_put(struct sbuf *b, const char *s, size_t n)
-{
-	if (b->oom)
-		return;
-	if (n > b->cap - b->len - 1 || b->p == NULL) {
-		size_t nc = b->cap ? b->cap : 256;
-		char  *np;
-		while (n > nc - b->len - 1)
-			nc *= 2;
-		if ((np = realloc(b->p, nc)) == NULL) {
-			b->oom = 1;
-			return;
-		}
-		b->p = np;
-		b->cap = nc;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void
-sb_str(struct sbuf *b, const char *s)
-{
-	sb_put(b, s, strlen(s));
-}
-
 /* A JSON string literal with a fixed escaping: only '"', '\\' and control
  * characters are escaped (as \u00XX); UTF-8 is copied as is. */
 static void
-sb_json_str(struct sbuf *b, const char *s, size_t len)
+canon_str(struct ev_buf *b, const char *s, size_t len)
 {
 	size_t i, start = 0;
 	char   esc[8];
 
-	sb_put(b, "\"", 1);
+	ev_buf_put(b, "\"", 1);
 	for (i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
 		if (c < 0x20 || c == '"' || c == '\\') {
-			sb_put(b, s + start, i - start);
+			ev_buf_put(b, s + start, i - start);
 			snprintf(esc, sizeof(esc), "\\u%04x", c);
-			sb_str(b, esc);
+			ev_buf_str(b, esc);
 			start = i + 1;
 		}
 	}
-	sb_put(b, s + start, len - start);
-	sb_put(b, "\"", 1);
+	ev_buf_put(b, s + start, len - start);
+	ev_buf_put(b, "\"", 1);
 }
 
 static int
@@ -525,65 +487,62 @@ cmp_keys(const void *a, const void *b)
 
 /* Canonical JSON of any value: keys sorted by bytes, numbers canonical. */
 static void
-canon_value(struct sbuf *b, json_object *v)
+canon_value(struct ev_buf *b, json_object *v)
 {
 	size_t i, n;
 
 	switch (json_object_get_type(v)) {
 	case json_type_null:
-		sb_str(b, "null");
+		ev_buf_str(b, "null");
 		break;
 	case json_type_boolean:
-		sb_str(b, json_object_get_boolean(v) ? "true" : "false");
+		ev_buf_str(b, json_object_get_boolean(v) ? "true" : "false");
 		break;
 	case json_type_double:
 	case json_type_int: {
 		const char *s = json_object_get_string(v);
 		char       *c = rule_dec_canon(s, strlen(s));
 		if (c == NULL)
-			sb_str(b, s);
+			ev_buf_str(b, s);
 		else {
-			sb_str(b, c);
+			ev_buf_str(b, c);
 			free(c);
 		}
 		break;
 	}
 	case json_type_string:
-		sb_json_str(b, json_object_get_string(v),
+		canon_str(b, json_object_get_string(v),
 		    (size_t)json_object_get_string_len(v));
 		break;
 	case json_type_array:
-		sb_put(b, "[", 1);
+		ev_buf_put(b, "[", 1);
 		n = json_object_array_length(v);
 		for (i = 0; i < n; i++) {
 			if (i > 0)
-				sb_put(b, ",", 1);
+				ev_buf_put(b, ",", 1);
 			canon_value(b, json_object_array_get_idx(v, i));
 		}
-		sb_put(b, "]", 1);
+		ev_buf_put(b, "]", 1);
 		break;
 	case json_type_object: {
 		const char **keys;
 		n = (size_t)json_object_object_length(v);
-		if ((keys = calloc(n ? n : 1, sizeof(*keys))) == NULL) {
-			b->oom = 1;
-			break;
-		}
+		keys = ev_xcalloc(n, sizeof(*keys));
 		i = 0;
 		json_object_object_foreach(v, k, val) {
 			(void)val;
 			keys[i++] = k;
 		}
 		qsort(keys, n, sizeof(*keys), cmp_keys);
-		sb_put(b, "{", 1);
+		ev_buf_put(b, "{", 1);
 		for (i = 0; i < n; i++) {
 			if (i > 0)
-				sb_put(b, ",", 1);
-			sb_json_str(b, keys[i], strlen(keys[i]));
-			sb_put(b, ":", 1);
+				ev_buf_put(b, ",", 1);
+			canon_str(b, keys[i], strlen(keys[i]));
+			ev_buf_put(b, ":", 1);
 			canon_value(b, json_object_object_get(v, keys[i]));
 		}
-		sb_put(b, "}", 1);
+		ev_buf_put(b, "}", 1);
 		free(keys);
 		break;
 	}
@@ -593,39 +552,35 @@ canon_value(struct sbuf *b, json_object *v)
 char *
 ev_canonical(const struct ev_event *ev)
 {
-	struct sbuf b = { NULL, 0, 0, 0 };
+	struct ev_buf b = { NULL, 0, 0 };
 	char        tbuf[32];
 	size_t      i;
 	int         first = 1;
 
-	sb_str(&b, "{\"eventType\":");
-	sb_json_str(&b, ev->type, strlen(ev->type));
-	sb_str(&b, ",\"identity\":{");
+	ev_buf_str(&b, "{\"eventType\":");
+	canon_str(&b, ev->type, strlen(ev->type));
+	ev_buf_str(&b, ",\"identity\":{");
 	for (i = 0; i < IDENT__MAX; i++) {
 		if (ev->ident[i] == NULL)
 			continue;
 		if (!first)
-			sb_put(&b, ",", 1);
+			ev_buf_put(&b, ",", 1);
 		first = 0;
-		sb_json_str(&b, ident_type_name[i], strlen(ident_type_name[i]));
-		sb_put(&b, ":", 1);
-		sb_json_str(&b, ev->ident[i], strlen(ev->ident[i]));
+		canon_str(&b, ident_type_name[i], strlen(ident_type_name[i]));
+		ev_buf_put(&b, ":", 1);
+		canon_str(&b, ev->ident[i], strlen(ev->ident[i]));
 	}
 	/* The given occurredAt counts as the instant it names; a defaulted
 	 * one (receipt time) does not count at all. */
-	sb_str(&b, "},\"occurredAt\":");
+	ev_buf_str(&b, "},\"occurredAt\":");
 	if (ev->occurred_given)
-		sb_json_str(&b, ts_format(ev->occurred_us, tbuf),
+		canon_str(&b, ts_format(ev->occurred_us, tbuf),
 		    strlen(ts_format(ev->occurred_us, tbuf)));
 	else
-		sb_str(&b, "null");
-	sb_str(&b, ",\"properties\":");
+		ev_buf_str(&b, "null");
+	ev_buf_str(&b, ",\"properties\":");
 	canon_value(&b, ev->properties);
-	sb_put(&b, "}", 1);
-	if (b.oom) {
-		free(b.p);
-		return NULL;
-	}
+	ev_buf_put(&b, "}", 1);
 	return b.p;
 }
 

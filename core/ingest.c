@@ -248,6 +248,8 @@ struct group {
 	struct rule_def   *defs;
 	struct rule_set   *sets;
 	struct rule_tier  *tiers;
+	int                want_vars;   /* a rule reads or sets a variable */
+	int                want_cnts;   /* a rule has a limit */
 	struct db_param   *p;    size_t capp;     /* parameters of one statement */
 };
 
@@ -325,6 +327,11 @@ build_defs(struct group *g)
 		d->per_profile = cr->per_profile;
 		d->per_day = cr->per_day;
 		d->per_month = cr->per_month;
+		if (cr->per_profile > 0 || cr->per_day > 0 || cr->per_month > 0)
+			g->want_cnts = 1;
+		if (cr->nsets > 0 || rule_expr_reads_vars(cr->when) ||
+		    rule_expr_reads_vars(cr->points) || rule_expr_reads_vars(cr->amount))
+			g->want_vars = 1;
 		d->stop = cr->stop;
 		d->tier_multiplier = cr->tier_multiplier;
 	}
@@ -767,7 +774,7 @@ static size_t collect_periods(struct group *, char (**)[16]);
 #define MERGED_IDENTS 16
 
 /* Keys up to which a group not checked before its transaction reads them
- * with the locks (DB_M_KEY_IDENT_STATE_LOCK): a single event, or a few. */
+ * with the locks (DB_M_IDENT_STATE_LOCK): a single event, or a few. */
 #define MERGED_KEYS 16
 
 /*
@@ -775,8 +782,7 @@ static size_t collect_periods(struct group *, char (**)[16]);
  * runs rules, or with keys (at most MERGED_KEYS keys, a configured
  * tenant), and has at most MERGED_IDENTS identities, the profiles' state,
  * then the keys' stored rows, come in the same round trip
- * (DB_M_IDENT_STATE_LOCK, DB_M_KEY_IDENT_STATE_LOCK) and *state_done is
- * set.
+ * (DB_M_IDENT_STATE_LOCK) and *state_done is set.
  */
 static enum db_rc
 lock_idents(struct group *g, int *state_done, int keys)
@@ -792,18 +798,23 @@ lock_idents(struct group *g, int *state_done, int keys)
 	    (nper = collect_periods(g, &per)) <= DB_MULTI_MAX_ROWS &&
 	    g->nidents > 0) {
 		size_t           n = g->nidents, nk = keys ? g->nkeys : 0, x = 0, part;
-		size_t           counts[6] = { n, n, n, n, nper, nk };
+		/* the parts of the state the rules need (none when only
+		 * the keys are wanted) */
+		size_t           counts[6] = { n, run ? n : 0,
+		    run && g->want_vars ? n : 0, run && g->want_cnts ? n : 0, nper, nk };
 		struct db_param *p = gparams(g, 4 * (1 + 2 * n) + nper + 1 + 2 * nk);
 		struct db_res    res;
 
 		for (part = 0; part < 4; part++) {
+			if (counts[part] == 0)
+				continue;
 			p[x++] = DBP_I64(g->t->id);
 			for (k = 0; k < n; k++) {
 				p[x++] = DBP_I64(g->idents[k].type);
 				p[x++] = DBP_CSTR(g->idents[k].value);
 			}
 		}
-		for (k = 0; k < nper; k++)
+		for (k = 0; counts[3] > 0 && k < nper; k++)
 			p[x++] = DBP_CSTR(per[k]);
 		if (nk > 0) {
 			p[x++] = DBP_I64(g->t->id);
@@ -812,8 +823,8 @@ lock_idents(struct group *g, int *state_done, int keys)
 				p[x++] = DBP_STR(g->keys[k].ev->ext_id, g->keys[k].ev->ext_id_len);
 			}
 		}
-		rc = db_exec_multi(g->db, nk > 0 ? DB_M_KEY_IDENT_STATE_LOCK :
-		    DB_M_IDENT_STATE_LOCK, counts, p, x, &res, NULL);
+		rc = db_exec_multi(g->db, DB_M_IDENT_STATE_LOCK, counts, p, x, &res,
+		    NULL);
 		free(per);       /* the parameters pointed into it */
 		if (rc != DB_OK)
 			return rc;
@@ -1190,16 +1201,20 @@ load_state(struct group *g)
 	nper = collect_periods(g, &per);
 	for (po = 0; po < nids && rc == DB_OK; po += DB_MULTI_MAX_ROWS) {
 		size_t np = nids - po < DB_MULTI_MAX_ROWS ? nids - po : DB_MULTI_MAX_ROWS;
-		for (qo = 0; qo < nper && rc == DB_OK; qo += DB_MULTI_MAX_ROWS) {
+		/* counters only when a rule has a limit: then one statement
+		 * per chunk of periods */
+		for (qo = 0; qo < (g->want_cnts ? nper : 1) && rc == DB_OK;
+		    qo += DB_MULTI_MAX_ROWS) {
 			size_t nq = nper - qo < DB_MULTI_MAX_ROWS ? nper - qo : DB_MULTI_MAX_ROWS;
-			size_t counts[4] = { np, np, np, nq }, l, j, x = 0;
+			size_t counts[4] = { np, g->want_vars ? np : 0,
+			    g->want_cnts ? np : 0, nq }, l, j, x = 0;
 			struct db_param *p = gparams(g, 3 * np + nq);
 			struct db_res    res;
 
 			for (l = 0; l < 3; l++)
-				for (j = 0; j < np; j++)
+				for (j = 0; j < counts[l]; j++)
 					p[x++] = DBP_I64(g->profs[ids[po + j]].pid);
-			for (j = 0; j < nq; j++)
+			for (j = 0; counts[2] > 0 && j < nq; j++)
 				p[x++] = DBP_CSTR(per[qo + j]);
 			if ((rc = db_exec_multi(g->db, DB_M_STATE_OF, counts, p, x,
 			    &res, NULL)) != DB_OK)

@@ -232,18 +232,37 @@ ev_xrealloc(void *p, size_t n)
 }
 
 void
-ev_buf_put(struct ev_buf *b, const char *s, size_t n)
+ev_buf_room(struct ev_buf *b, size_t n)
 {
-	if (b->p == NULL || n >= b->cap - b->len) {
-		size_t nc = b->cap ? b->cap : 256;
-		while (n >= nc - b->len)
-			nc *= 2;
-		b->p = ev_xrealloc(b->p, nc);
-		b->cap = nc;
-	}
-	memcpy(b->p + b->len, s, n);
+	size_t nc;
+
+	if (b->p != NULL && n < b->cap - b->len)
+		return;
+	if (n > SIZE_MAX / 4 - b->len)
+		out_of_memory();
+	nc = b->cap ? b->cap : 256;
+	while (n >= nc - b->len)
+		nc *= 2;
+	b->p = ev_xrealloc(b->p, nc);
+	b->cap = nc;
+}
+
+void
+ev_buf_put(struct ev_buf *b, const void *s, size_t n)
+{
+	ev_buf_room(b, n);
+	if (n > 0)
+		memcpy(b->p + b->len, s, n);
 	b->len += n;
 	b->p[b->len] = '\0';
+}
+
+void
+ev_buf_free(struct ev_buf *b)
+{
+	free(b->p);
+	b->p = NULL;
+	b->len = b->cap = 0;
 }
 
 void

@@ -105,7 +105,6 @@ static const char *const multi_sql[DB_M__MAX] = {
 	SQL_M_IDENT_LOCK,
 	SQL_M_STATE_OF,
 	SQL_M_IDENT_STATE_LOCK,
-	SQL_M_KEY_IDENT_STATE_LOCK,
 	SQL_M_PROFILE_INSERT,
 	SQL_M_IDENT_INSERT,
 	SQL_M_EVENT_INSERT,
@@ -856,14 +855,15 @@ multi_groups(enum db_multi m)
 	return n[m];
 }
 
-/* Is every list length of m within 1..DB_MULTI_MAX_ROWS? */
+/* Is every list length of m at most DB_MULTI_MAX_ROWS? (0 is refused by
+ * db_sql_expand() but for a part left out.) */
 static int
 counts_ok(enum db_multi m, const size_t *counts)
 {
 	size_t i, ng = multi_groups(m);
 
 	for (i = 0; i < ng; i++)
-		if (counts[i] == 0 || counts[i] > DB_MULTI_MAX_ROWS)
+		if (counts[i] > DB_MULTI_MAX_ROWS)
 			return 0;
 	return 1;
 }
@@ -899,7 +899,7 @@ get_mstmt(struct db *db, enum db_multi m, const size_t *counts, size_t ng,
 			slot = e;
 	}
 	if ((sql = db_sql_expand(multi_sql[m], counts, nparams)) == NULL) {
-		set_error(db, 0, "out of memory");
+		set_error(db, 0, "a list length of 0 or out of memory");
 		return NULL;
 	}
 	if ((s = mysql_stmt_init(db->conn)) == NULL) {

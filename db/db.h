@@ -130,8 +130,7 @@ enum db_multi {
 	DB_M_EVENT_KEYS,       /* events by dedup key */
 	DB_M_IDENT_LOCK,       /* identities + their profiles, locked */
 	DB_M_STATE_OF,         /* balances, variables, counters of profiles */
-	DB_M_IDENT_STATE_LOCK, /* both in one round trip */
-	DB_M_KEY_IDENT_STATE_LOCK, /* and the stored events of keys */
+	DB_M_IDENT_STATE_LOCK, /* both in one round trip, and keys */
 	DB_M_PROFILE_INSERT,   /* new profiles, RETURNING id, public_id */
 	DB_M_IDENT_INSERT,     /* new identity bindings */
 	DB_M_EVENT_INSERT,     /* INSERT IGNORE events, RETURNING id, public_id */

@@ -33,6 +33,25 @@ db_sql_expand(const char *t, const size_t *counts, size_t *nparams)
 		while (*c != '\0') {
 			const char *body, *end, *sep;
 			size_t      blen, slen, q = 0;
+			if (*c == '[') {
+				/* an optional part: left out, with its groups,
+				 * when its first group's count is 0 */
+				const char *close = strchr(c, ']'), *open = strchr(c, '{');
+				if (close == NULL || open == NULL || open > close ||
+				    memchr(c + 1, '[', (size_t)(close - c - 1)) != NULL)
+					goto bad;
+				if (counts[g] == 0) {
+					for (; c < close; c++)
+						g += *c == '{';
+					c = close + 1;
+				} else
+					c++;
+				continue;
+			}
+			if (*c == ']') {
+				c++;
+				continue;
+			}
 			if (*c != '{') {
 				if (*c == '?')
 					n++;

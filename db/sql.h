@@ -5,7 +5,10 @@
  * service's SQL by construction.
  *
  * Templates: a group `{S...}` is repeated as many times as its count,
- * joined by S: ',' gives ", ", '|' gives " OR ", '.' nothing. Lists of keys
+ * joined by S: ',' gives ", ", '|' gives " OR ", '.' nothing. A part in
+ * `[...]` (not nested, with at least one group) is left out, with its
+ * placeholders, when the count of its first group is 0; its groups then
+ * take any count. Lists of keys
  * are row constructors, `(a, b) IN ((?, ?), ...)`: the server searches them
  * in a sorted array, where an OR of 1000 conditions costs 1000 comparisons
  * for every row read (5x slower for a 1000-event batch). Identities are
@@ -22,9 +25,10 @@
 size_t db_sql_groups(const char *t);
 
 /* Template t with group k repeated counts[k] times (one count per group,
- * none 0): a new string, caller frees; *nparams (may be NULL) gets its
- * number of placeholders. NULL when out of memory or t is malformed (a
- * group without its `}`, an unknown separator). */
+ * none 0 but in a part left out): a new string, caller frees; *nparams
+ * (may be NULL) gets its number of placeholders. NULL when out of memory,
+ * a count is 0, or t is malformed (a group without its `}`, an unknown
+ * separator, a `[` without `]` or group, nested `[`). */
 char *db_sql_expand(const char *t, const size_t *counts, size_t *nparams);
 
 /* SQL_M_EVENT_KEYS: the stored events of a request's keys */
@@ -46,47 +50,44 @@ char *db_sql_expand(const char *t, const size_t *counts, size_t *nparams);
 /* SQL_M_STATE_OF: balances ('b': name, profile, balance, lifetime),
  * variables ('v': name, profile, value) and limit counters ('c':
  * rule, profile, period, count) of the periods given, of profiles
- * locked before */
+ * locked before. Variables and counters are left out (count 0) when no
+ * rule of the tenant reads or sets a variable, or has a limit. */
 #define SQL_M_STATE_OF \
 	"SELECT 'b', NULL, name, profile_id, balance, lifetime, NULL FROM balances" \
 	" WHERE profile_id IN ({,?})" \
-	" UNION ALL SELECT 'v', NULL, name, profile_id, value, NULL, NULL" \
-	" FROM variables WHERE profile_id IN ({,?})" \
-	" UNION ALL SELECT 'c', NULL, rule_id, profile_id, period, count, NULL" \
-	" FROM rule_counters WHERE profile_id IN ({,?}) AND period IN ({,?})"
+	"[ UNION ALL SELECT 'v', NULL, name, profile_id, value, NULL, NULL" \
+	" FROM variables WHERE profile_id IN ({,?})]" \
+	"[ UNION ALL SELECT 'c', NULL, rule_id, profile_id, period, count, NULL" \
+	" FROM rule_counters WHERE profile_id IN ({,?}) AND period IN ({,?})]"
 
-/* SQL_M_IDENT_STATE_LOCK: both of the above in one round trip. The
- * parts run in order: the first locks the profiles (waiting for any
- * transaction that holds them), then the state is read with locking
- * reads, which see the latest committed rows, never a snapshot taken
- * before the wait. A profile found by two identities has its state
- * rows twice. */
+/* SQL_M_IDENT_STATE_LOCK: both of the above in one round trip, then the
+ * stored events of the keys ('k': id, public_id, fingerprint, attempt,
+ * source, external_event_id), so that a single event costs no read
+ * before its transaction. Balances, variables, counters and keys are
+ * each left out when their count is 0. The parts run in order: the
+ * first locks the profiles (waiting for any transaction that holds
+ * them), then the state and the keys are read with locking reads, which
+ * see the latest committed rows, never a snapshot taken before the wait
+ * (a key committed while this statement waited is seen). A profile
+ * found by two identities has its state rows twice. */
 #define SQL_M_IDENT_STATE_LOCK \
 	"(SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id," \
 	" p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id" \
 	" LEFT JOIN identities x ON x.ext_profile_id = p.id" \
 	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)" \
-	" UNION ALL (SELECT STRAIGHT_JOIN 'b', NULL, s.name, s.profile_id, s.balance," \
+	"[ UNION ALL (SELECT STRAIGHT_JOIN 'b', NULL, s.name, s.profile_id, s.balance," \
 	" s.lifetime, NULL FROM identities i JOIN balances s ON s.profile_id = i.profile_id" \
-	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)" \
-	" UNION ALL (SELECT STRAIGHT_JOIN 'v', NULL, s.name, s.profile_id, s.value," \
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)]" \
+	"[ UNION ALL (SELECT STRAIGHT_JOIN 'v', NULL, s.name, s.profile_id, s.value," \
 	" NULL, NULL FROM identities i JOIN variables s ON s.profile_id = i.profile_id" \
-	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)" \
-	" UNION ALL (SELECT STRAIGHT_JOIN 'c', NULL, s.rule_id, s.profile_id, s.period," \
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)}) FOR UPDATE)]" \
+	"[ UNION ALL (SELECT STRAIGHT_JOIN 'c', NULL, s.rule_id, s.profile_id, s.period," \
 	" s.count, NULL FROM identities i JOIN rule_counters s ON s.profile_id = i.profile_id" \
 	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ({,(?, ?)})" \
-	" AND s.period IN ({,?}) FOR UPDATE)"
-
-/* SQL_M_KEY_IDENT_STATE_LOCK: the above, then the stored events of the
- * keys ('k': id, public_id, fingerprint, attempt, source,
- * external_event_id), so that a single event costs no read before its
- * transaction. The keys come last: a locking read after the profiles'
- * locks sees a key committed while this statement waited for them. */
-#define SQL_M_KEY_IDENT_STATE_LOCK \
-	SQL_M_IDENT_STATE_LOCK \
-	" UNION ALL (SELECT 'k', id, public_id, fingerprint, attempt, source," \
+	" AND s.period IN ({,?}) FOR UPDATE)]" \
+	"[ UNION ALL (SELECT 'k', id, public_id, fingerprint, attempt, source," \
 	" external_event_id FROM events WHERE tenant_id = ? AND" \
-	" (source, external_event_id) IN ({,(?, ?)}) LOCK IN SHARE MODE)"
+	" (source, external_event_id) IN ({,(?, ?)}) LOCK IN SHARE MODE)]"
 
 /* SQL_M_PROFILE_INSERT: new profiles */
 #define SQL_M_PROFILE_INSERT \

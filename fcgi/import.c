@@ -69,45 +69,9 @@ static volatile sig_atomic_t g_stop, g_stop_now;
 
 /* ------------------------------------------------------------ buffers */
 
-/* Room for n more bytes and a NUL in b. */
-static void
-buf_room(struct imp_buf *b, size_t n)
-{
-	size_t want;
-
-	if (b->cap > b->len && n < b->cap - b->len)
-		return;
-	if (n > SIZE_MAX / 4 - b->len) {
-		fputs("rfevents import: buffer too large\n", stderr);
-		abort();
-	}
-	want = b->cap ? b->cap : 256;
-	while (want - b->len <= n)
-		want *= 2;
-	b->p = ev_xrealloc(b->p, want);
-	b->cap = want;
-}
-
-/* Append p[0..n) and keep b NUL-terminated. */
-void
-imp_buf_add(struct imp_buf *b, const void *p, size_t n)
-{
-	buf_room(b, n);
-	if (n > 0)
-		memcpy(b->p + b->len, p, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-void
-imp_buf_adds(struct imp_buf *b, const char *s)
-{
-	imp_buf_add(b, s, strlen(s));
-}
-
 /* printf into b. */
 static void __attribute__((format(printf, 2, 3)))
-buf_addf(struct imp_buf *b, const char *fmt, ...)
+buf_addf(struct ev_buf *b, const char *fmt, ...)
 {
 	va_list ap;
 	int     n;
@@ -117,21 +81,11 @@ buf_addf(struct imp_buf *b, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0)
 		return;
-	buf_room(b, (size_t)n);
+	ev_buf_room(b, (size_t)n);
 	va_start(ap, fmt);
 	vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
 	va_end(ap);
 	b->len += (size_t)n;
-}
-
-void
-imp_buf_free(struct imp_buf *b)
-{
-	if (b == NULL)
-		return;
-	free(b->p);
-	b->p = NULL;
-	b->len = b->cap = 0;
 }
 
 /* ------------------------------------------------------------ CSV */
@@ -155,7 +109,7 @@ static void
 rec_end(struct imp_csv_rec *r)
 {
 	r->flen[r->nf] = r->data.len - r->off[r->nf];
-	imp_buf_add(&r->data, "", 1);
+	ev_buf_put(&r->data, "", 1);
 	r->nf++;
 }
 
@@ -203,7 +157,7 @@ imp_csv_parse(const char *s, size_t n, int eof, struct imp_csv_rec *r,
 				const char *q = memchr(s + i, '"', n - i);
 				size_t      k = q != NULL ? (size_t)(q - s) : n;
 
-				imp_buf_add(&r->data, s + i, k - i);
+				ev_buf_put(&r->data, s + i, k - i);
 				if (q == NULL) {
 					if (!eof)
 						return IMP_CSV_MORE;
@@ -214,7 +168,7 @@ imp_csv_parse(const char *s, size_t n, int eof, struct imp_csv_rec *r,
 				if (i == n && !eof)
 					return IMP_CSV_MORE;
 				if (i < n && s[i] == '"') {     /* "" is one quote */
-					imp_buf_add(&r->data, "\"", 1);
+					ev_buf_put(&r->data, "\"", 1);
 					i++;
 					continue;
 				}
@@ -227,12 +181,12 @@ imp_csv_parse(const char *s, size_t n, int eof, struct imp_csv_rec *r,
 				while (k < n && s[k] != ',' && s[k] != '\n' &&
 				    s[k] != '\r')
 					k++;
-				imp_buf_add(&r->data, s + i, k - i);
+				ev_buf_put(&r->data, s + i, k - i);
 				i = k;
 				/* a CR without LF is data */
 				if (i < n && s[i] == '\r' && n - i > 1 &&
 				    s[i + 1] != '\n') {
-					imp_buf_add(&r->data, "\r", 1);
+					ev_buf_put(&r->data, "\r", 1);
 					i++;
 					continue;
 				}
@@ -284,7 +238,7 @@ imp_csv_free(struct imp_csv_rec *r)
 {
 	if (r == NULL)
 		return;
-	imp_buf_free(&r->data);
+	ev_buf_free(&r->data);
 	free(r->off);
 	free(r->flen);
 	free(r->quoted);
@@ -807,7 +761,7 @@ add_field(json_object *o, const struct imp_map *m, const struct imp_csv_rec *r,
 
 int
 imp_csv_item(const struct imp_map *m, const struct imp_csv_rec *r,
-    struct imp_buf *out, struct imp_reject *rej)
+    struct ev_buf *out, struct imp_reject *rej)
 {
 	json_object *o, *ident, *props = NULL, *v;
 	const char  *text;
@@ -851,7 +805,7 @@ imp_csv_item(const struct imp_map *m, const struct imp_csv_rec *r,
 		json_object_object_add(o, "properties", json_object_get(props));
 	text = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN |
 	    JSON_C_TO_STRING_NOSLASHESCAPE, &tlen);
-	imp_buf_add(out, text, tlen);
+	ev_buf_put(out, text, tlen);
 	rc = 0;
 out:
 	/* the event object and our references to identity and properties */
@@ -863,20 +817,20 @@ out:
 
 /* A JSON string for s (UTF-8), appended to out. */
 static void
-add_json_string(struct imp_buf *out, const char *s)
+add_json_string(struct ev_buf *out, const char *s)
 {
 	json_object *v = json_object_new_string(s);
 	size_t       n;
 	const char  *t = json_object_to_json_string_length(v,
 	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
 
-	imp_buf_add(out, t, n);
+	ev_buf_put(out, t, n);
 	json_object_put(v);
 }
 
 int
 imp_ndjson_item(const char *line, size_t len, const char *source,
-    const char *event_type, struct imp_buf *out, struct imp_reject *rej)
+    const char *event_type, struct ev_buf *out, struct imp_reject *rej)
 {
 	struct json_perr perr;
 	json_object     *o;
@@ -914,23 +868,23 @@ imp_ndjson_item(const char *line, size_t len, const char *source,
 	members = json_object_object_length(o) > 0;
 	json_object_put(o);
 	if (!add_source && !add_type) {
-		imp_buf_add(out, line, len);
+		ev_buf_put(out, line, len);
 		return 0;
 	}
 	/* line[0] is '{': put the missing fields first */
-	imp_buf_add(out, "{", 1);
+	ev_buf_put(out, "{", 1);
 	if (add_source) {
-		imp_buf_adds(out, "\"source\":");
+		ev_buf_str(out, "\"source\":");
 		add_json_string(out, source);
 	}
 	if (add_type) {
-		imp_buf_adds(out, add_source ? ",\"eventType\":" :
+		ev_buf_str(out, add_source ? ",\"eventType\":" :
 		    "\"eventType\":");
 		add_json_string(out, event_type);
 	}
 	if (members)
-		imp_buf_add(out, ",", 1);
-	imp_buf_add(out, line + 1, len - 1);
+		ev_buf_put(out, ",", 1);
+	ev_buf_put(out, line + 1, len - 1);
 	return 0;
 }
 
@@ -1224,7 +1178,7 @@ imp_head_parse(const char *s, size_t n, time_t now, struct imp_head *h)
 }
 
 int
-imp_chunked(const char *s, size_t n, size_t max, struct imp_buf *out,
+imp_chunked(const char *s, size_t n, size_t max, struct ev_buf *out,
     size_t *used)
 {
 	size_t   i = 0, total = 0, digits;
@@ -1271,7 +1225,7 @@ imp_chunked(const char *s, size_t n, size_t max, struct imp_buf *out,
 		if (sz > n - i)
 			return 0;
 		if (out != NULL)
-			imp_buf_add(out, s + i, (size_t)sz);
+			ev_buf_put(out, s + i, (size_t)sz);
 		i += (size_t)sz;
 		if (i < n && s[i] == '\r')
 			i++;
@@ -1286,7 +1240,7 @@ imp_chunked(const char *s, size_t n, size_t max, struct imp_buf *out,
 /* ------------------------------------------------------------ state */
 
 void
-imp_state_format(const struct imp_state *st, struct imp_buf *out)
+imp_state_format(const struct imp_state *st, struct ev_buf *out)
 {
 	buf_addf(out, "rfevents-import-state 1\n"
 	    "path %s\n"
@@ -1470,9 +1424,9 @@ struct batch {
 	struct slot    *s;
 	size_t          n, cap;
 	size_t          nitems;
-	struct imp_buf  items;        /* the JSON text of each item, back to back */
-	struct imp_buf  orig;         /* the original text of each line */
-	struct imp_buf  body;
+	struct ev_buf  items;        /* the JSON text of each item, back to back */
+	struct ev_buf  orig;         /* the original text of each line */
+	struct ev_buf  body;
 	size_t         *sent;         /* slots of the request in flight */
 };
 
@@ -1482,9 +1436,9 @@ struct http {
 	int              reused;      /* fd has answered a request before */
 	int              timeout_ms;
 	char            *auth;        /* "Authorization: Bearer KEY\r\n" */
-	struct imp_buf   req;         /* request head */
-	struct imp_buf   in;          /* response bytes */
-	struct imp_buf   body;        /* response body */
+	struct ev_buf   req;         /* request head */
+	struct ev_buf   in;          /* response bytes */
+	struct ev_buf   body;        /* response body */
 	struct imp_head  head;
 	uint64_t         requests;
 };
@@ -1498,7 +1452,7 @@ struct ctx {
 	struct rd         rd;
 	struct http       http;
 	struct batch      b;
-	struct imp_buf    longhead;     /* head of a line too long to keep */
+	struct ev_buf    longhead;     /* head of a line too long to keep */
 	FILE             *errf;
 	char             *errors_path;
 	char             *state_path;
@@ -1808,7 +1762,7 @@ skip_long(struct ctx *c, struct rec *x)
 	x->line = r->line;
 	/* keep the head of the line for the errors file, drop the rest */
 	c->longhead.len = 0;
-	imp_buf_add(&c->longhead, r->buf + r->pos, r->len - r->pos <
+	ev_buf_put(&c->longhead, r->buf + r->pos, r->len - r->pos <
 	    IMP_ORIG_MAX ? r->len - r->pos : IMP_ORIG_MAX);
 	for (;;) {
 		const char *lf = memchr(r->buf + r->pos, '\n', r->len - r->pos);
@@ -1974,13 +1928,13 @@ batch_slot(struct batch *b, uint64_t line, const char *orig, size_t olen)
 
 		while (j < k && orig[j] != '\n' && orig[j] != '\r')
 			j++;
-		imp_buf_add(&b->orig, orig + i, j - i);
+		ev_buf_put(&b->orig, orig + i, j - i);
 		if (j < k)
-			imp_buf_add(&b->orig, orig[j] == '\n' ? "\\n" : "\\r", 2);
+			ev_buf_put(&b->orig, orig[j] == '\n' ? "\\n" : "\\r", 2);
 		i = j + 1;
 	}
 	if (k < olen)
-		imp_buf_adds(&b->orig, "...");
+		ev_buf_str(&b->orig, "...");
 	s->orig_len = b->orig.len - s->orig_off;
 	return s;
 }
@@ -2158,7 +2112,7 @@ read_response(struct http *h, int64_t deadline, int *none, char *err,
 	*none = 0;
 	h->in.len = 0;
 	h->body.len = 0;
-	imp_buf_add(&h->body, "", 0);
+	ev_buf_put(&h->body, "", 0);
 	for (;;) {
 		if (parsed) {
 			const char *b = h->in.p + h->head.hlen;
@@ -2186,12 +2140,12 @@ read_response(struct http *h, int64_t deadline, int *none, char *err,
 				if (h->head.status == 204 || h->head.status == 304)
 					want = 0;
 				if (bn >= want) {
-					imp_buf_add(&h->body, b, want);
+					ev_buf_put(&h->body, b, want);
 					return HP_OK;
 				}
 			}
 		}
-		buf_room(&h->in, IMP_READ_CHUNK);
+		ev_buf_room(&h->in, IMP_READ_CHUNK);
 		got = recv(h->fd, h->in.p + h->in.len, h->in.cap - h->in.len - 1,
 		    0);
 		if (got < 0) {
@@ -2221,7 +2175,7 @@ read_response(struct http *h, int64_t deadline, int *none, char *err,
 		if (got == 0) {
 			if (parsed && !h->head.chunked && h->head.clen < 0) {
 				/* the body ends with the connection */
-				imp_buf_add(&h->body, h->in.p + h->head.hlen,
+				ev_buf_put(&h->body, h->in.p + h->head.hlen,
 				    h->in.len - h->head.hlen);
 				h->head.close = 1;
 				return HP_OK;
@@ -2487,17 +2441,17 @@ send_batch(struct ctx *c)
 	for (;;) {
 		nsent = 0;
 		b->body.len = 0;
-		imp_buf_adds(&b->body, "{\"items\":[");
+		ev_buf_str(&b->body, "{\"items\":[");
 		for (i = 0; i < b->n; i++) {
 			if (b->s[i].st != SL_PENDING || b->s[i].item_len == 0)
 				continue;
 			if (nsent > 0)
-				imp_buf_add(&b->body, ",", 1);
-			imp_buf_add(&b->body, b->items.p + b->s[i].item_off,
+				ev_buf_put(&b->body, ",", 1);
+			ev_buf_put(&b->body, b->items.p + b->s[i].item_off,
 			    b->s[i].item_len);
 			b->sent[nsent++] = i;
 		}
-		imp_buf_adds(&b->body, "]}");
+		ev_buf_str(&b->body, "]}");
 		if (nsent == 0)
 			return SEND_OK;
 		ra = -1;
@@ -2602,7 +2556,7 @@ write_errors(struct ctx *c)
 static int
 write_state(struct ctx *c)
 {
-	struct imp_buf t = { 0 };
+	struct ev_buf t = { 0 };
 	char          *tmp = NULL, *dir = NULL, *slash;
 	int            fd = -1, rc = -1, dfd;
 	size_t         off = 0;
@@ -2648,7 +2602,7 @@ out:
 	/* the text, the temporary name, the directory name, a failed fd */
 	if (fd >= 0)
 		close(fd);
-	imp_buf_free(&t);
+	ev_buf_free(&t);
 	free(tmp);
 	free(dir);
 	return rc;
@@ -2711,27 +2665,27 @@ progress(struct ctx *c, int force)
 static void
 options_digest(const struct ctx *c, char out[65])
 {
-	struct imp_buf t = { 0 };
+	struct ev_buf t = { 0 };
 	size_t         i;
 
 	buf_addf(&t, "format=%s", c->csv ? "csv" : "ndjson");
 	for (i = 0; i < c->o.nmaps; i++) {
-		imp_buf_add(&t, "\0map=", 5);
-		imp_buf_adds(&t, c->o.maps[i]);
+		ev_buf_put(&t, "\0map=", 5);
+		ev_buf_str(&t, c->o.maps[i]);
 	}
-	imp_buf_add(&t, "\0source=", 8);
-	imp_buf_adds(&t, c->o.source ? c->o.source : "\x01");
-	imp_buf_add(&t, "\0event-type=", 12);
-	imp_buf_adds(&t, c->o.event_type ? c->o.event_type : "\x01");
+	ev_buf_put(&t, "\0source=", 8);
+	ev_buf_str(&t, c->o.source ? c->o.source : "\x01");
+	ev_buf_put(&t, "\0event-type=", 12);
+	ev_buf_str(&t, c->o.event_type ? c->o.event_type : "\x01");
 	ev_sha256_hex(t.p, t.len, out);
-	imp_buf_free(&t);
+	ev_buf_free(&t);
 }
 
 /* Read the whole (small) file at path: a malloc'd buffer or NULL. */
 static char *
 slurp(const char *path, size_t *n)
 {
-	struct imp_buf t = { 0 };
+	struct ev_buf t = { 0 };
 	char           chunk[4096];
 	ssize_t        got;
 	int            fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -2743,15 +2697,15 @@ slurp(const char *path, size_t *n)
 			if (errno == EINTR)
 				continue;
 			close(fd);
-			imp_buf_free(&t);
+			ev_buf_free(&t);
 			return NULL;
 		}
-		imp_buf_add(&t, chunk, (size_t)got);
+		ev_buf_put(&t, chunk, (size_t)got);
 		if (t.len > (1u << 20))
 			break;
 	}
 	close(fd);
-	imp_buf_add(&t, "", 0);
+	ev_buf_put(&t, "", 0);
 	*n = t.len;
 	return t.p;
 }
@@ -2883,7 +2837,7 @@ csv_header(struct ctx *c)
 		return 2;
 	}
 	if (c->map.nignored > 0) {
-		struct imp_buf t = { 0 };
+		struct ev_buf t = { 0 };
 
 		for (i = 0; i < c->map.ncols; i++)
 			if (c->map.cols[i].field == IMP_F_IGNORE)
@@ -2892,7 +2846,7 @@ csv_header(struct ctx *c)
 		say(c, "note: column%s %s %s not mapped to an event field and"
 		    " ignored (--map COL=FIELD)", c->map.nignored > 1 ? "s" : "",
 		    t.p, c->map.nignored > 1 ? "are" : "is");
-		imp_buf_free(&t);
+		ev_buf_free(&t);
 	}
 	if (c->st.offset > c->rd.off) {
 		if (lseek(c->rd.fd, (off_t)c->st.offset, SEEK_SET) < 0) {
@@ -3207,13 +3161,13 @@ import_main(int argc, char **argv)
 		explicit_bzero(c.http.auth, strlen(c.http.auth));
 		free(c.http.auth);
 	}
-	imp_buf_free(&c.http.req);
-	imp_buf_free(&c.http.in);
-	imp_buf_free(&c.http.body);
-	imp_buf_free(&c.b.items);
-	imp_buf_free(&c.b.orig);
-	imp_buf_free(&c.b.body);
-	imp_buf_free(&c.longhead);
+	ev_buf_free(&c.http.req);
+	ev_buf_free(&c.http.in);
+	ev_buf_free(&c.http.body);
+	ev_buf_free(&c.b.items);
+	ev_buf_free(&c.b.orig);
+	ev_buf_free(&c.b.body);
+	ev_buf_free(&c.longhead);
 	free(c.b.s);
 	free(c.b.sent);
 	free(c.rd.buf);

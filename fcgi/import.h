@@ -13,22 +13,16 @@
 #include <stdint.h>
 #include <time.h>
 
-/* A growable byte buffer, always NUL-terminated once anything was added. */
-struct imp_buf {
-	char   *p;
-	size_t  len;
-	size_t  cap;
-};
-void imp_buf_add(struct imp_buf *b, const void *p, size_t n);
-void imp_buf_adds(struct imp_buf *b, const char *s);
-void imp_buf_free(struct imp_buf *b);
+#include "core/core.h"
+
+/* Buffers are struct ev_buf (core/core.h). */
 
 /* ---- CSV (RFC 4180) ---- */
 
 /* One CSV record: field i is data.p + off[i], flen[i] bytes (quotes removed,
  * doubled quotes undone, NUL-terminated); quoted[i] says it was quoted. */
 struct imp_csv_rec {
-	struct imp_buf  data;
+	struct ev_buf  data;
 	size_t         *off;
 	size_t         *flen;
 	unsigned char  *quoted;
@@ -143,7 +137,7 @@ struct imp_reject {
  * it was.
  */
 int imp_csv_item(const struct imp_map *m, const struct imp_csv_rec *r,
-    struct imp_buf *out, struct imp_reject *rej);
+    struct ev_buf *out, struct imp_reject *rej);
 
 /*
  * One NDJSON line to the JSON text of one event, appended to out: the line
@@ -154,7 +148,7 @@ int imp_csv_item(const struct imp_map *m, const struct imp_csv_rec *r,
  * Returns 0, or -1 with *rej (malformed_json) and out as it was.
  */
 int imp_ndjson_item(const char *line, size_t len, const char *source,
-    const char *event_type, struct imp_buf *out, struct imp_reject *rej);
+    const char *event_type, struct ev_buf *out, struct imp_reject *rej);
 
 /* ---- HTTP ---- */
 
@@ -190,7 +184,7 @@ int imp_head_parse(const char *s, size_t n, time_t now, struct imp_head *h);
  * data appended to out), 0 incomplete, -1 malformed or over max bytes of
  * data.
  */
-int imp_chunked(const char *s, size_t n, size_t max, struct imp_buf *out,
+int imp_chunked(const char *s, size_t n, size_t max, struct ev_buf *out,
     size_t *used);
 
 /* Retry-After (RFC 9110 §10.2.3): delay-seconds or an IMF-fixdate, as
@@ -215,7 +209,7 @@ struct imp_state {
 };
 
 /* The state as text (appended to out). */
-void imp_state_format(const struct imp_state *st, struct imp_buf *out);
+void imp_state_format(const struct imp_state *st, struct ev_buf *out);
 
 /* Parse what imp_state_format() wrote: 0, or -1 with err. */
 int  imp_state_parse(const char *s, size_t n, struct imp_state *st,

@@ -1085,6 +1085,17 @@ rule_expr_free(struct rule_expr *e)
 	free(e);
 }
 
+int
+rule_expr_reads_vars(const struct rule_expr *e)
+{
+	const struct node *n;
+
+	for (n = e != NULL ? e->nodes : NULL; n != NULL; n = n->next)
+		if (n->kind == N_PATH && n->pk == P_VAR)
+			return 1;
+	return 0;
+}
+
 size_t
 rule_expr_nprops(const struct rule_expr *e)
 {

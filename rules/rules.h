@@ -183,6 +183,9 @@ void rule_expr_free(struct rule_expr *e);   /* accepts NULL */
  * appearance: lets conf/ check names against the event type. NULL when i
  * is out of range. */
 size_t      rule_expr_nprops(const struct rule_expr *e);
+/* Does the expression read profile.vars.NAME? (0 for NULL) Lets the
+ * service skip reading variables nobody reads. */
+int         rule_expr_reads_vars(const struct rule_expr *e);
 const char *rule_expr_prop(const struct rule_expr *e, size_t i,
     unsigned *col);
 

@@ -31,10 +31,12 @@
  *                                              identities sorted by (type, value),
  *                                              2 per user; the profile ids come
  *                                              from here, locked)
- *     SELECT balances UNION ALL variables UNION ALL counters
- *                                              (ST_M_STATE_OF {U,U,U,P}: the U
- *                                              distinct profiles, periods "all",
- *                                              "dYYYY-MM-DD", "mYYYY-MM": P = 3)
+ *     SELECT balances                          (ST_M_STATE_OF {U,0,0,P}: the U
+ *                                              distinct profiles; the variables
+ *                                              and counters parts are left out,
+ *                                              as the service does for a tenant
+ *                                              whose rules read no variable and
+ *                                              have no limit)
  *     INSERT IGNORE INTO events ... RETURNING id, public_id
  *                                              (ST_M_EVENT_INSERT {N}: new external
  *                                              ids, a ~400-byte doc, the ~250-byte
@@ -49,10 +51,11 @@
  *                                              balance of each profile)
  *     COMMIT
  * With at most MERGED_IDENTS identities (a single event: 2), IDENT_LOCK
- * and STATE_OF are one statement, ST_M_IDENT_STATE_LOCK, as in the
- * service; with at most MERGED_KEYS events too, the keys are read at its
- * end instead of before (ST_M_KEY_IDENT_STATE_LOCK): a single event is
- * 5 round trips (lock and keys, events, ledger, balances, COMMIT). Identities are locked LOCK_IDENTS per statement, events and
+ * and STATE_OF are one statement, ST_M_IDENT_STATE_LOCK {K,K,0,0,P,0}, as
+ * in the service; with at most MERGED_KEYS events too, the keys are read
+ * at its end instead of before ({K,K,0,0,P,N}): a single event is 5 round
+ * trips (lock and keys, events, ledger, balances, COMMIT). Identities are
+ * locked LOCK_IDENTS per statement, events and
  * ledger rows inserted EVENT_ROWS / LEDGER_ROWS per statement, as in
  * core/ingest.c. (DB_M_PROFILE_TOUCH is not run: the service runs it only
  * on a Galera cluster or when a tier changes, and this tenant has no
@@ -61,7 +64,7 @@
  * <dup-prefix>-<0..dup-count-1>, as the service runs it for a key it has
  * answered duplicate lately (core/ingest.c recent_any()): one read of the
  * key (ST_M_EVENT_KEYS {1}), then ROLLBACK of the transaction the read
- * began. (The first duplicate of a key costs ST_M_KEY_IDENT_STATE_LOCK and
+ * began. (The first duplicate of a key costs ST_M_IDENT_STATE_LOCK and
  * COMMIT instead.)
  * The user of each event is random; --sorted 1 orders the events of one
  * transaction by user, as the bench's batches are sent (BENCH_BATCH_ORDER).
@@ -101,7 +104,6 @@ enum st {
 	ST_M_IDENT_LOCK,
 	ST_M_STATE_OF,
 	ST_M_IDENT_STATE_LOCK,
-	ST_M_KEY_IDENT_STATE_LOCK,
 	ST_M_EVENT_INSERT,
 	ST_M_LEDGER_INSERT,
 	ST_M_BALANCE_UPSERT,
@@ -110,7 +112,7 @@ enum st {
 
 static const char *const st_name[ST__MAX] = {
 	"M_EVENT_KEYS", "M_IDENT_LOCK", "M_STATE_OF",
-	"M_IDENT_STATE_LOCK", "M_KEY_IDENT_STATE_LOCK",
+	"M_IDENT_STATE_LOCK",
 	"M_EVENT_INSERT", "M_LEDGER_INSERT", "M_BALANCE_UPSERT",
 };
 
@@ -120,7 +122,6 @@ static const char *const st_sql[ST__MAX] = {
 	SQL_M_IDENT_LOCK,
 	SQL_M_STATE_OF,
 	SQL_M_IDENT_STATE_LOCK,
-	SQL_M_KEY_IDENT_STATE_LOCK,
 	SQL_M_EVENT_INSERT,
 	SQL_M_LEDGER_INSERT,
 	SQL_M_BALANCE_UPSERT,
@@ -1021,17 +1022,17 @@ state_of(struct worker *w, struct txn *t)
 
 	profs_build(t);
 	for (c0 = 0; c0 < t->nprofs; c0 += c) {
-		size_t counts[GROUPS], n = 0, l;
+		size_t counts[GROUPS], n = 0;
 		c = MIN(t->nprofs - c0, MAX_LIST);
-		counts[0] = counts[1] = counts[2] = c;
+		/* balances only: the tenant's rule reads no variable and has
+		 * no limit, so the service leaves those parts out */
+		counts[0] = c;
+		counts[1] = counts[2] = 0;
 		counts[3] = NPERIODS;
-		if (param_room(w, 3 * c + NPERIODS) != 0)
+		if (param_room(w, c) != 0)
 			return -1;
-		for (l = 0; l < 3; l++)
-			for (j = 0; j < c; j++)
-				w->p[n++] = PI(t->profs[c0 + j].pid);
-		for (j = 0; j < NPERIODS; j++)
-			w->p[n++] = PS(periods[j]);
+		for (j = 0; j < c; j++)
+			w->p[n++] = PI(t->profs[c0 + j].pid);
 		if ((rc = run(w, ST_M_STATE_OF, counts, n)) != 0)
 			return rc;
 		state_rows(w, t);
@@ -1040,9 +1041,10 @@ state_of(struct worker *w, struct txn *t)
 }
 
 /* Both in one statement (DB_M_IDENT_STATE_LOCK), as the service does for
- * up to MERGED_IDENTS identities; with keys, the events' keys too
- * (DB_M_KEY_IDENT_STATE_LOCK, as the service does for up to MERGED_KEYS
- * events not checked before the transaction): *taken counts the keys
+ * up to MERGED_IDENTS identities (balances only: no variables or limits
+ * in this tenant); with keys, the events' keys too (as the service does
+ * for up to MERGED_KEYS events not checked before the transaction):
+ * *taken counts the keys
  * stored. */
 static int
 ident_state_lock(struct worker *w, struct txn *t, int keys, size_t *taken)
@@ -1052,20 +1054,19 @@ ident_state_lock(struct worker *w, struct txn *t, int keys, size_t *taken)
 
 	for (j = 0; j < t->nusers; j++)
 		t->users[j].pid = t->users[j].pid_email = 0;
-	counts[0] = counts[1] = counts[2] = counts[3] = c;
+	counts[0] = counts[1] = c;
+	counts[2] = counts[3] = 0;
 	counts[4] = NPERIODS;
-	counts[5] = t->n;
-	if (param_room(w, 4 * (1 + 2 * c) + NPERIODS + 1 + 2 * t->n) != 0)
+	counts[5] = keys ? t->n : 0;
+	if (param_room(w, 2 * (1 + 2 * c) + 1 + 2 * t->n) != 0)
 		return -1;
-	for (part = 0; part < 4; part++) {
+	for (part = 0; part < 2; part++) {
 		w->p[n++] = PI(opt.tenant);
 		for (j = 0; j < c; j++) {
 			w->p[n++] = PI(t->idents[j].type);
 			w->p[n++] = PB(t->idents[j].v, t->idents[j].len);
 		}
 	}
-	for (j = 0; j < NPERIODS; j++)
-		w->p[n++] = PS(periods[j]);
 	if (keys) {
 		w->p[n++] = PI(opt.tenant);
 		for (j = 0; j < t->n; j++) {
@@ -1073,8 +1074,7 @@ ident_state_lock(struct worker *w, struct txn *t, int keys, size_t *taken)
 			w->p[n++] = PS(t->evs[j].ext);
 		}
 	}
-	if ((rc = run(w, keys ? ST_M_KEY_IDENT_STATE_LOCK : ST_M_IDENT_STATE_LOCK,
-	    counts, n)) != 0)
+	if ((rc = run(w, ST_M_IDENT_STATE_LOCK, counts, n)) != 0)
 		return rc;
 	*taken = 0;
 	for (r = 0; r < w->res.nrows; r++) {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "db/db.h"
+#include "db/sql.h"
 #include "tests/unit/t.h"
 
 static const struct {
@@ -57,9 +58,10 @@ static const struct {
 	  " updated_at = UTC_TIMESTAMP(6) WHERE id IN (?, ?)" },
 	{ __LINE__, DB_M_STATE_OF, { 2, 2, 2, 3 }, 9, NULL },
 	{ __LINE__, DB_M_IDENT_LOCK, { 128 }, 257, NULL },
-	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 2, 2, 2, 2, 3 }, 23, NULL },
-	{ __LINE__, DB_M_KEY_IDENT_STATE_LOCK, { 2, 2, 2, 2, 3, 1 }, 26, NULL },
-	{ __LINE__, DB_M_KEY_IDENT_STATE_LOCK, { 1, 1, 1, 1, 1, 1 }, 16,
+	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 2, 2, 2, 2, 3, 1 }, 26, NULL },
+	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 2, 2, 2, 2, 3, 0 }, 23, NULL },
+	/* every part */
+	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 1, 1, 1, 1, 1 }, 16,
 	  "(SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id,"
 	  " p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id"
 	  " LEFT JOIN identities x ON x.ext_profile_id = p.id"
@@ -77,6 +79,49 @@ static const struct {
 	  " UNION ALL (SELECT 'k', id, public_id, fingerprint, attempt, source,"
 	  " external_event_id FROM events WHERE tenant_id = ? AND"
 	  " (source, external_event_id) IN ((?, ?)) LOCK IN SHARE MODE)" },
+	/* a tenant without variables or limits: no such parts, the
+	 * periods' count is then ignored */
+	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 1, 0, 0, 7, 1 }, 9,
+	  "(SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id,"
+	  " p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id"
+	  " LEFT JOIN identities x ON x.ext_profile_id = p.id"
+	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
+	  " UNION ALL (SELECT STRAIGHT_JOIN 'b', NULL, s.name, s.profile_id, s.balance,"
+	  " s.lifetime, NULL FROM identities i JOIN balances s ON s.profile_id = i.profile_id"
+	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
+	  " UNION ALL (SELECT 'k', id, public_id, fingerprint, attempt, source,"
+	  " external_event_id FROM events WHERE tenant_id = ? AND"
+	  " (source, external_event_id) IN ((?, ?)) LOCK IN SHARE MODE)" },
+	/* only the keys (no rule runs) */
+	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 0, 0, 0, 0, 1 }, 6,
+	  "(SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id,"
+	  " p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id"
+	  " LEFT JOIN identities x ON x.ext_profile_id = p.id"
+	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
+	  " UNION ALL (SELECT 'k', id, public_id, fingerprint, attempt, source,"
+	  " external_event_id FROM events WHERE tenant_id = ? AND"
+	  " (source, external_event_id) IN ((?, ?)) LOCK IN SHARE MODE)" },
+	/* the state, no keys */
+	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 1, 0, 1, 2, 0 }, 11,
+	  "(SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id,"
+	  " p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id"
+	  " LEFT JOIN identities x ON x.ext_profile_id = p.id"
+	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
+	  " UNION ALL (SELECT STRAIGHT_JOIN 'b', NULL, s.name, s.profile_id, s.balance,"
+	  " s.lifetime, NULL FROM identities i JOIN balances s ON s.profile_id = i.profile_id"
+	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
+	  " UNION ALL (SELECT STRAIGHT_JOIN 'c', NULL, s.rule_id, s.profile_id, s.period,"
+	  " s.count, NULL FROM identities i JOIN rule_counters s ON s.profile_id = i.profile_id"
+	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?))"
+	  " AND s.period IN (?, ?) FOR UPDATE)" },
+	{ __LINE__, DB_M_STATE_OF, { 2, 0, 0, 5 }, 2,
+	  "SELECT 'b', NULL, name, profile_id, balance, lifetime, NULL FROM balances"
+	  " WHERE profile_id IN (?, ?)" },
+	{ __LINE__, DB_M_STATE_OF, { 1, 0, 1, 2 }, 4,
+	  "SELECT 'b', NULL, name, profile_id, balance, lifetime, NULL FROM balances"
+	  " WHERE profile_id IN (?)"
+	  " UNION ALL SELECT 'c', NULL, rule_id, profile_id, period, count, NULL"
+	  " FROM rule_counters WHERE profile_id IN (?) AND period IN (?, ?)" },
 	{ __LINE__, DB_M_EVENT_INSERT, { 200 }, 2800, NULL },
 	{ __LINE__, DB_M_LEDGER_INSERT, { 400 }, 2800, NULL },
 	{ __LINE__, DB_M_PROFILE_INSERT, { 1 }, 3, NULL },
@@ -94,9 +139,55 @@ static const struct {
 } mbad[] = {
 	{ __LINE__, DB_M_EVENT_KEYS, { 0 } },
 	{ __LINE__, DB_M_EVENT_KEYS, { DB_MULTI_MAX_ROWS + 1 } },
-	{ __LINE__, DB_M_STATE_OF, { 1, 1, 0, 1 } },
+	{ __LINE__, DB_M_STATE_OF, { 0, 1, 1, 1 } },     /* balances: not optional */
+	{ __LINE__, DB_M_STATE_OF, { 1, 1, 1, 0 } },     /* counters without periods */
+	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 0, 1, 1, 1, 1, 1 } },
+	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 1, 1, 1, 1, DB_MULTI_MAX_ROWS + 1 } },
 	{ __LINE__, DB_M_PROFILE_TOUCH, { 1, DB_MULTI_MAX_ROWS + 1 } },
 };
+
+/* The template syntax itself (db/sql.c): groups and optional parts. */
+static const struct {
+	int         line;
+	const char *t;
+	size_t      counts[4];
+	const char *want;          /* NULL: refused */
+	size_t      nparams;
+} xcases[] = {
+	{ __LINE__, "a{,?}b", { 3 }, "a?, ?, ?b", 3 },
+	{ __LINE__, "x{|c = ?}", { 2 }, "xc = ? OR c = ?", 2 },
+	{ __LINE__, "{.(?)}", { 2 }, "(?)(?)", 2 },
+	{ __LINE__, "a{,?}[ + ? {,?}] = ?", { 1, 2 }, "a? + ? ?, ? = ?", 5 },
+	{ __LINE__, "a{,?}[ + ? {,?}] = ?", { 1, 0 }, "a? = ?", 2 },
+	{ __LINE__, "s[ p {,?} q {,?}][ r {,?}]", { 0, 9, 1 }, "s r ?", 1 },
+	{ __LINE__, "s[ p {,?} q {,?}][ r {,?}]", { 1, 2, 0 }, "s p ? q ?, ?", 3 },
+	{ __LINE__, "s[ p {,?} q {,?}][ r {,?}]", { 1, 0, 1 }, NULL, 0 },
+	{ __LINE__, "a{,?}", { 0 }, NULL, 0 },          /* 0 outside a part */
+	{ __LINE__, "a{;?}", { 1 }, NULL, 0 },          /* unknown separator */
+	{ __LINE__, "a{,?", { 1 }, NULL, 0 },           /* no } */
+	{ __LINE__, "a[ b {,?}", { 1 }, NULL, 0 },      /* no ] */
+	{ __LINE__, "a[ b ] {,?}", { 1 }, NULL, 0 },    /* a part without a group */
+	{ __LINE__, "a[ [b {,?}] ]", { 1 }, NULL, 0 },  /* nested */
+};
+
+static void
+test_expand(void)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(xcases) / sizeof(xcases[0]); i++) {
+		size_t np = 0;
+		char  *sql = db_sql_expand(xcases[i].t, xcases[i].counts, &np);
+		if (xcases[i].want == NULL)
+			T_CHECK(xcases[i].line, sql == NULL, "accepted: %s", sql);
+		else
+			T_CHECK(xcases[i].line, sql != NULL &&
+			    strcmp(sql, xcases[i].want) == 0 && np == xcases[i].nparams,
+			    "got \"%s\" (%zu), want \"%s\" (%zu)", sql ? sql : "(null)",
+			    np, xcases[i].want, xcases[i].nparams);
+		free(sql);
+	}
+}
 
 static void
 test_multi(void)
@@ -116,7 +207,8 @@ test_multi(void)
 			T_CHECK(mcases[i].line, np == mcases[i].nparams,
 			    "%zu parameters, want %zu", np, mcases[i].nparams);
 		T_CHECK(mcases[i].line, strchr(sql, '{') == NULL &&
-		    strchr(sql, '}') == NULL, "a group left unexpanded: %s", sql);
+		    strchr(sql, '}') == NULL && strchr(sql, '[') == NULL &&
+		    strchr(sql, ']') == NULL, "a group or part left unexpanded: %s", sql);
 		if (mcases[i].text != NULL)
 			T_CHECK(mcases[i].line, strcmp(sql, mcases[i].text) == 0,
 			    "got  %s\nwant %s", sql, mcases[i].text);
@@ -165,6 +257,7 @@ main(void)
 		db_close(db);
 	}
 	T_OK(db_open(NULL, (char[64]){0}, 64) == NULL, "NULL URL accepted");
+	test_expand();
 	test_multi();
 	return t_done();
 }

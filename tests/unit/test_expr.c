@@ -919,6 +919,47 @@ test_limits(void)
 	}
 }
 
+/* ---- which expressions read profile.vars ---- */
+
+static const struct {
+	int             line;
+	const char     *src;
+	enum rule_want  want;
+	int             reads;
+} vcases[] = {
+	{ __LINE__, "properties.amount * 1", RULE_WANT_NUMBER, 0 },
+	{ __LINE__, "profile.vars.visits", RULE_WANT_ANY, 1 },
+	{ __LINE__, "coalesce(profile.vars.total_spend, 0) + properties.amount",
+	  RULE_WANT_NUMBER, 1 },
+	{ __LINE__, "profile.tier == \"gold\" && profile.balance.points > 10",
+	  RULE_WANT_BOOL, 0 },
+	{ __LINE__, "profile.lifetime.points >= 100 ? 2 : 1", RULE_WANT_NUMBER, 0 },
+	{ __LINE__, "coalesce(profile.vars.x, 0) > 1", RULE_WANT_BOOL, 1 },
+	{ __LINE__, "\"profile.vars.x\" == event.type", RULE_WANT_BOOL, 0 },
+	{ __LINE__, "properties.vars", RULE_WANT_ANY, 0 },
+	{ __LINE__, "1 + 2", RULE_WANT_NUMBER, 0 },
+};
+
+static void
+test_reads_vars(void)
+{
+	struct rule_err   err;
+	struct rule_expr *e;
+	size_t            i;
+
+	for (i = 0; i < sizeof(vcases) / sizeof(vcases[0]); i++) {
+		e = rule_expr_compile(vcases[i].src, strlen(vcases[i].src),
+		    vcases[i].want, &err);
+		T_CHECK(vcases[i].line, e != NULL, "compile: %s", err.msg);
+		if (e == NULL)
+			continue;
+		T_CHECK(vcases[i].line, rule_expr_reads_vars(e) == vcases[i].reads,
+		    "reads_vars %d, want %d", rule_expr_reads_vars(e), vcases[i].reads);
+		rule_expr_free(e);
+	}
+	T_OK(rule_expr_reads_vars(NULL) == 0, "reads_vars(NULL)");
+}
+
 /* ---- properties list, value helpers ---- */
 
 static void
@@ -1043,6 +1084,7 @@ main(void)
 	test_compile_errors();
 	test_limits();
 	test_misc();
+	test_reads_vars();
 	json_object_put(g_props);
 	json_object_put(g_vars);
 	return t_done();

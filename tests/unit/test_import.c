@@ -373,7 +373,7 @@ run_map(void)
 {
 	struct imp_csv_rec h, r;
 	struct imp_map     m;
-	struct imp_buf     out = { 0 };
+	struct ev_buf     out = { 0 };
 	struct imp_reject  rej;
 	char              *maps[1], err[512];
 	size_t             i;
@@ -396,7 +396,7 @@ run_map(void)
 		if (rc == 0 && c->row != NULL) {
 			parse_one(c->row, &r);
 			out.len = 0;
-			imp_buf_add(&out, "", 0);
+			ev_buf_put(&out, "", 0);
 			memset(&rej, 0, sizeof(rej));
 			rc = imp_csv_item(&m, &r, &out, &rej);
 			if (c->want[0] == '{') {
@@ -414,7 +414,7 @@ run_map(void)
 		}
 		imp_map_free(&m);
 	}
-	imp_buf_free(&out);
+	ev_buf_free(&out);
 	imp_csv_free(&h);
 	imp_csv_free(&r);
 }
@@ -426,7 +426,7 @@ run_map_strict(void)
 {
 	struct imp_csv_rec h, r;
 	struct imp_map     m;
-	struct imp_buf     out = { 0 };
+	struct ev_buf     out = { 0 };
 	struct imp_reject  rej;
 	struct json_perr   perr;
 	char              *maps[1] = { M_PURCHASE }, err[256];
@@ -448,7 +448,7 @@ run_map_strict(void)
 	    "amount text in %s", out.p);
 	json_object_put(o);
 	imp_map_free(&m);
-	imp_buf_free(&out);
+	ev_buf_free(&out);
 	imp_csv_free(&h);
 	imp_csv_free(&r);
 }
@@ -497,7 +497,7 @@ static const struct nd_case nd_cases[] = {
 static void
 run_ndjson(void)
 {
-	struct imp_buf    out = { 0 };
+	struct ev_buf    out = { 0 };
 	struct imp_reject rej;
 	size_t            i;
 	int               rc;
@@ -506,7 +506,7 @@ run_ndjson(void)
 		const struct nd_case *c = &nd_cases[i];
 
 		out.len = 0;
-		imp_buf_add(&out, "", 0);
+		ev_buf_put(&out, "", 0);
 		memset(&rej, 0, sizeof(rej));
 		rc = imp_ndjson_item(c->in, strlen(c->in), c->source, c->etype,
 		    &out, &rej);
@@ -520,7 +520,7 @@ run_ndjson(void)
 			    rej.msg[0] != '\0', "rc %d code %s", rc, rej.code);
 		}
 	}
-	imp_buf_free(&out);
+	ev_buf_free(&out);
 }
 
 /* Nesting: a line is taken exactly when the batch body that carries it
@@ -528,7 +528,7 @@ run_ndjson(void)
 static void
 run_ndjson_depth(void)
 {
-	struct imp_buf    line = { 0 }, out = { 0 }, body = { 0 };
+	struct ev_buf    line = { 0 }, out = { 0 }, body = { 0 };
 	struct imp_reject rej;
 	struct json_perr  perr;
 	json_object      *o;
@@ -536,18 +536,18 @@ run_ndjson_depth(void)
 
 	for (depth = 55; depth <= 70; depth++) {
 		line.len = body.len = out.len = 0;
-		imp_buf_adds(&line, "{\"a\":");
+		ev_buf_str(&line, "{\"a\":");
 		for (k = 1; k < depth; k++)
-			imp_buf_adds(&line, "[");
-		imp_buf_adds(&line, "1");
+			ev_buf_str(&line, "[");
+		ev_buf_str(&line, "1");
 		for (k = 1; k < depth; k++)
-			imp_buf_adds(&line, "]");
-		imp_buf_adds(&line, "}");
+			ev_buf_str(&line, "]");
+		ev_buf_str(&line, "}");
 		mine = imp_ndjson_item(line.p, line.len, NULL, NULL, &out,
 		    &rej) == 0;
-		imp_buf_adds(&body, "{\"items\":[");
-		imp_buf_add(&body, line.p, line.len);
-		imp_buf_adds(&body, "]}");
+		ev_buf_str(&body, "{\"items\":[");
+		ev_buf_put(&body, line.p, line.len);
+		ev_buf_str(&body, "]}");
 		o = json_parse_strict(body.p, body.len, JSON_MAX_DEPTH, &perr);
 		service = o != NULL;
 		json_object_put(o);
@@ -557,9 +557,9 @@ run_ndjson_depth(void)
 	}
 	T_OK(bad == 0, "%d depths judged unlike the service", bad);
 	T_OK(took > 0 && took < 16, "took %d of 16 depths", took);
-	imp_buf_free(&line);
-	imp_buf_free(&out);
-	imp_buf_free(&body);
+	ev_buf_free(&line);
+	ev_buf_free(&out);
+	ev_buf_free(&body);
 }
 
 /* ---------------------------------------------------------------- URL */
@@ -732,7 +732,7 @@ static const struct chunk_case chunk_cases[] = {
 static void
 run_chunked(void)
 {
-	struct imp_buf out = { 0 };
+	struct ev_buf out = { 0 };
 	size_t         i, used;
 	int            rc;
 
@@ -740,7 +740,7 @@ run_chunked(void)
 		const struct chunk_case *c = &chunk_cases[i];
 
 		out.len = 0;
-		imp_buf_add(&out, "", 0);
+		ev_buf_put(&out, "", 0);
 		used = 0;
 		rc = imp_chunked(c->in, strlen(c->in), c->max, &out, &used);
 		T_CHECK(c->line, rc == c->rc, "rc %d, want %d", rc, c->rc);
@@ -748,7 +748,7 @@ run_chunked(void)
 			T_CHECK(c->line, strcmp(out.p, c->data) == 0 &&
 			    used == c->used, "data \"%s\" used %zu", out.p, used);
 	}
-	imp_buf_free(&out);
+	ev_buf_free(&out);
 }
 
 struct ra_case {
@@ -819,7 +819,7 @@ run_state(void)
 		    "accepted 1\nduplicate 1\nrejected 0\nerrors_size 0" },
 	};
 	struct imp_state st, back;
-	struct imp_buf   t = { 0 };
+	struct ev_buf   t = { 0 };
 	char             err[256];
 	size_t           i;
 	int              rc;
@@ -839,7 +839,7 @@ run_state(void)
 	st.rejected = 5;
 	st.errors_size = 777;
 	imp_state_format(&st, &t);
-	imp_buf_adds(&t, "future_key 1\n");     /* a later version's key */
+	ev_buf_str(&t, "future_key 1\n");     /* a later version's key */
 	rc = imp_state_parse(t.p, t.len, &back, err, sizeof(err));
 	T_OK(rc == 0, "parse: %s", err);
 	T_OK(rc == 0 && memcmp(&st, &back, sizeof(st)) == 0,
@@ -850,7 +850,7 @@ run_state(void)
 		    err, sizeof(err));
 		T_CHECK(bad[i].line, rc == -1 && err[0] != '\0', "rc %d", rc);
 	}
-	imp_buf_free(&t);
+	ev_buf_free(&t);
 }
 
 int
