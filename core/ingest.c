@@ -125,12 +125,25 @@ struct batch {
 /* What is stored of an event besides its outcome, as parameter text: made
  * once per request, before any transaction, so that no lock waits for it
  * (but for a single event only once it is known to be new). */
-struct evtext;
-static void text_make(struct evtext *, const struct ev_event *);
 struct evtext {
 	char *doc;                          /* the stored document */
 	char  occ[32], rec[32];             /* occurredAt, receivedAt */
 };
+
+/* The stored texts of an event, when not made yet. */
+static void
+text_make(struct evtext *tx, const struct ev_event *ev)
+{
+	json_object *doc;
+
+	if (tx->doc != NULL)
+		return;
+	doc = ev_event_doc(ev);
+	tx->doc = ev_xstrdup(json_object_to_json_string_ext(doc, JSON_FLAGS));
+	json_object_put(doc);
+	sql_time(ev->occurred_us, tx->occ);
+	sql_time(ev->received_us, tx->rec);
+}
 
 /* ---- a group of events applied with a handful of statements ---- */
 
@@ -1018,6 +1031,17 @@ value_text(struct ev_buf *o, const struct rule_value *v)
 	json_object_put(j);
 }
 
+/* Open the next object of a JSON array in o: "," after the first (*n
+ * counts them), "{" and its first member's key, head. */
+static void
+item_open(struct ev_buf *o, size_t *n, const char *head)
+{
+	if ((*n)++ > 0)
+		ev_buf_put(o, ",", 1);
+	ev_buf_put(o, "{", 1);
+	ev_buf_str(o, head);
+}
+
 /*
  * The outcome object into o, written directly (a json-c tree per event
  * was a third of a batch's CPU): "{" and points_awarded, rules_applied,
@@ -1041,16 +1065,16 @@ outcome_text(const struct group *g, const struct rule_outcome *oc,
 	}
 	ev_buf_str(o, "],\"rules_skipped\":[");
 	for (i = 0; oc != NULL && i < oc->nskipped; i++) {
-		ev_buf_str(o, i > 0 ? ",{\"rule\":" : "{\"rule\":");
+		item_open(o, &n, "\"rule\":");
 		ev_buf_json_str(o, oc->skipped[i].rule_id);
 		ev_buf_str(o, ",\"reason\":");
 		ev_buf_json_str(o, oc->skipped[i].reason);
 		ev_buf_put(o, "}", 1);
 	}
 	ev_buf_str(o, "],\"effects\":[");
-	for (i = 0; oc != NULL && i < oc->ndeltas; i++, n++) {
-		ev_buf_str(o, n > 0 ? ",{\"type\":\"balance\",\"rule\":" :
-		    "{\"type\":\"balance\",\"rule\":");
+	n = 0;
+	for (i = 0; oc != NULL && i < oc->ndeltas; i++) {
+		item_open(o, &n, "\"type\":\"balance\",\"rule\":");
 		ev_buf_json_str(o, oc->deltas[i].rule_id);
 		ev_buf_str(o, ",\"balance\":");
 		ev_buf_json_str(o, oc->deltas[i].balance);
@@ -1060,9 +1084,8 @@ outcome_text(const struct group *g, const struct rule_outcome *oc,
 		ev_buf_i64(o, oc->deltas[i].balance_after);
 		ev_buf_put(o, "}", 1);
 	}
-	for (i = 0; oc != NULL && i < oc->nassigns; i++, n++) {
-		ev_buf_str(o, n > 0 ? ",{\"type\":\"variable\",\"rule\":" :
-		    "{\"type\":\"variable\",\"rule\":");
+	for (i = 0; oc != NULL && i < oc->nassigns; i++) {
+		item_open(o, &n, "\"type\":\"variable\",\"rule\":");
 		ev_buf_json_str(o, oc->assigns[i].rule_id);
 		ev_buf_str(o, ",\"name\":");
 		ev_buf_json_str(o, oc->assigns[i].name);
@@ -1083,8 +1106,7 @@ outcome_text(const struct group *g, const struct rule_outcome *oc,
 			    strcmp(tn, oc->tier_after) == 0)
 				cause = oc->deltas[i].rule_id;
 		}
-		ev_buf_str(o, n > 0 ? ",{\"type\":\"tier\",\"rule\":" :
-		    "{\"type\":\"tier\",\"rule\":");
+		item_open(o, &n, "\"type\":\"tier\",\"rule\":");
 		ev_buf_json_str(o, cause);
 		ev_buf_str(o, ",\"from\":");
 		ev_buf_json_str(o, oc->tier_before);
@@ -1111,7 +1133,7 @@ outcome_end(const struct group *g, struct gitem *it)
 		if (it->ev->ident[t] == NULL || it->found[t] == 0 ||
 		    it->found[t] == it->prof)
 			continue;
-		ev_buf_str(&it->out, n++ > 0 ? ",{\"type\":" : "{\"type\":");
+		item_open(&it->out, &n, "\"type\":");
 		ev_buf_json_str(&it->out, ident_type_name[t]);
 		ev_buf_str(&it->out, ",\"value\":");
 		ev_buf_json_str(&it->out, it->ev->ident[t]);
@@ -1926,32 +1948,13 @@ precheck_keys(struct db *db, struct batch *b)
 		collect_keys(&g);
 		rc = read_keys(&g);
 	}
-	for (k = 0; rc == DB_OK && k < g.nitems; k++) {
-		const struct gitem   *it = &g.items[k];
-		const struct gkeyrow *row = g.keys[it->key].row;
-		if (row == NULL)
-			continue;
-		recent_add(g.t->id, it->ev);
-		if ((rc = answer_stored(db, row, it->ev, NULL, &b->res[it->i])) == DB_OK)
-			b->evs[it->i] = NULL;      /* answered */
-	}
+	if (rc == DB_OK)
+		rc = answer_keys(&g, b);
+	for (k = 0; rc == DB_OK && k < g.nitems; k++)
+		if (g.items[k].done)
+			b->evs[g.items[k].i] = NULL;      /* answered */
 	group_free(&g);
 	return rc;
-}
-
-/* The stored texts of an event, when not made yet. */
-static void
-text_make(struct evtext *tx, const struct ev_event *ev)
-{
-	json_object *doc;
-
-	if (tx->doc != NULL)
-		return;
-	doc = ev_event_doc(ev);
-	tx->doc = ev_xstrdup(json_object_to_json_string_ext(doc, JSON_FLAGS));
-	json_object_put(doc);
-	sql_time(ev->occurred_us, tx->occ);
-	sql_time(ev->received_us, tx->rec);
 }
 
 /* The stored texts of the events (struct evtext), all made now when
