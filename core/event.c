@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 #include "conf/conf.h"
 #include "rules/rules.h"
 #include "core/core.h"
@@ -553,9 +552,9 @@ char *
 ev_canonical(const struct ev_event *ev)
 {
 	struct ev_buf b = { NULL, 0, 0 };
-	char        tbuf[32];
-	size_t      i;
-	int         first = 1;
+	char          tbuf[32];
+	size_t        i;
+	int           first = 1;
 
 	ev_buf_str(&b, "{\"eventType\":");
 	canon_str(&b, ev->type, strlen(ev->type));
@@ -573,10 +572,10 @@ ev_canonical(const struct ev_event *ev)
 	/* The given occurredAt counts as the instant it names; a defaulted
 	 * one (receipt time) does not count at all. */
 	ev_buf_str(&b, "},\"occurredAt\":");
-	if (ev->occurred_given)
-		canon_str(&b, ts_format(ev->occurred_us, tbuf),
-		    strlen(ts_format(ev->occurred_us, tbuf)));
-	else
+	if (ev->occurred_given) {
+		ts_format(ev->occurred_us, tbuf);
+		canon_str(&b, tbuf, strlen(tbuf));
+	} else
 		ev_buf_str(&b, "null");
 	ev_buf_str(&b, ",\"properties\":");
 	canon_value(&b, ev->properties);
