@@ -36,6 +36,31 @@ static const struct {
 	{ __LINE__, "mariadb://u@a,b,c,d,e,f,g,h,i/db", 0, "more than" },
 };
 
+/* The parts of DB_M_IDENT_STATE_LOCK with lists of 1 (periods: P),
+ * written out from db/sql.h's text. */
+#define L_IDENT \
+	"(SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id," \
+	" p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id" \
+	" LEFT JOIN identities x ON x.ext_profile_id = p.id" \
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
+#define L_BAL \
+	" UNION ALL (SELECT STRAIGHT_JOIN 'b', NULL, s.name, s.profile_id, s.balance," \
+	" s.lifetime, NULL FROM identities i JOIN balances s ON s.profile_id = i.profile_id" \
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
+#define L_VAR \
+	" UNION ALL (SELECT STRAIGHT_JOIN 'v', NULL, s.name, s.profile_id, s.value," \
+	" NULL, NULL FROM identities i JOIN variables s ON s.profile_id = i.profile_id" \
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
+#define L_CNT(P) \
+	" UNION ALL (SELECT STRAIGHT_JOIN 'c', NULL, s.rule_id, s.profile_id, s.period," \
+	" s.count, NULL FROM identities i JOIN rule_counters s ON s.profile_id = i.profile_id" \
+	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?))" \
+	" AND s.period IN (" P ") FOR UPDATE)"
+#define L_KEY \
+	" UNION ALL (SELECT 'k', id, public_id, fingerprint, attempt, source," \
+	" external_event_id FROM events WHERE tenant_id = ? AND" \
+	" (source, external_event_id) IN ((?, ?)) LOCK IN SHARE MODE)"
+
 /* Expansions: exact texts for two small shapes, and for every template
  * and several shapes the placeholder count against the text. */
 static const struct {
@@ -62,58 +87,17 @@ static const struct {
 	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 2, 2, 2, 2, 3, 0 }, 23, NULL },
 	/* every part */
 	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 1, 1, 1, 1, 1 }, 16,
-	  "(SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id,"
-	  " p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id"
-	  " LEFT JOIN identities x ON x.ext_profile_id = p.id"
-	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
-	  " UNION ALL (SELECT STRAIGHT_JOIN 'b', NULL, s.name, s.profile_id, s.balance,"
-	  " s.lifetime, NULL FROM identities i JOIN balances s ON s.profile_id = i.profile_id"
-	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
-	  " UNION ALL (SELECT STRAIGHT_JOIN 'v', NULL, s.name, s.profile_id, s.value,"
-	  " NULL, NULL FROM identities i JOIN variables s ON s.profile_id = i.profile_id"
-	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
-	  " UNION ALL (SELECT STRAIGHT_JOIN 'c', NULL, s.rule_id, s.profile_id, s.period,"
-	  " s.count, NULL FROM identities i JOIN rule_counters s ON s.profile_id = i.profile_id"
-	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?))"
-	  " AND s.period IN (?) FOR UPDATE)"
-	  " UNION ALL (SELECT 'k', id, public_id, fingerprint, attempt, source,"
-	  " external_event_id FROM events WHERE tenant_id = ? AND"
-	  " (source, external_event_id) IN ((?, ?)) LOCK IN SHARE MODE)" },
+	  L_IDENT L_BAL L_VAR L_CNT("?") L_KEY },
 	/* a tenant without variables or limits: no such parts, the
 	 * periods' count is then ignored */
 	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 1, 0, 0, 7, 1 }, 9,
-	  "(SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id,"
-	  " p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id"
-	  " LEFT JOIN identities x ON x.ext_profile_id = p.id"
-	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
-	  " UNION ALL (SELECT STRAIGHT_JOIN 'b', NULL, s.name, s.profile_id, s.balance,"
-	  " s.lifetime, NULL FROM identities i JOIN balances s ON s.profile_id = i.profile_id"
-	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
-	  " UNION ALL (SELECT 'k', id, public_id, fingerprint, attempt, source,"
-	  " external_event_id FROM events WHERE tenant_id = ? AND"
-	  " (source, external_event_id) IN ((?, ?)) LOCK IN SHARE MODE)" },
+	  L_IDENT L_BAL L_KEY },
 	/* only the keys (no rule runs) */
 	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 0, 0, 0, 0, 1 }, 6,
-	  "(SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id,"
-	  " p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id"
-	  " LEFT JOIN identities x ON x.ext_profile_id = p.id"
-	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
-	  " UNION ALL (SELECT 'k', id, public_id, fingerprint, attempt, source,"
-	  " external_event_id FROM events WHERE tenant_id = ? AND"
-	  " (source, external_event_id) IN ((?, ?)) LOCK IN SHARE MODE)" },
+	  L_IDENT L_KEY },
 	/* the state, no keys */
 	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 1, 0, 1, 2, 0 }, 11,
-	  "(SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id,"
-	  " p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id"
-	  " LEFT JOIN identities x ON x.ext_profile_id = p.id"
-	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
-	  " UNION ALL (SELECT STRAIGHT_JOIN 'b', NULL, s.name, s.profile_id, s.balance,"
-	  " s.lifetime, NULL FROM identities i JOIN balances s ON s.profile_id = i.profile_id"
-	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
-	  " UNION ALL (SELECT STRAIGHT_JOIN 'c', NULL, s.rule_id, s.profile_id, s.period,"
-	  " s.count, NULL FROM identities i JOIN rule_counters s ON s.profile_id = i.profile_id"
-	  " WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?))"
-	  " AND s.period IN (?, ?) FOR UPDATE)" },
+	  L_IDENT L_BAL L_CNT("?, ?") },
 	{ __LINE__, DB_M_STATE_OF, { 2, 0, 0, 5 }, 2,
 	  "SELECT 'b', NULL, name, profile_id, balance, lifetime, NULL FROM balances"
 	  " WHERE profile_id IN (?, ?)" },
