@@ -740,7 +740,8 @@ collect_idents(struct group *g)
 			g->idents[g->nidents++] = g->idents[k];
 }
 
-/* Take an 'i' row (DB_M_IDENT_LOCK layout) into the group. */
+/* Take an 'i' row (DB_M_IDENT_LOCK layout, or DB_M_IDENT_STATE_LOCK's
+ * with a balance of the profile in columns 7 to 9) into the group. */
 static void
 ident_row(struct group *g, const struct db_res *res, size_t r)
 {
@@ -765,6 +766,11 @@ ident_row(struct group *g, const struct db_res *res, size_t r)
 	}
 	if (DB_CELL(res, r, 6)->v != NULL)
 		g->profs[pi - 1].has_external = 1;
+	if (res->ncols >= 10 && DB_CELL(res, r, 7)->v != NULL) {
+		struct gbal *b = prof_bal(&g->profs[pi - 1], DB_CELL(res, r, 7)->v, 1);
+		b->balance = db_cell_i64(DB_CELL(res, r, 8));
+		b->lifetime = db_cell_i64(DB_CELL(res, r, 9));
+	}
 	id->prof = pi;
 }
 
@@ -811,14 +817,14 @@ lock_idents(struct group *g, int *state_done, int keys)
 	    (nper = collect_periods(g, &per)) <= DB_MULTI_MAX_ROWS &&
 	    g->nidents > 0) {
 		size_t           n = g->nidents, nk = keys ? g->nkeys : 0, x = 0, part;
-		/* the parts of the state the rules need (none when only
-		 * the keys are wanted) */
-		size_t           counts[6] = { n, run ? n : 0,
-		    run && g->want_vars ? n : 0, run && g->want_cnts ? n : 0, nper, nk };
-		struct db_param *p = gparams(g, 4 * (1 + 2 * n) + nper + 1 + 2 * nk);
+		/* the parts of the state the rules need (the balances come
+		 * with the identities) */
+		size_t           counts[5] = { n, run && g->want_vars ? n : 0,
+		    run && g->want_cnts ? n : 0, nper, nk };
+		struct db_param *p = gparams(g, 3 * (1 + 2 * n) + nper + 1 + 2 * nk);
 		struct db_res    res;
 
-		for (part = 0; part < 4; part++) {
+		for (part = 0; part < 3; part++) {
 			if (counts[part] == 0)
 				continue;
 			p[x++] = DBP_I64(g->t->id);
@@ -827,7 +833,7 @@ lock_idents(struct group *g, int *state_done, int keys)
 				p[x++] = DBP_CSTR(g->idents[k].value);
 			}
 		}
-		for (k = 0; counts[3] > 0 && k < nper; k++)
+		for (k = 0; counts[2] > 0 && k < nper; k++)
 			p[x++] = DBP_CSTR(per[k]);
 		if (nk > 0) {
 			p[x++] = DBP_I64(g->t->id);

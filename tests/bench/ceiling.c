@@ -51,9 +51,10 @@
  *                                              balance of each profile)
  *     COMMIT
  * With at most MERGED_IDENTS identities (a single event: 2), IDENT_LOCK
- * and STATE_OF are one statement, ST_M_IDENT_STATE_LOCK {K,K,0,0,P,0}, as
- * in the service; with at most MERGED_KEYS events too, the keys are read
- * at its end instead of before ({K,K,0,0,P,N}): a single event is 5 round
+ * and STATE_OF are one statement, ST_M_IDENT_STATE_LOCK {K,0,0,P,0} (the
+ * balances joined to the identities), as in the service; with at most
+ * MERGED_KEYS events too, the keys are read at its end instead of before
+ * ({K,0,0,P,N}): a single event is 5 round
  * trips (lock and keys, events, ledger, balances, COMMIT). Identities are
  * locked LOCK_IDENTS per statement, events and
  * ledger rows inserted EVENT_ROWS / LEDGER_ROWS per statement, as in
@@ -142,7 +143,7 @@ _Static_assert(sizeof(st_name) / sizeof(st_name[0]) == ST__MAX,
 #define EVENT_ROWS    200
 #define LEDGER_ROWS   400
 #define STMT_CACHE   24          /* db/db.c DB_MCACHE */
-#define MAX_COLS     8
+#define MAX_COLS     10
 #define MAX_ATTEMPTS 8           /* db/db.h DB_MAX_ATTEMPTS */
 #define ATTEMPT_LEN  16          /* core: EV_ATTEMPT_LEN */
 #define SOURCE       "brand.pos"
@@ -959,26 +960,33 @@ profs_build(struct txn *t)
 	}
 }
 
-/* The points balances among the 'b' rows of w->res. */
+/*
+ * The points balances of w->res: from the 'b' rows of ST_M_STATE_OF
+ * ('b', NULL, name, profile_id, balance, lifetime, NULL: col 2), or
+ * from the 'i' rows of ST_M_IDENT_STATE_LOCK (profile_id in column 3,
+ * then name, balance, lifetime from col 7).
+ */
 static void
-state_rows(struct worker *w, struct txn *t)
+state_rows(struct worker *w, struct txn *t, size_t col)
 {
-	size_t r;
+	const char *want = col == 2 ? "b" : "i";
+	size_t      r;
 
-	/* 'b', NULL, name, profile_id, balance, lifetime, NULL */
 	for (r = 0; r < w->res.nrows; r++) {
 		const char   *kind = cell(&w->res, r, 0), *pid = cell(&w->res, r, 3);
-		const char   *name = cell(&w->res, r, 2);
+		const char   *name = cell(&w->res, r, col);
 		struct tprof  key, *f;
 		if (kind == NULL || pid == NULL || name == NULL ||
-		    strcmp(kind, "b") != 0 || strcmp(name, BALANCE) != 0)
+		    strcmp(kind, want) != 0 || strcmp(name, BALANCE) != 0)
 			continue;
 		key.pid = strtoll(pid, NULL, 10);
 		if ((f = bsearch(&key, t->profs, t->nprofs, sizeof(key),
 		    cmp_tprof)) == NULL)
 			continue;
-		f->bal = cell(&w->res, r, 4) ? strtoll(cell(&w->res, r, 4), NULL, 10) : 0;
-		f->life = cell(&w->res, r, 5) ? strtoll(cell(&w->res, r, 5), NULL, 10) : 0;
+		f->bal = cell(&w->res, r, col + 1) ?
+		    strtoll(cell(&w->res, r, col + 1), NULL, 10) : 0;
+		f->life = cell(&w->res, r, col + 2) ?
+		    strtoll(cell(&w->res, r, col + 2), NULL, 10) : 0;
 	}
 }
 
@@ -1035,7 +1043,7 @@ state_of(struct worker *w, struct txn *t)
 			w->p[n++] = PI(t->profs[c0 + j].pid);
 		if ((rc = run(w, ST_M_STATE_OF, counts, n)) != 0)
 			return rc;
-		state_rows(w, t);
+		state_rows(w, t, 2);
 	}
 	return 0;
 }
@@ -1049,23 +1057,21 @@ state_of(struct worker *w, struct txn *t)
 static int
 ident_state_lock(struct worker *w, struct txn *t, int keys, size_t *taken)
 {
-	size_t counts[GROUPS], n = 0, c = t->nidents, j, part, r;
+	size_t counts[GROUPS], n = 0, c = t->nidents, j, r;
 	int    rc;
 
 	for (j = 0; j < t->nusers; j++)
 		t->users[j].pid = t->users[j].pid_email = 0;
-	counts[0] = counts[1] = c;
-	counts[2] = counts[3] = 0;
-	counts[4] = NPERIODS;
-	counts[5] = keys ? t->n : 0;
-	if (param_room(w, 2 * (1 + 2 * c) + 1 + 2 * t->n) != 0)
+	counts[0] = c;
+	counts[1] = counts[2] = 0;
+	counts[3] = NPERIODS;
+	counts[4] = keys ? t->n : 0;
+	if (param_room(w, 1 + 2 * c + 1 + 2 * t->n) != 0)
 		return -1;
-	for (part = 0; part < 2; part++) {
-		w->p[n++] = PI(opt.tenant);
-		for (j = 0; j < c; j++) {
-			w->p[n++] = PI(t->idents[j].type);
-			w->p[n++] = PB(t->idents[j].v, t->idents[j].len);
-		}
+	w->p[n++] = PI(opt.tenant);
+	for (j = 0; j < c; j++) {
+		w->p[n++] = PI(t->idents[j].type);
+		w->p[n++] = PB(t->idents[j].v, t->idents[j].len);
 	}
 	if (keys) {
 		w->p[n++] = PI(opt.tenant);
@@ -1084,7 +1090,7 @@ ident_state_lock(struct worker *w, struct txn *t, int keys, size_t *taken)
 	if (ident_rows(w, t, 0, c) != 0 || users_check(w, t) != 0)
 		return -1;
 	profs_build(t);
-	state_rows(w, t);
+	state_rows(w, t, 7);
 	return 0;
 }
 

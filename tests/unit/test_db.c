@@ -40,25 +40,25 @@ static const struct {
  * written out from db/sql.h's text. */
 #define L_IDENT \
 	"(SELECT STRAIGHT_JOIN 'i', i.type, i.value, i.profile_id, p.public_id," \
-	" p.tier, x.value FROM identities i JOIN profiles p ON p.id = i.profile_id" \
+	" p.tier, x.value, s.name, s.balance, s.lifetime FROM identities i" \
+	" JOIN profiles p ON p.id = i.profile_id" \
 	" LEFT JOIN identities x ON x.ext_profile_id = p.id" \
-	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
-#define L_BAL \
-	" UNION ALL (SELECT STRAIGHT_JOIN 'b', NULL, s.name, s.profile_id, s.balance," \
-	" s.lifetime, NULL FROM identities i JOIN balances s ON s.profile_id = i.profile_id" \
+	" LEFT JOIN balances s ON s.profile_id = p.id" \
 	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
 #define L_VAR \
 	" UNION ALL (SELECT STRAIGHT_JOIN 'v', NULL, s.name, s.profile_id, s.value," \
-	" NULL, NULL FROM identities i JOIN variables s ON s.profile_id = i.profile_id" \
+	" NULL, NULL, NULL, NULL, NULL FROM identities i JOIN variables s" \
+	" ON s.profile_id = i.profile_id" \
 	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?)) FOR UPDATE)"
 #define L_CNT(P) \
 	" UNION ALL (SELECT STRAIGHT_JOIN 'c', NULL, s.rule_id, s.profile_id, s.period," \
-	" s.count, NULL FROM identities i JOIN rule_counters s ON s.profile_id = i.profile_id" \
+	" s.count, NULL, NULL, NULL, NULL FROM identities i JOIN rule_counters s" \
+	" ON s.profile_id = i.profile_id" \
 	" WHERE i.tenant_id = ? AND (i.type, i.value) IN ((?, ?))" \
 	" AND s.period IN (" P ") FOR UPDATE)"
 #define L_KEY \
 	" UNION ALL (SELECT 'k', id, public_id, fingerprint, attempt, source," \
-	" external_event_id FROM events WHERE tenant_id = ? AND" \
+	" external_event_id, NULL, NULL, NULL FROM events WHERE tenant_id = ? AND" \
 	" (source, external_event_id) IN ((?, ?)) LOCK IN SHARE MODE)"
 
 /* Expansions: exact texts for two small shapes, and for every template
@@ -83,21 +83,20 @@ static const struct {
 	  " updated_at = UTC_TIMESTAMP(6) WHERE id IN (?, ?)" },
 	{ __LINE__, DB_M_STATE_OF, { 2, 2, 2, 3 }, 9, NULL },
 	{ __LINE__, DB_M_IDENT_LOCK, { 128 }, 257, NULL },
-	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 2, 2, 2, 2, 3, 1 }, 26, NULL },
-	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 2, 2, 2, 2, 3, 0 }, 23, NULL },
+	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 2, 2, 2, 3, 1 }, 21, NULL },
+	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 2, 2, 2, 3, 0 }, 18, NULL },
 	/* every part */
-	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 1, 1, 1, 1, 1 }, 16,
-	  L_IDENT L_BAL L_VAR L_CNT("?") L_KEY },
+	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 1, 1, 1, 1 }, 13,
+	  L_IDENT L_VAR L_CNT("?") L_KEY },
 	/* a tenant without variables or limits: no such parts, the
 	 * periods' count is then ignored */
-	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 1, 0, 0, 7, 1 }, 9,
-	  L_IDENT L_BAL L_KEY },
-	/* only the keys (no rule runs) */
-	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 0, 0, 0, 0, 1 }, 6,
+	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 0, 0, 7, 1 }, 6,
 	  L_IDENT L_KEY },
+	/* the identities and balances alone */
+	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 0, 0, 0, 0 }, 3, L_IDENT },
 	/* the state, no keys */
-	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 1, 0, 1, 2, 0 }, 11,
-	  L_IDENT L_BAL L_CNT("?, ?") },
+	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 0, 1, 2, 0 }, 8,
+	  L_IDENT L_CNT("?, ?") },
 	{ __LINE__, DB_M_STATE_OF, { 2, 0, 0, 5 }, 2,
 	  "SELECT 'b', NULL, name, profile_id, balance, lifetime, NULL FROM balances"
 	  " WHERE profile_id IN (?, ?)" },
@@ -125,8 +124,8 @@ static const struct {
 	{ __LINE__, DB_M_EVENT_KEYS, { DB_MULTI_MAX_ROWS + 1 } },
 	{ __LINE__, DB_M_STATE_OF, { 0, 1, 1, 1 } },     /* balances: not optional */
 	{ __LINE__, DB_M_STATE_OF, { 1, 1, 1, 0 } },     /* counters without periods */
-	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 0, 1, 1, 1, 1, 1 } },
-	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 1, 1, 1, 1, DB_MULTI_MAX_ROWS + 1 } },
+	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 0, 1, 1, 1, 1 } },
+	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 1, 1, 1, DB_MULTI_MAX_ROWS + 1 } },
 	{ __LINE__, DB_M_PROFILE_TOUCH, { 1, DB_MULTI_MAX_ROWS + 1 } },
 };
 
