@@ -425,6 +425,38 @@ def test_every_rule_sees_profile_before_event():
     check(points_of(profile(pid)) == (balance, balance), "balance after the snaps")
 
 
+def test_two_balances_read_back_under_two_identities():
+    """A profile with two balances found by two identities: the state read
+    with the profile's lock carries both balances (once per identity), and
+    every event sees both as the earlier events left them."""
+    ident = {"externalUserId": uid("r2"), "email": uid("r2") + "@example.com"}
+    b0 = send(ev("purchase_a", ident, {"amount": 5}))
+    pid = b0["profile_id"]
+    points, stamps = 5, 0
+    for i in range(4):
+        b = send(ev("stamp", ident))
+        check(b.get("profile_id") == pid, "stamp #%d: same profile: %r" % (i + 1, b))
+        reward = stamps * 10 + points if stamps >= 2 else 0
+        expect_points(b, reward, "stamp #%d with %d stamps, %d points before" % (
+            i + 1, stamps, points))
+        card = [x for x in effects_of(b, "balance") if x.get("balance") == "stamps"]
+        check(len(card) == 1 and card[0].get("delta") == 1
+              and card[0].get("balance_after") == stamps + 1,
+              "stamp #%d: stamps effect +1 to %d: %r" % (i + 1, stamps + 1, b))
+        if reward:
+            got = [x.get("balance_after") for x in effects_of(b, "balance")
+                   if x.get("balance") == "points"]
+            check(got == [points + reward], "stamp #%d: points balance_after %d: %r" % (
+                i + 1, points + reward, b))
+        points += reward
+        stamps += 1
+    doc = profile(pid)
+    check(points_of(doc) == (points, points), "points after the stamps: %r" % (doc,))
+    st = doc["balances"].get("stamps")
+    check(isinstance(st, dict) and st.get("balance") == stamps and st.get("lifetime") == stamps,
+          "stamps after the stamps (%d): %r" % (stamps, doc))
+
+
 # ---------------------------------------------------------------- dry_run, batch
 
 def test_dry_run_writes_nothing_then_real_event_same_points():
