@@ -787,7 +787,7 @@ static size_t collect_periods(struct group *, char (**)[16]);
 #define LOCK_IDENTS 128
 
 /* Identities up to which the lock and the state are read in one round
- * trip: the merged statement repeats the identity list four times, which
+ * trip: the merged statement repeats the identity list up to three times, which
  * is cheap for a few events and only costs memory for a large batch (whose
  * one extra round trip does not matter). */
 #define MERGED_IDENTS 16
