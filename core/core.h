@@ -170,8 +170,13 @@ void ev_buf_free(struct ev_buf *b);
 void ev_buf_str(struct ev_buf *b, const char *s);
 void ev_buf_i64(struct ev_buf *b, int64_t v);
 /* s as a JSON string literal, escaped as json-c does with
- * JSON_C_TO_STRING_NOSLASHESCAPE; NULL as null */
+ * JSON_C_TO_STRING_NOSLASHESCAPE; NULL as null. ev_buf_json_strn: len
+ * bytes, U+0000 included. */
 void ev_buf_json_str(struct ev_buf *b, const char *s);
+void ev_buf_json_strn(struct ev_buf *b, const char *s, size_t len);
+/* v as JSON text, byte for byte what json-c writes with
+ * JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE (NULL: null) */
+void ev_buf_json(struct ev_buf *b, json_object *v);
 
 /* SHA-256 of data (NULL: empty), and as 64 lower-case hex characters +
  * NUL. Abort only when libcrypto cannot hash at all (out of memory). */
@@ -230,9 +235,10 @@ enum ev_err ev_parse(const json_object *o, const struct conf_tenant *t,
     int64_t now_us, struct ev_event *ev, struct ev_verr *verr);
 void ev_event_free(struct ev_event *ev);
 
-/* The stored document of an event (API.md §4 "event" minus outcome):
- * a new json-c object, caller puts it. */
-json_object *ev_event_doc(const struct ev_event *ev);
+/* The stored document of an event (API.md §4 "event" minus outcome) as
+ * JSON text, written directly (the text json-c would make of the same
+ * object, which costs five times the instructions); caller frees. */
+char *ev_event_doc(const struct ev_event *ev);
 
 /* Canonical text used for the fingerprint (keys sorted, numbers
  * normalised); caller frees. Exposed for tests. */

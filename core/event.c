@@ -583,29 +583,39 @@ ev_canonical(const struct ev_event *ev)
 	return b.p;
 }
 
-json_object *
+char *
 ev_event_doc(const struct ev_event *ev)
 {
-	json_object *o = json_object_new_object(), *id;
-	char         buf[32];
-	size_t       i;
+	struct ev_buf b = { NULL, 0, 0 };
+	char          buf[32];
+	size_t        i;
+	int           first = 1;
 
-	json_object_object_add(o, "source", json_object_new_string(ev->source));
-	json_object_object_add(o, "externalEventId",
-	    json_object_new_string_len(ev->ext_id, (int)ev->ext_id_len));
-	json_object_object_add(o, "eventType", json_object_new_string(ev->type));
-	json_object_object_add(o, "occurredAt",
-	    json_object_new_string(ev->occurred_text));
-	json_object_object_add(o, "occurredAtUtc",
-	    json_object_new_string(ts_format(ev->occurred_us, buf)));
-	json_object_object_add(o, "receivedAt",
-	    json_object_new_string(ts_format(ev->received_us, buf)));
-	id = json_object_new_object();
-	for (i = 0; i < IDENT__MAX; i++)
-		if (ev->ident[i] != NULL)
-			json_object_object_add(id, ident_json_key[i],
-			    json_object_new_string(ev->ident[i]));
-	json_object_object_add(o, "identity", id);
-	json_object_object_add(o, "properties", json_object_get(ev->properties));
-	return o;
+	ev_buf_str(&b, "{\"source\":");
+	ev_buf_json_str(&b, ev->source);
+	ev_buf_str(&b, ",\"externalEventId\":");
+	ev_buf_json_strn(&b, ev->ext_id, ev->ext_id_len);
+	ev_buf_str(&b, ",\"eventType\":");
+	ev_buf_json_str(&b, ev->type);
+	ev_buf_str(&b, ",\"occurredAt\":");
+	ev_buf_json_str(&b, ev->occurred_text);
+	ev_buf_str(&b, ",\"occurredAtUtc\":");
+	ev_buf_json_str(&b, ts_format(ev->occurred_us, buf));
+	ev_buf_str(&b, ",\"receivedAt\":");
+	ev_buf_json_str(&b, ts_format(ev->received_us, buf));
+	ev_buf_str(&b, ",\"identity\":{");
+	for (i = 0; i < IDENT__MAX; i++) {
+		if (ev->ident[i] == NULL)
+			continue;
+		if (!first)
+			ev_buf_put(&b, ",", 1);
+		first = 0;
+		ev_buf_json_str(&b, ident_json_key[i]);
+		ev_buf_put(&b, ":", 1);
+		ev_buf_json_str(&b, ev->ident[i]);
+	}
+	ev_buf_str(&b, "},\"properties\":");
+	ev_buf_json(&b, ev->properties);
+	ev_buf_put(&b, "}", 1);
+	return b.p;
 }

@@ -134,13 +134,9 @@ struct evtext {
 static void
 text_make(struct evtext *tx, const struct ev_event *ev)
 {
-	json_object *doc;
-
 	if (tx->doc != NULL)
 		return;
-	doc = ev_event_doc(ev);
-	tx->doc = ev_xstrdup(json_object_to_json_string_ext(doc, JSON_FLAGS));
-	json_object_put(doc);
+	tx->doc = ev_event_doc(ev);
 	sql_time(ev->occurred_us, tx->occ);
 	sql_time(ev->received_us, tx->rec);
 }

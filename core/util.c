@@ -288,15 +288,20 @@ ev_buf_i64(struct ev_buf *b, int64_t v)
 void
 ev_buf_json_str(struct ev_buf *b, const char *s)
 {
+	if (s == NULL)
+		ev_buf_put(b, "null", 4);
+	else
+		ev_buf_json_strn(b, s, strlen(s));
+}
+
+void
+ev_buf_json_strn(struct ev_buf *b, const char *s, size_t len)
+{
 	static const char hex[] = "0123456789abcdef";
 	size_t            i, start = 0;
 
-	if (s == NULL) {
-		ev_buf_put(b, "null", 4);
-		return;
-	}
 	ev_buf_put(b, "\"", 1);
-	for (i = 0; s[i] != '\0'; i++) {
+	for (i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
 		char          esc[6] = { '\\', 'u', '0', '0', 0, 0 };
 		size_t        n = 2;
@@ -319,8 +324,56 @@ ev_buf_json_str(struct ev_buf *b, const char *s)
 		}
 		ev_buf_put(b, esc, n);
 	}
-	ev_buf_put(b, s + start, i - start);
+	ev_buf_put(b, s + start, len - start);
 	ev_buf_put(b, "\"", 1);
+}
+
+void
+ev_buf_json(struct ev_buf *b, json_object *v)
+{
+	size_t i, n;
+	int    first = 1;
+
+	switch (json_object_get_type(v)) {
+	case json_type_null:
+		ev_buf_put(b, "null", 4);
+		break;
+	case json_type_boolean:
+		ev_buf_str(b, json_object_get_boolean(v) ? "true" : "false");
+		break;
+	case json_type_double:
+	case json_type_int:
+		/* json-c's own text: a parsed number keeps its original one */
+		ev_buf_str(b, json_object_to_json_string_ext(v,
+		    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+		break;
+	case json_type_string:
+		ev_buf_json_strn(b, json_object_get_string(v),
+		    (size_t)json_object_get_string_len(v));
+		break;
+	case json_type_array:
+		ev_buf_put(b, "[", 1);
+		n = json_object_array_length(v);
+		for (i = 0; i < n; i++) {
+			if (i > 0)
+				ev_buf_put(b, ",", 1);
+			ev_buf_json(b, json_object_array_get_idx(v, i));
+		}
+		ev_buf_put(b, "]", 1);
+		break;
+	case json_type_object:
+		ev_buf_put(b, "{", 1);
+		json_object_object_foreach(v, k, val) {
+			if (!first)
+				ev_buf_put(b, ",", 1);
+			first = 0;
+			ev_buf_json_str(b, k);
+			ev_buf_put(b, ":", 1);
+			ev_buf_json(b, val);
+		}
+		ev_buf_put(b, "}", 1);
+		break;
+	}
 }
 
 char *

@@ -197,7 +197,7 @@ check_accepted(const struct conf_tenant *t, json_object *o, struct ev_event *ev)
 	struct ev_verr   verr;
 	struct json_perr e;
 	const char      *txt;
-	char            *copy;
+	char            *copy, *doc_txt;
 	size_t           i, nid = 0;
 
 	if (ev->source == NULL || !source_ok(ev->source))
@@ -244,10 +244,21 @@ check_accepted(const struct conf_tenant *t, json_object *o, struct ev_event *ev)
 	}
 	free(canon);
 
-	/* the stored document */
-	doc = ev_event_doc(ev);
-	must_be_json(doc);
+	/* the stored document: JSON, and the very text json-c makes of it */
+	doc_txt = ev_event_doc(ev);
+	doc = json_parse_strict(doc_txt, strlen(doc_txt), JSON_MAX_DEPTH + 2, &e);
+	if (doc == NULL) {
+		fprintf(stderr, "stored document not JSON (%s at %zu): %.300s\n",
+		    e.msg, e.offset, doc_txt);
+		abort();
+	}
+	if (strcmp(json_object_to_json_string_ext(doc, FLAGS), doc_txt) != 0) {
+		fprintf(stderr, "stored document differs from json-c's text: %.300s\n",
+		    doc_txt);
+		abort();
+	}
 	json_object_put(doc);
+	free(doc_txt);
 
 	/* the same object again: the same fingerprint */
 	if (ev_parse(o, t, NOW_US, &ev2, &verr) != EV_OK ||

@@ -30,6 +30,7 @@ static const char tenant_yaml[] =
 
 /* 2026-05-20T12:45:00Z */
 #define NOW_US 1779281100000000LL
+#define NOW_TEXT "2026-05-20T12:45:00Z"   /* NOW_US as ts_format() writes it */
 
 #define OK_PROPS "\"properties\":{\"order_id\":\"o1\",\"amount\":12.5,\"currency\":\"USD\"}"
 #define HEAD "{\"source\":\"brand.pos\",\"externalEventId\":\"e1\",\"eventType\":\"purchase_completed\","
@@ -201,6 +202,24 @@ load_tenant(void)
 	return t;
 }
 
+/* The stored document of ev is JSON, and exactly the text json-c makes
+ * of it (what the stored documents were before they were written
+ * directly). */
+static void
+doc_is_json_c_text(int line, const struct ev_event *ev)
+{
+	struct json_perr perr;
+	char            *doc = ev_event_doc(ev);
+	json_object     *o = json_parse_strict(doc, strlen(doc), JSON_MAX_DEPTH + 2, &perr);
+
+	T_CHECK(line, o != NULL && strcmp(json_object_to_json_string_ext(o,
+	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE), doc) == 0,
+	    "stored document %s: %s", o ? "differs from json-c's text" : "not JSON", doc);
+	if (o != NULL)
+		json_object_put(o);
+	free(doc);
+}
+
 static int
 parse(const struct conf_tenant *t, const char *body, struct ev_event *ev,
     struct ev_verr *verr)
@@ -247,8 +266,10 @@ main(void)
 			    strcmp(verr.probs[0].problem, cases[i].problem) == 0,
 			    "problem %s, want %s", verr.nprobs ? verr.probs[0].problem : "-",
 			    cases[i].problem);
-		if (e == EV_OK)
+		if (e == EV_OK) {
+			doc_is_json_c_text(cases[i].line, &ev);
 			ev_event_free(&ev);
+		}
 	}
 
 	/* what a valid event holds after parsing */
@@ -287,6 +308,16 @@ main(void)
 		    "\"identity\":{\"EXTERNAL\":\"L-1\"},\"occurredAt\":null,"
 		    "\"properties\":{\"amount\":1205e-1,\"currency\":\"USD\",\"order_id\":\"o1\"}}") == 0,
 		    "canonical form: %s", c ? c : "(null)");
+		free(c);
+		/* the stored document: the fields in API.md's order, the
+		 * properties as given (order, number text) */
+		c = ev_event_doc(&ev);
+		T_OK(c != NULL && strcmp(c, "{\"source\":\"brand.pos\",\"externalEventId\":\"e1\","
+		    "\"eventType\":\"purchase_completed\",\"occurredAt\":\"" NOW_TEXT "\","
+		    "\"occurredAtUtc\":\"" NOW_TEXT "\",\"receivedAt\":\"" NOW_TEXT "\","
+		    "\"identity\":{\"externalUserId\":\"L-1\"},"
+		    "\"properties\":{\"order_id\":\"o1\",\"currency\":\"USD\",\"amount\":120.50}}") == 0,
+		    "stored document: %s", c ? c : "(null)");
 		free(c);
 	}
 	ev_event_free(&ev);

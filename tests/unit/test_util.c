@@ -565,6 +565,59 @@ same_as_json_c(const char *s, size_t len)
 	return same;
 }
 
+/* JSON texts whose json-c tree ev_buf_json() must write as json-c does:
+ * every type, nesting, key order as given, numbers with their text. */
+static const struct {
+	int         line;
+	const char *in;
+} vcases[] = {
+	{ __LINE__, "{}" },
+	{ __LINE__, "[]" },
+	{ __LINE__, "[null,true,false]" },
+	{ __LINE__, "{\"b\":1,\"a\":2}" },
+	{ __LINE__, "{\"z\":{\"y\":{\"x\":[1,[2,[3,{}]]]}}}" },
+	{ __LINE__, "[0,-0,1.50,-12.3e+10,1E-7,123456789012345678901234567890]" },
+	{ __LINE__, "{\"s\":\"tab\\there \\\"q\\\" \\\\ / \\u0001 \\u00e9 \\ud83d\\ude00\"}" },
+	{ __LINE__, "{\"\\u00e9t\\u00e9\":\"\\u2028\\u2029\",\"\":\"\"}" },
+	{ __LINE__, "{\"amount\":120.50,\"items\":[{\"sku\":\"A-1\",\"qty\":2}],\"gift\":false,\"note\":null}" },
+	{ __LINE__, "\"a lone string\"" },
+	{ __LINE__, "42.000" },
+};
+
+static void
+run_buf_value(void)
+{
+	struct json_perr e;
+	size_t           i;
+
+	for (i = 0; i < NROWS(vcases); i++) {
+		json_object  *o = json_parse_strict(vcases[i].in, strlen(vcases[i].in),
+		    JSON_MAX_DEPTH, &e);
+		struct ev_buf w = { NULL, 0, 0 };
+		const char   *want;
+
+		T_CHECK(vcases[i].line, o != NULL, "does not parse: %s", vcases[i].in);
+		if (o == NULL)
+			continue;
+		want = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+		    JSON_C_TO_STRING_NOSLASHESCAPE);
+		ev_buf_json(&w, o);
+		T_CHECK(vcases[i].line, strcmp(w.p, want) == 0 && w.len == strlen(want),
+		    "wrote %s, json-c %s", w.p, want);
+		free(w.p);
+		json_object_put(o);
+	}
+	{
+		/* NULL is null; a string with U+0000 keeps it, escaped */
+		struct ev_buf w = { NULL, 0, 0 };
+		ev_buf_json(&w, NULL);
+		ev_buf_put(&w, " ", 1);
+		ev_buf_json_strn(&w, "a\0b\x01", 4);
+		T_OK(strcmp(w.p, "null \"a\\u0000b\\u0001\"") == 0, "got %s", w.p);
+		free(w.p);
+	}
+}
+
 static void
 run_buf(void)
 {
@@ -625,6 +678,7 @@ main(void)
 {
 	t_file = "test_util";
 	run_buf();
+	run_buf_value();
 	run_public_id_format();
 	run_public_id_unique();
 	run_b32();
