@@ -89,6 +89,18 @@ num_cmp(const mpq_t v, const mpq_t bound)
 	return mpq_cmp(v, bound);
 }
 
+/* A problem of the field prefix + name (formatted only when there is a
+ * problem: most events have none). */
+static void
+field_problem(struct ev_verr *verr, const char *prefix, const char *name,
+    const char *problem)
+{
+	char field[160];
+
+	snprintf(field, sizeof(field), "%s%s", prefix, name);
+	ev_problem_add(verr, field, problem);
+}
+
 /*
  * Check one property value against its registered definition. Adds problems
  * to verr under "properties.NAME".
@@ -96,69 +108,67 @@ num_cmp(const mpq_t v, const mpq_t bound)
 static void
 check_prop(const struct conf_prop *p, json_object *v, struct ev_verr *verr)
 {
-	char        field[160];
 	size_t      len, i;
 	const char *s;
 	mpq_t       q;
 	int         isnum = 0;
 
-	snprintf(field, sizeof(field), "properties.%s", p->name);
 	switch (p->type) {
 	case CONF_PT_STRING:
 	case CONF_PT_TIMESTAMP:
 		if ((s = str_of(v, &len)) == NULL) {
-			ev_problem_add(verr, field, str_problem(v));
+			field_problem(verr, "properties.", p->name, str_problem(v));
 			return;
 		}
 		if (p->type == CONF_PT_TIMESTAMP) {
 			int64_t us;
 			if (ts_parse(s, len, &us) != 0) {
-				ev_problem_add(verr, field, "timestamp");
+				field_problem(verr, "properties.", p->name, "timestamp");
 				return;
 			}
 		}
 		if (p->max_length >= 0 && utf8_count(s, len) > (size_t)p->max_length)
-			ev_problem_add(verr, field, "max_length");
+			field_problem(verr, "properties.", p->name, "max_length");
 		if (p->enum_vals != NULL) {
 			for (i = 0; i < p->nenum; i++)
 				if (strlen(p->enum_vals[i]) == len &&
 				    memcmp(p->enum_vals[i], s, len) == 0)
 					break;
 			if (i == p->nenum)
-				ev_problem_add(verr, field, "enum");
+				field_problem(verr, "properties.", p->name, "enum");
 		}
 		return;
 	case CONF_PT_BOOLEAN:
 		if (!json_object_is_type(v, json_type_boolean))
-			ev_problem_add(verr, field, "type");
+			field_problem(verr, "properties.", p->name, "type");
 		return;
 	case CONF_PT_NUMBER:
 	case CONF_PT_INTEGER:
 		break;
 	default:
-		ev_problem_add(verr, field, "type");
+		field_problem(verr, "properties.", p->name, "type");
 		return;
 	}
 
 	if (!json_is_number(v)) {
-		ev_problem_add(verr, field, "type");
+		field_problem(verr, "properties.", p->name, "type");
 		return;
 	}
 	s = json_object_get_string(v);
 	mpq_init(q);
 	if (rule_dec_parse(s, strlen(s), q) != 0 || !rule_dec_in_double_range(q)) {
-		ev_problem_add(verr, field, "out_of_range");
+		field_problem(verr, "properties.", p->name, "out_of_range");
 		goto out;
 	}
 	isnum = 1;
 	if (p->type == CONF_PT_INTEGER && mpz_cmp_ui(mpq_denref(q), 1) != 0) {
-		ev_problem_add(verr, field, "integer");
+		field_problem(verr, "properties.", p->name, "integer");
 		goto out;
 	}
 	if (p->has_min && num_cmp(q, p->min) < 0)
-		ev_problem_add(verr, field, "min");
+		field_problem(verr, "properties.", p->name, "min");
 	if (p->has_max && num_cmp(q, p->max) > 0)
-		ev_problem_add(verr, field, "max");
+		field_problem(verr, "properties.", p->name, "max");
 	if (p->enum_vals != NULL) {
 		for (i = 0; i < p->nenum; i++) {
 			mpq_t e;
@@ -171,7 +181,7 @@ check_prop(const struct conf_prop *p, json_object *v, struct ev_verr *verr)
 				break;
 		}
 		if (i == p->nenum)
-			ev_problem_add(verr, field, "enum");
+			field_problem(verr, "properties.", p->name, "enum");
 	}
 out:
 	(void)isnum;
@@ -211,14 +221,11 @@ check_props(const struct conf_tenant *t, const struct conf_event_type *et,
 	for (i = 0; i < et->nprops; i++) {
 		const struct conf_prop *p = &et->props[i];
 		json_object            *v = NULL;
-		char                    field[160];
 
 		if (!json_object_object_get_ex(props, p->name, &v) || v == NULL) {
 			/* absent or null */
-			if (p->required) {
-				snprintf(field, sizeof(field), "properties.%s", p->name);
-				ev_problem_add(verr, field, "required");
-			}
+			if (p->required)
+				field_problem(verr, "properties.", p->name, "required");
 			continue;
 		}
 		check_prop(p, v, verr);
@@ -230,11 +237,8 @@ check_props(const struct conf_tenant *t, const struct conf_event_type *et,
 		for (i = 0; i < et->nprops; i++)
 			if (strcmp(et->props[i].name, key) == 0)
 				break;
-		if (i == et->nprops) {
-			char field[160];
-			snprintf(field, sizeof(field), "properties.%s", key);
-			ev_problem_add(verr, field, "unknown_property");
-		}
+		if (i == et->nprops)
+			field_problem(verr, "properties.", key, "unknown_property");
 	}
 }
 
@@ -250,7 +254,6 @@ parse_identity(json_object *id, const struct conf_tenant *t,
 {
 	size_t      i, n = 0, len;
 	const char *s, *why;
-	char        field[160];
 	enum ev_err kind = EV_OK;
 
 	if (id == NULL) {
@@ -267,8 +270,7 @@ parse_identity(json_object *id, const struct conf_tenant *t,
 			if (strcmp(ident_json_key[i], key) == 0)
 				break;
 		if (i == IDENT__MAX) {
-			snprintf(field, sizeof(field), "identity.%s", key);
-			ev_problem_add(verr, field, "unknown_field");
+			field_problem(verr, "identity.", key, "unknown_field");
 			kind = EV_VALIDATION_FAILED;
 		}
 	}
@@ -276,9 +278,8 @@ parse_identity(json_object *id, const struct conf_tenant *t,
 		json_object *v;
 		if (!json_object_object_get_ex(id, ident_json_key[i], &v) || v == NULL)
 			continue;
-		snprintf(field, sizeof(field), "identity.%s", ident_json_key[i]);
 		if ((s = str_of(v, &len)) == NULL) {
-			ev_problem_add(verr, field, str_problem(v));
+			field_problem(verr, "identity.", ident_json_key[i], str_problem(v));
 			kind = EV_VALIDATION_FAILED;
 			continue;
 		}
@@ -296,11 +297,11 @@ parse_identity(json_object *id, const struct conf_tenant *t,
 			break;
 		}
 		if (ev->ident[i] == NULL) {
-			ev_problem_add(verr, field, "invalid");
+			field_problem(verr, "identity.", ident_json_key[i], "invalid");
 			if (kind == EV_OK) {
 				kind = EV_INVALID_IDENTITY;
-				snprintf(ident_why, whysz, "%s: %s", field,
-				    why != NULL ? why : "not valid");
+				snprintf(ident_why, whysz, "identity.%s: %s",
+				    ident_json_key[i], why != NULL ? why : "not valid");
 			}
 		}
 	}
@@ -336,11 +337,8 @@ ev_parse(const json_object *co, const struct conf_tenant *t, int64_t now_us,
 		for (i = 0; top_fields[i] != NULL; i++)
 			if (strcmp(top_fields[i], key) == 0)
 				break;
-		if (top_fields[i] == NULL) {
-			char field[160];
-			snprintf(field, sizeof(field), "%s", key);
-			ev_problem_add(verr, field, "unknown_field");
-		}
+		if (top_fields[i] == NULL)
+			field_problem(verr, "", key, "unknown_field");
 	}
 
 	/* source */
