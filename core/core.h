@@ -290,6 +290,10 @@ struct ev_tenant {
 /* The table of keys found stored lately (n 64-bit slots, zeroed or kept
  * from before; shared by processes when mapped so): see core/ingest.c. */
 void ev_recent_attach(_Atomic uint64_t *slots, size_t n);
+/* Remember ev's key (tenant, source, externalEventId) as stored; is the
+ * key of any of evs[0..n) (NULLs skipped) remembered? (Exposed for tests.) */
+void ev_recent_add(int64_t tenant, const struct ev_event *ev);
+int  ev_recent_any(int64_t tenant, struct ev_event *const *evs, size_t n);
 
 enum ev_err ev_ingest(struct db *db, const struct ev_tenant *t,
     struct ev_event **evs, struct ev_result *res, size_t n, int dry_run,

@@ -625,7 +625,8 @@ answer_stored(struct db *db, const struct gkeyrow *row, const struct ev_event *e
 
 /*
  * Keys found stored (answered duplicate or conflict) lately: a table of
- * 64-bit key hashes, direct-mapped (a new key takes its slot), shared by
+ * 64-bit key hashes, RECENT_WAYS-way set-associative (a key may sit in
+ * any slot of its set, a new one takes a free slot or evicts one), shared by
  * the workers of a machine when the FastCGI front maps it
  * (ev_recent_attach()). A client that sent a key again often sends it
  * once more (retry loops, replayed files): a single event whose key is
@@ -643,7 +644,10 @@ ev_recent_attach(_Atomic uint64_t *slots, size_t n)
 	nrecent = n;
 }
 
-/* FNV-1a of (tenant, source, externalEventId); never 0 (an empty slot). */
+/* FNV-1a of (tenant, source, externalEventId), then mixed (MurmurHash3's
+ * finaliser: the FNV bits that a key's last bytes change are too few to
+ * spread keys that differ only there over the sets); never 0 (an empty
+ * slot). */
 static uint64_t
 key_hash(int64_t tenant, const struct ev_event *ev)
 {
@@ -661,33 +665,67 @@ key_hash(int64_t tenant, const struct ev_event *ev)
 	h = (h ^ 0xff) * 0x100000001b3u;       /* no byte of a source */
 	for (i = 0; i < ev->ext_id_len; i++)
 		h = (h ^ (unsigned char)ev->ext_id[i]) * 0x100000001b3u;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdu;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53u;
+	h ^= h >> 33;
 	return h != 0 ? h : 1;
 }
 
-static void
-recent_add(int64_t tenant, const struct ev_event *ev)
+/*
+ * Slots per set: a set is one cache line. Direct-mapped, the bench's
+ * 10,000 replayed keys kept evicting one another (a quarter of its
+ * duplicates missed the table and took the locking path); in sets of 8
+ * of 32,768 slots, 6 of them do not fit (fcgi/metrics.c RECENT_KEYS).
+ */
+#define RECENT_WAYS 8
+
+/* The first slot of h's set. */
+static size_t
+recent_set(uint64_t h)
+{
+	return (size_t)(h % (nrecent / RECENT_WAYS)) * RECENT_WAYS;
+}
+
+void
+ev_recent_add(int64_t tenant, const struct ev_event *ev)
 {
 	uint64_t h;
+	size_t   set, w, victim;
 
-	if (nrecent == 0)
+	if (nrecent < RECENT_WAYS)
 		return;
 	h = key_hash(tenant, ev);
-	atomic_store_explicit(&recent[h % nrecent], h, memory_order_relaxed);
+	set = recent_set(h);
+	/* (races between workers may lose an entry: it only costs a miss) */
+	victim = set + (size_t)(h >> 59) % RECENT_WAYS;
+	for (w = set; w < set + RECENT_WAYS; w++) {
+		uint64_t v = atomic_load_explicit(&recent[w], memory_order_relaxed);
+		if (v == h)
+			return;
+		if (v == 0)
+			victim = w;
+	}
+	atomic_store_explicit(&recent[victim], h, memory_order_relaxed);
 }
 
 /* Is the key of any of evs[0..n) in the table? */
-static int
-recent_any(int64_t tenant, struct ev_event *const *evs, size_t n)
+int
+ev_recent_any(int64_t tenant, struct ev_event *const *evs, size_t n)
 {
 	size_t i;
 
-	for (i = 0; nrecent != 0 && i < n; i++) {
+	for (i = 0; nrecent >= RECENT_WAYS && i < n; i++) {
 		uint64_t h;
+		size_t   set, w;
 		if (evs[i] == NULL)
 			continue;
 		h = key_hash(tenant, evs[i]);
-		if (atomic_load_explicit(&recent[h % nrecent], memory_order_relaxed) == h)
-			return 1;
+		set = recent_set(h);
+		for (w = set; w < set + RECENT_WAYS; w++)
+			if (atomic_load_explicit(&recent[w], memory_order_relaxed) == h)
+				return 1;
 	}
 	return 0;
 }
@@ -707,7 +745,7 @@ answer_keys(struct group *g, struct batch *b)
 		if ((rc = answer_stored(g->db, row, it->ev, b->attempt,
 		    &b->res[it->i])) != DB_OK)
 			return rc;
-		recent_add(g->t->id, it->ev);
+		ev_recent_add(g->t->id, it->ev);
 		it->done = 1;
 	}
 	return DB_OK;
@@ -2004,10 +2042,10 @@ ev_ingest(struct db *db, const struct ev_tenant *t, struct ev_event **evs,
 	 * their keys read in the statement that locks their profiles
 	 * (apply_group()): a new event, the usual case, costs no round trip
 	 * for them; the texts to store are then made only for the events
-	 * accepted. Unless a key was found stored lately (recent_any()): a
+	 * accepted. Unless a key was found stored lately (ev_recent_any()): a
 	 * retry loop's duplicates are answered by the one read.
 	 */
-	if ((n > MERGED_KEYS || recent_any(t->id, evs, n)) &&
+	if ((n > MERGED_KEYS || ev_recent_any(t->id, evs, n)) &&
 	    (rc = precheck_keys(db, &b)) == DB_OK)
 		b.checked = 1;
 	for (i = 0, left = 0; i < n; i++)

@@ -26,8 +26,8 @@
 #include "db/db.h"
 #include "fcgi/fcgi.h"
 
-#define METRICS_MAGIC   0x72666d32u   /* "rfm2" */
-#define RECENT_KEYS     16384         /* 128 KiB of key hashes */
+#define METRICS_MAGIC   0x72666d33u   /* "rfm3" */
+#define RECENT_KEYS     32768         /* 256 KiB of key hashes */
 
 static const int statuses[] = {
 	200, 201, 400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 500, 503
@@ -51,7 +51,7 @@ struct shm {
 	atomic_uint_fast64_t db_count;
 	atomic_uint_fast64_t req_bucket[NBUCKETS];
 	atomic_uint_fast64_t req_sum_us;
-	_Atomic uint64_t     recent_keys[RECENT_KEYS];
+	_Alignas(64) _Atomic uint64_t recent_keys[RECENT_KEYS];   /* sets of 8 */
 };
 
 static struct shm *m;
@@ -86,8 +86,10 @@ fcgi_metrics_init(const char *db_url)
 		close(fd);
 	}
 	if (p == MAP_FAILED) {
-		if ((p = calloc(1, sizeof(struct shm))) == NULL)
+		/* aligned as the type wants: a set of recent keys is a cache line */
+		if ((p = aligned_alloc(_Alignof(struct shm), sizeof(struct shm))) == NULL)
 			abort();
+		memset(p, 0, sizeof(struct shm));
 	}
 	m = p;
 	/* A file of another layout (an older build) is zeroed once. */

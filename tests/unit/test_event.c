@@ -238,6 +238,65 @@ parse(const struct conf_tenant *t, const char *body, struct ev_event *ev,
 	return e;
 }
 
+/* The table of keys answered duplicate lately (core/ingest.c). */
+static void
+run_recent(void)
+{
+	static _Atomic uint64_t slots[32768];   /* fcgi/metrics.c RECENT_KEYS */
+	_Atomic uint64_t        one_set[8];
+	struct ev_event         ev, *evs[3];
+	char                    ext[64];
+	size_t                  k, found = 0, wrong = 0;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.source = (char *)"brand.pos";
+	ev.ext_id = ext;
+	ev_recent_attach(slots, 32768);
+	/* the bench's replayed keys: all but a handful stay (direct-mapped
+	 * on the bare FNV hash, a third of them evicted one another) */
+	for (k = 0; k < 10000; k++) {
+		ev.ext_id_len = (size_t)snprintf(ext, sizeof(ext), "dup-33e90e7f-%zu", k);
+		ev_recent_add(2, &ev);
+	}
+	evs[0] = &ev;
+	for (k = 0; k < 10000; k++) {
+		ev.ext_id_len = (size_t)snprintf(ext, sizeof(ext), "dup-33e90e7f-%zu", k);
+		found += ev_recent_any(2, evs, 1) == 1;
+		/* another tenant, another source, an id never added */
+		wrong += ev_recent_any(3, evs, 1);
+		ev.source = (char *)"brand.web";
+		wrong += ev_recent_any(2, evs, 1);
+		ev.source = (char *)"brand.pos";
+		ev.ext_id_len = (size_t)snprintf(ext, sizeof(ext), "new-33e90e7f-%zu", k);
+		wrong += ev_recent_any(2, evs, 1);
+	}
+	T_OK(found >= 9980, "%zu of 10000 keys kept in 32768 slots", found);
+	T_OK(wrong == 0, "%zu keys found that were never added", wrong);
+	/* NULLs are skipped; any of several */
+	ev.ext_id_len = (size_t)snprintf(ext, sizeof(ext), "dup-33e90e7f-7");
+	evs[0] = NULL;
+	evs[1] = &ev;
+	T_OK(ev_recent_any(2, evs, 2) == 1, "a remembered key after a NULL not found");
+	T_OK(ev_recent_any(2, evs, 1) == 0, "a NULL alone found");
+	/* one set: the newest of nine keys is kept, eight in all */
+	memset(one_set, 0, sizeof(one_set));
+	ev_recent_attach(one_set, 8);
+	for (k = 0; k < 9; k++) {
+		ev.ext_id_len = (size_t)snprintf(ext, sizeof(ext), "k%zu", k);
+		ev_recent_add(2, &ev);
+	}
+	T_OK(ev_recent_any(2, evs + 1, 1) == 1, "the newest key of a full set was not kept");
+	for (k = 0, found = 0; k < 9; k++) {
+		ev.ext_id_len = (size_t)snprintf(ext, sizeof(ext), "k%zu", k);
+		found += ev_recent_any(2, evs + 1, 1) == 1;
+	}
+	T_OK(found == 8, "a set of 8 holds %zu of 9 keys", found);
+	/* no table: nothing is remembered, nothing breaks */
+	ev_recent_attach(NULL, 0);
+	ev_recent_add(2, &ev);
+	T_OK(ev_recent_any(2, evs + 1, 1) == 0, "a key found without a table");
+}
+
 int
 main(void)
 {
@@ -247,6 +306,7 @@ main(void)
 	size_t              i;
 
 	t_file = "test_event";
+	run_recent();
 	t = load_tenant();
 	T_OK(t != NULL, "tenant did not load");
 	if (t == NULL)
