@@ -143,6 +143,9 @@ struct db {
 	int             in_txn;                  /* inside db_txn() */
 	int             txn_fresh;               /* no statement of it ran yet */
 	int             pending;                 /* ROLLBACK sent, answer unread */
+	uint64_t        read_since;              /* when a read outside db_txn()
+	                                            began the open transaction;
+	                                            0: none known */
 	uint64_t        elapsed_us;              /* time in the database */
 	unsigned        last_errno;
 	char            last_error[256];
@@ -351,6 +354,7 @@ db_disconnect(struct db *db)
 		db->conn = NULL;
 	}
 	db->pending = 0;
+	db->read_since = 0;
 }
 
 void
@@ -456,6 +460,17 @@ connect_host(struct db *db, size_t hi)
 	 * without the variable refuses it, which is fine to ignore.
 	 */
 	if (mysql_query(db->conn, "SET SESSION wsrep_sync_wait = 1") != 0)
+		(void)mysql_errno(db->conn);
+	/*
+	 * A read transaction a worker kept open (db_read_kept()) and could
+	 * not end because it sits in accept() (see fcgi/main.c) is ended by
+	 * the server after 10 idle seconds, with the connection; the next
+	 * statement connects again. Bounds how long it can hold a metadata
+	 * lock that a migration waits for. A server without the variable
+	 * (before MariaDB 10.3) refuses it, which is fine to ignore.
+	 */
+	if (mysql_query(db->conn,
+	    "SET SESSION idle_readonly_transaction_timeout = 10") != 0)
 		(void)mysql_errno(db->conn);
 	db->cluster = 0;
 	if (mysql_query(db->conn, "SELECT @@wsrep_on") == 0) {
@@ -578,6 +593,8 @@ is_read(const char *sql)
  * After a statement: inside db_txn() the transaction has begun; outside,
  * a write is committed now, as autocommit would have done.
  */
+static uint64_t mono_us(void);
+
 static enum db_rc
 after_stmt(struct db *db, const char *sql, enum db_rc rc)
 {
@@ -585,8 +602,14 @@ after_stmt(struct db *db, const char *sql, enum db_rc rc)
 		return rc;
 	if (db->in_txn)
 		db->txn_fresh = 0;
-	else if (!is_read(sql) && mysql_commit(db->conn) != 0)
-		return conn_fail(db);
+	else if (is_read(sql)) {
+		if (db->read_since == 0)
+			db->read_since = mono_us();
+	} else {
+		db->read_since = 0;
+		if (mysql_commit(db->conn) != 0)
+			return conn_fail(db);
+	}
 	return DB_OK;
 }
 
@@ -1035,6 +1058,7 @@ db_release(struct db *db)
 	settle(db);
 	if (db->conn == NULL)
 		return;
+	db->read_since = 0;
 	if (mariadb_get_infov(db->conn, MARIADB_CONNECTION_SERVER_STATUS,
 	    &status) == 0 && (status & SERVER_STATUS_IN_TRANS) == 0)
 		return;
@@ -1042,6 +1066,17 @@ db_release(struct db *db)
 		db->pending = 1;
 	else
 		(void)conn_fail(db);
+}
+
+int
+db_read_kept(struct db *db, uint64_t max_age_us)
+{
+	if (db == NULL || db->in_txn || db->conn == NULL || db->read_since == 0)
+		return 0;
+	if (mono_us() - db->read_since < max_age_us)
+		return 1;
+	db_release(db);
+	return 0;
 }
 
 static enum db_rc
@@ -1112,12 +1147,14 @@ db_txn(struct db *db, enum db_rc (*fn)(struct db *, void *), void *arg,
 				rc = conn_fail(db);
 			else {
 				db->in_txn = 0;
+				db->read_since = 0;
 				return DB_OK;
 			}
 		}
 		if (db->conn != NULL)
 			mysql_rollback(db->conn);
 		db->in_txn = 0;
+		db->read_since = 0;
 		if (rc == DB_ROLLBACK)
 			return rc;
 		if (rc == DB_RETRY || rc == DB_DUPKEY)

@@ -106,6 +106,17 @@ enum db_rc db_exec(struct db *db, enum db_stmt st, const struct db_param *p,
 void db_release(struct db *db);
 
 /*
+ * After a request that read outside db_txn(): 1 when its transaction is
+ * younger than max_age_us and is kept open, so that the next request
+ * continues it instead of paying a ROLLBACK (the duplicate path is one
+ * round trip, not two); the caller then calls db_release() as soon as no
+ * request follows at once. An older one is ended now (db_release()), and
+ * 0: a worker that only ever reads, under load, still ends its
+ * transaction every max_age_us, so a migration waits for no more.
+ */
+int db_read_kept(struct db *db, uint64_t max_age_us);
+
+/*
  * Run fn(db, arg) inside a transaction: fn, COMMIT (no BEGIN: fn's first
  * statement begins it). When fn or COMMIT
  * returns DB_RETRY the transaction is rolled back and run again (at most

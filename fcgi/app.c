@@ -1108,12 +1108,17 @@ fcgi_app_init(struct fcgi_app *app)
 	return 0;
 }
 
-void
+int
 fcgi_app_idle(struct fcgi_app *app)
 {
 	/* reads outside a transaction (a duplicate's key, GET requests)
-	 * leave one open: end it now that the answer has gone, before the
-	 * worker waits for the next request */
+	 * leave one open: kept for the next request while young */
+	return db_read_kept(app->db, FCGI_READ_KEEP_US);
+}
+
+void
+fcgi_app_release(struct fcgi_app *app)
+{
 	db_release(app->db);
 }
 

@@ -32,9 +32,19 @@ struct fcgi_app {
 /* Set up the process: read RFEVENTS_DB / RFEVENTS_CONF. 0 or -1. */
 int  fcgi_app_init(struct fcgi_app *app);
 void fcgi_app_free(struct fcgi_app *app);
-/* After a request's answer was sent (FCGX_Finish_r): end what it left
- * open in the database (db_release()). */
-void fcgi_app_idle(struct fcgi_app *app);
+/*
+ * After a request's answer was sent (FCGX_Finish_r): 1 when it left a
+ * read transaction open that the next request may continue
+ * (db_read_kept(), at most FCGI_READ_KEEP_US old); the caller must then
+ * call fcgi_app_release() unless a request arrives within FCGI_IDLE_MS.
+ * 0 when nothing is left open.
+ */
+#define FCGI_READ_KEEP_US 50000
+#define FCGI_IDLE_MS      20
+int  fcgi_app_idle(struct fcgi_app *app);
+/* End what the last request left open (db_release()): the worker is
+ * about to wait for work with no transaction (no metadata lock) open. */
+void fcgi_app_release(struct fcgi_app *app);
 
 /* Serve one request completely (response written through io). */
 void fcgi_handle(struct fcgi_app *app, const struct fcgi_io *io);

@@ -3,11 +3,13 @@
  * CGI: when stdin is not a FastCGI listening socket it serves the one
  * request described by its environment and exits.
  */
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <fastcgi.h>
 #include <fcgiapp.h>
 
 #include "fcgi/fcgi.h"
@@ -78,6 +80,21 @@ on_term(int sig)
 	FCGX_ShutdownPending();
 }
 
+/*
+ * A connection waits on the listening socket (FastCGI passes it as fd 0)
+ * within ms milliseconds. Where several processes share one socket
+ * (spawn-fcgi), another may take it: this one then waits in accept() with
+ * its read transaction open, until its next request or the server's
+ * idle_readonly_transaction_timeout (db/db.c) ends it.
+ */
+static int
+request_waiting(int ms)
+{
+	struct pollfd p = { FCGI_LISTENSOCK_FILENO, POLLIN, 0 };
+
+	return poll(&p, 1, ms) > 0 && (p.revents & POLLIN) != 0;
+}
+
 int
 main(void)
 {
@@ -85,6 +102,7 @@ main(void)
 	FCGX_Request    req;
 	struct fcgi_io  io;
 	unsigned long   max_requests = 0;
+	int             keep = 0;
 	const char     *mr = getenv("RFEVENTS_MAX_REQUESTS");
 
 	struct sigaction sa;
@@ -111,10 +129,16 @@ main(void)
 		return 1;
 	}
 	io = (struct fcgi_io){ &req, fcgx_getenv, fcgx_read, fcgx_write };
-	while (!stopping && FCGX_Accept_r(&req) >= 0) {
+	while (!stopping) {
+		/* a read transaction is kept only while requests follow one
+		 * another; before the worker waits, it is ended */
+		if (keep && !request_waiting(FCGI_IDLE_MS))
+			fcgi_app_release(&app);
+		if (FCGX_Accept_r(&req) < 0)
+			break;
 		fcgi_handle(&app, &io);
 		FCGX_Finish_r(&req);
-		fcgi_app_idle(&app);
+		keep = fcgi_app_idle(&app);
 		/* RFEVENTS_MAX_REQUESTS: exit after that many (leak checks) */
 		if (max_requests != 0 && app.requests >= max_requests)
 			break;
