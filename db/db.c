@@ -522,13 +522,11 @@ db_connect(struct db *db)
 void
 db_res_free(struct db_res *r)
 {
-	size_t i;
-
-	if (r == NULL || r->cells == NULL)
+	if (r == NULL)
 		return;
-	for (i = 0; i < r->nrows * r->ncols; i++)
-		free(r->cells[i].v);
+	free(r->data);
 	free(r->cells);
+	r->data = NULL;
 	r->cells = NULL;
 	r->nrows = r->ncols = 0;
 }
@@ -621,6 +619,16 @@ is_insert_ignore(const char *sql)
 	return strncmp(sql, "INSERT IGNORE", 13) == 0;
 }
 
+/* The buffer a result column is fetched into: its longest value and the
+ * NUL (numbers: max_length may be 0). */
+static size_t
+col_size(const MYSQL_FIELD *f)
+{
+	size_t sz = (size_t)f->max_length + 1;
+
+	return sz < 32 ? 32 : sz;
+}
+
 /*
  * Fetch every row of an executed statement into res, all columns as byte
  * strings (numbers in their decimal text). Uses mysql_stmt_store_result so
@@ -629,14 +637,16 @@ is_insert_ignore(const char *sql)
 static enum db_rc
 fetch_all(struct db *db, MYSQL_STMT *s, struct db_res *res)
 {
-	MYSQL_RES   *meta;
-	MYSQL_FIELD *f;
-	MYSQL_BIND  *b = NULL;
-	unsigned long *lens = NULL;
-	my_bool     *nulls = NULL;
-	char       **bufs = NULL;
-	size_t       ncols, nrows, i, r;
-	enum db_rc   rc = DB_ERROR;
+	MYSQL_RES     *meta;
+	MYSQL_FIELD   *f;
+	MYSQL_BIND    *b = NULL;
+	unsigned long *lens;
+	my_bool       *nulls;
+	char          *bufs, *col;
+	size_t        *offs = NULL, ncols, nrows, i, r, bufsz = 0;
+	char          *data = NULL;
+	size_t         dlen = 0, dcap = 0;
+	enum db_rc     rc = DB_ERROR;
 
 	memset(res, 0, sizeof(*res));
 	if ((meta = mysql_stmt_result_metadata(s)) == NULL)
@@ -648,24 +658,23 @@ fetch_all(struct db *db, MYSQL_STMT *s, struct db_res *res)
 	ncols = mysql_num_fields(meta);
 	nrows = (size_t)mysql_stmt_num_rows(s);
 	f = mysql_fetch_fields(meta);
-	b = calloc(ncols ? ncols : 1, sizeof(*b));
-	lens = calloc(ncols ? ncols : 1, sizeof(*lens));
-	nulls = calloc(ncols ? ncols : 1, sizeof(*nulls));
-	bufs = calloc(ncols ? ncols : 1, sizeof(*bufs));
+	for (i = 0; i < ncols; i++)
+		bufsz += col_size(&f[i]);
+	/* one block: binds, lengths, null flags, the column buffers */
+	b = calloc(1, (ncols + 1) * (sizeof(*b) + sizeof(*lens) + sizeof(*nulls)) +
+	    bufsz);
+	offs = malloc(((nrows && ncols) ? nrows * ncols : 1) * sizeof(*offs));
 	res->cells = calloc((nrows && ncols) ? nrows * ncols : 1, sizeof(*res->cells));
-	if (b == NULL || lens == NULL || nulls == NULL || bufs == NULL ||
-	    res->cells == NULL)
+	if (b == NULL || offs == NULL || res->cells == NULL)
 		goto out;
+	lens = (unsigned long *)(b + ncols + 1);
+	nulls = (my_bool *)(lens + ncols + 1);
+	bufs = (char *)(nulls + ncols + 1);
 	res->ncols = ncols;
-	for (i = 0; i < ncols; i++) {
-		size_t sz = (size_t)f[i].max_length + 1;
-		if (sz < 32)
-			sz = 32;       /* numbers: max_length may be 0 */
-		if ((bufs[i] = malloc(sz)) == NULL)
-			goto out;
+	for (i = 0, col = bufs; i < ncols; col += col_size(&f[i]), i++) {
 		b[i].buffer_type = MYSQL_TYPE_STRING;
-		b[i].buffer = bufs[i];
-		b[i].buffer_length = sz;
+		b[i].buffer = col;
+		b[i].buffer_length = col_size(&f[i]);
 		b[i].length = &lens[i];
 		b[i].is_null = &nulls[i];
 	}
@@ -673,6 +682,8 @@ fetch_all(struct db *db, MYSQL_STMT *s, struct db_res *res)
 		rc = stmt_fail(db, s);
 		goto out;
 	}
+	/* the values go into one growing block: offsets first, pointers
+	 * once it no longer moves */
 	for (r = 0; r < nrows; r++) {
 		int fr = mysql_stmt_fetch(s);
 		if (fr == 1) {
@@ -682,39 +693,47 @@ fetch_all(struct db *db, MYSQL_STMT *s, struct db_res *res)
 		if (fr == MYSQL_NO_DATA)
 			break;
 		for (i = 0; i < ncols; i++) {
-			struct db_cell *c = &res->cells[r * ncols + i];
-			if (nulls[i])
+			size_t k = r * ncols + i;
+			if (nulls[i]) {
+				offs[k] = SIZE_MAX;
 				continue;
+			}
 			if (lens[i] >= b[i].buffer_length) {
 				/* cannot happen with max_length; refuse rather than truncate */
 				set_error(db, 0, "column longer than max_length");
 				goto out;
 			}
-			if ((c->v = malloc(lens[i] + 1)) == NULL)
-				goto out;
-			memcpy(c->v, bufs[i], lens[i]);
-			c->v[lens[i]] = '\0';
-			c->len = lens[i];
+			if (dlen + lens[i] + 1 > dcap) {
+				size_t ncap = dcap ? dcap : 256;
+				char  *nd;
+				while (ncap < dlen + lens[i] + 1)
+					ncap *= 2;
+				if ((nd = realloc(data, ncap)) == NULL)
+					goto out;
+				data = nd;
+				dcap = ncap;
+			}
+			offs[k] = dlen;
+			memcpy(data + dlen, b[i].buffer, lens[i]);
+			data[dlen + lens[i]] = '\0';     /* each value NUL-terminated */
+			dlen += lens[i] + 1;
+			res->cells[k].len = lens[i];
 		}
 		res->nrows++;
 	}
+	for (i = 0; i < res->nrows * ncols; i++)
+		res->cells[i].v = offs[i] == SIZE_MAX ? NULL : data + offs[i];
+	res->data = data;
+	data = NULL;
 	rc = DB_OK;
 out:
-	/* frees: column buffers, binds; res on failure */
-	if (bufs != NULL)
-		for (i = 0; i < ncols; i++)
-			free(bufs[i]);
-	free(bufs);
+	free(data);
+	free(offs);
 	free(b);
-	free(lens);
-	free(nulls);
 	mysql_stmt_free_result(s);
 	mysql_free_result(meta);
-	if (rc != DB_OK) {
-		/* cells beyond nrows are zeroed, so freeing all is safe */
-		res->nrows = res->ncols ? (nrows) : 0;
+	if (rc != DB_OK)
 		db_res_free(res);
-	}
 	return rc;
 }
 

@@ -56,6 +56,7 @@ struct db_cell { char *v; size_t len; };
 struct db_res {
 	size_t          nrows, ncols;
 	struct db_cell *cells;
+	char           *data;          /* the values, one block */
 };
 #define DB_CELL(r, row, col) (&(r)->cells[(row) * (r)->ncols + (col)])
 void    db_res_free(struct db_res *r);
