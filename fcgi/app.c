@@ -837,59 +837,81 @@ write_response(struct req *rq, struct resp *r, int head_only)
 	const char *body = r->text ? r->text : r->json ? r->json : r->body ?
 	    json_object_to_json_string_ext(r->body, JSON_FLAGS) : "{}";
 	size_t      blen = strlen(body);
-	char        hdr[1024];
-	int         n;
+	struct ev_buf h = { NULL, 0, 0 };
 
-	n = snprintf(hdr, sizeof(hdr),
-	    "Status: %d %s\r\n"
-	    "Content-Type: %s\r\n"
-	    "X-Request-Id: %s\r\n"
-	    "X-Content-Type-Options: nosniff\r\n"
-	    "Cache-Control: no-store\r\n"
-	    "Content-Length: %zu\r\n"
-	    "%s%s%s"
-	    "%s%s%s"
-	    "%s"
-	    "%s"
-	    "\r\n",
-	    r->status, status_text(r->status),
-	    r->text ? "text/plain; version=0.0.4; charset=utf-8" :
-	    "application/json; charset=utf-8", rq->reqid, blen,
-	    r->location[0] ? "Location: " : "", r->location,
-	    r->location[0] ? "\r\n" : "",
-	    r->allow ? "Allow: " : "", r->allow ? r->allow : "",
-	    r->allow ? "\r\n" : "",
-	    r->www_auth ? "WWW-Authenticate: Bearer realm=\"rfevents\"\r\n" : "",
-	    r->retry_after ? "Retry-After: " RETRY_AFTER "\r\n" : "");
-	if (n < 0 || (size_t)n >= sizeof(hdr))
-		n = (int)strlen(hdr);
-	rq->io->write(rq->io->ctx, hdr, (size_t)n);
+	ev_buf_str(&h, "Status: ");
+	ev_buf_i64(&h, r->status);
+	ev_buf_put(&h, " ", 1);
+	ev_buf_str(&h, status_text(r->status));
+	ev_buf_str(&h, r->text ? "\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8" :
+	    "\r\nContent-Type: application/json; charset=utf-8");
+	ev_buf_str(&h, "\r\nX-Request-Id: ");
+	ev_buf_str(&h, rq->reqid);
+	ev_buf_str(&h, "\r\nX-Content-Type-Options: nosniff\r\n"
+	    "Cache-Control: no-store\r\nContent-Length: ");
+	ev_buf_i64(&h, (int64_t)blen);
+	ev_buf_str(&h, "\r\n");
+	if (r->location[0]) {
+		ev_buf_str(&h, "Location: ");
+		ev_buf_str(&h, r->location);
+		ev_buf_str(&h, "\r\n");
+	}
+	if (r->allow) {
+		ev_buf_str(&h, "Allow: ");
+		ev_buf_str(&h, r->allow);
+		ev_buf_str(&h, "\r\n");
+	}
+	if (r->www_auth)
+		ev_buf_str(&h, "WWW-Authenticate: Bearer realm=\"rfevents\"\r\n");
+	if (r->retry_after)
+		ev_buf_str(&h, "Retry-After: " RETRY_AFTER "\r\n");
+	ev_buf_str(&h, "\r\n");
+	rq->io->write(rq->io->ctx, h.p, h.len);
+	free(h.p);
 	if (!head_only)
 		rq->io->write(rq->io->ctx, body, blen);
 }
 
-/* One JSON log line per request on stderr (never a key or a body). */
+/* One JSON log line per request on stderr (never a key or a body),
+ * written directly: as a json-c object it cost 7,000 instructions of the
+ * 200,000 of a whole request. */
 static void
 log_request(const struct req *rq, const struct resp *r, int64_t start_us)
 {
-	json_object *o = json_object_new_object();
-	char         ts[32], ms[32];
-	double       dur = (double)(ts_now() - start_us) / 1000.0;
+	struct ev_buf b = { NULL, 0, 0 };
+	char          ts[32], frac[4];
+	int64_t       us = ts_now() - start_us;
 
-	json_object_object_add(o, "ts", json_object_new_string(ts_format(start_us, ts)));
-	json_object_object_add(o, "request_id", json_object_new_string(rq->reqid));
-	json_object_object_add(o, "method", json_object_new_string(rq->method));
-	json_object_object_add(o, "path", json_object_new_string(rq->path));
-	json_object_object_add(o, "tenant", rq->key.tenant[0] ?
-	    json_object_new_string(rq->key.tenant) : NULL);
-	json_object_object_add(o, "key_id", rq->key.key_id[0] ?
-	    json_object_new_string(rq->key.key_id) : NULL);
-	json_object_object_add(o, "status", json_object_new_int(r->status));
-	/* microsecond precision as written, not 92.055999999999997 */
-	snprintf(ms, sizeof(ms), "%.3f", dur);
-	json_object_object_add(o, "duration_ms", json_object_new_double_s(dur, ms));
-	fprintf(stderr, "%s\n", json_object_to_json_string_ext(o, JSON_FLAGS));
-	json_object_put(o);
+	ev_buf_str(&b, "{\"ts\":");
+	ev_buf_json_str(&b, ts_format(start_us, ts));
+	ev_buf_str(&b, ",\"request_id\":");
+	ev_buf_json_str(&b, rq->reqid);
+	ev_buf_str(&b, ",\"method\":");
+	ev_buf_json_str(&b, rq->method);
+	ev_buf_str(&b, ",\"path\":");
+	ev_buf_json_str(&b, rq->path);
+	ev_buf_str(&b, ",\"tenant\":");
+	ev_buf_json_str(&b, rq->key.tenant[0] ? rq->key.tenant : NULL);
+	ev_buf_str(&b, ",\"key_id\":");
+	ev_buf_json_str(&b, rq->key.key_id[0] ? rq->key.key_id : NULL);
+	ev_buf_str(&b, ",\"status\":");
+	ev_buf_i64(&b, r->status);
+	/* milliseconds with the microseconds as written: 92.056 */
+	ev_buf_str(&b, ",\"duration_ms\":");
+	if (us < 0) {
+		ev_buf_put(&b, "-", 1);
+		us = -us;
+	}
+	ev_buf_i64(&b, us / 1000);
+	frac[0] = (char)('0' + us / 100 % 10);
+	frac[1] = (char)('0' + us / 10 % 10);
+	frac[2] = (char)('0' + us % 10);
+	frac[3] = '\0';
+	ev_buf_put(&b, ".", 1);
+	ev_buf_put(&b, frac, 3);
+	ev_buf_str(&b, "}\n");
+	fwrite(b.p, 1, b.len, stderr);
+	free(b.p);
 }
 
 void
