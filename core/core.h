@@ -177,6 +177,16 @@ void ev_buf_json_strn(struct ev_buf *b, const char *s, size_t len);
 /* v as JSON text, byte for byte what json-c writes with
  * JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE (NULL: null) */
 void ev_buf_json(struct ev_buf *b, json_object *v);
+/* v as JSON text in a style: strings (and keys) through str(), numbers
+ * through num(), object members sorted by key bytes or as stored.
+ * ev_buf_json() is json-c's style; the fingerprint's canonical form
+ * (core/event.c) another. */
+struct ev_json_style {
+	void (*str)(struct ev_buf *b, const char *s, size_t len);
+	void (*num)(struct ev_buf *b, json_object *v);
+	int   sorted;
+};
+void ev_buf_json_as(struct ev_buf *b, json_object *v, const struct ev_json_style *st);
 
 /* SHA-256 of data (NULL: empty), and as 64 lower-case hex characters +
  * NUL. Abort only when libcrypto cannot hash at all (out of memory). */

@@ -476,74 +476,41 @@ canon_str(struct ev_buf *b, const char *s, size_t len)
 	ev_buf_put(b, "\"", 1);
 }
 
-static int
-cmp_keys(const void *a, const void *b)
+/* A number in canonical form (rules/dec.c), or its text when not one. */
+static void
+canon_num(struct ev_buf *b, json_object *v)
 {
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
+	const char *s = json_object_get_string(v);
+	char       *c = rule_dec_canon(s, strlen(s));
+
+	ev_buf_str(b, c != NULL ? c : s);
+	free(c);
 }
 
 /* Canonical JSON of any value: keys sorted by bytes, numbers canonical. */
-static void
-canon_value(struct ev_buf *b, json_object *v)
-{
-	size_t i, n;
+static const struct ev_json_style canon_style = { canon_str, canon_num, 1 };
 
-	switch (json_object_get_type(v)) {
-	case json_type_null:
-		ev_buf_str(b, "null");
-		break;
-	case json_type_boolean:
-		ev_buf_str(b, json_object_get_boolean(v) ? "true" : "false");
-		break;
-	case json_type_double:
-	case json_type_int: {
-		const char *s = json_object_get_string(v);
-		char       *c = rule_dec_canon(s, strlen(s));
-		if (c == NULL)
-			ev_buf_str(b, s);
-		else {
-			ev_buf_str(b, c);
-			free(c);
-		}
-		break;
+/* The event's identities as a JSON object: names[type]: value, the
+ * strings written by str(). */
+static void
+ident_object(struct ev_buf *b, const struct ev_event *ev, const char *const *names,
+    void (*str)(struct ev_buf *, const char *, size_t))
+{
+	size_t i;
+	int    first = 1;
+
+	ev_buf_put(b, "{", 1);
+	for (i = 0; i < IDENT__MAX; i++) {
+		if (ev->ident[i] == NULL)
+			continue;
+		if (!first)
+			ev_buf_put(b, ",", 1);
+		first = 0;
+		str(b, names[i], strlen(names[i]));
+		ev_buf_put(b, ":", 1);
+		str(b, ev->ident[i], strlen(ev->ident[i]));
 	}
-	case json_type_string:
-		canon_str(b, json_object_get_string(v),
-		    (size_t)json_object_get_string_len(v));
-		break;
-	case json_type_array:
-		ev_buf_put(b, "[", 1);
-		n = json_object_array_length(v);
-		for (i = 0; i < n; i++) {
-			if (i > 0)
-				ev_buf_put(b, ",", 1);
-			canon_value(b, json_object_array_get_idx(v, i));
-		}
-		ev_buf_put(b, "]", 1);
-		break;
-	case json_type_object: {
-		const char **keys;
-		n = (size_t)json_object_object_length(v);
-		keys = ev_xcalloc(n, sizeof(*keys));
-		i = 0;
-		json_object_object_foreach(v, k, val) {
-			(void)val;
-			keys[i++] = k;
-		}
-		qsort(keys, n, sizeof(*keys), cmp_keys);
-		ev_buf_put(b, "{", 1);
-		for (i = 0; i < n; i++) {
-			if (i > 0)
-				ev_buf_put(b, ",", 1);
-			canon_str(b, keys[i], strlen(keys[i]));
-			ev_buf_put(b, ":", 1);
-			canon_value(b, json_object_object_get(v, keys[i]));
-		}
-		ev_buf_put(b, "}", 1);
-		free(keys);
-		break;
-	}
-	}
+	ev_buf_put(b, "}", 1);
 }
 
 char *
@@ -551,32 +518,21 @@ ev_canonical(const struct ev_event *ev)
 {
 	struct ev_buf b = { NULL, 0, 0 };
 	char          tbuf[32];
-	size_t        i;
-	int           first = 1;
 
 	ev_buf_str(&b, "{\"eventType\":");
 	canon_str(&b, ev->type, strlen(ev->type));
-	ev_buf_str(&b, ",\"identity\":{");
-	for (i = 0; i < IDENT__MAX; i++) {
-		if (ev->ident[i] == NULL)
-			continue;
-		if (!first)
-			ev_buf_put(&b, ",", 1);
-		first = 0;
-		canon_str(&b, ident_type_name[i], strlen(ident_type_name[i]));
-		ev_buf_put(&b, ":", 1);
-		canon_str(&b, ev->ident[i], strlen(ev->ident[i]));
-	}
+	ev_buf_str(&b, ",\"identity\":");
+	ident_object(&b, ev, ident_type_name, canon_str);
 	/* The given occurredAt counts as the instant it names; a defaulted
 	 * one (receipt time) does not count at all. */
-	ev_buf_str(&b, "},\"occurredAt\":");
+	ev_buf_str(&b, ",\"occurredAt\":");
 	if (ev->occurred_given) {
 		ts_format(ev->occurred_us, tbuf);
 		canon_str(&b, tbuf, strlen(tbuf));
 	} else
 		ev_buf_str(&b, "null");
 	ev_buf_str(&b, ",\"properties\":");
-	canon_value(&b, ev->properties);
+	ev_buf_json_as(&b, ev->properties, &canon_style);
 	ev_buf_put(&b, "}", 1);
 	return b.p;
 }
@@ -586,8 +542,6 @@ ev_event_doc(const struct ev_event *ev)
 {
 	struct ev_buf b = { NULL, 0, 0 };
 	char          buf[32];
-	size_t        i;
-	int           first = 1;
 
 	ev_buf_str(&b, "{\"source\":");
 	ev_buf_json_str(&b, ev->source);
@@ -601,18 +555,9 @@ ev_event_doc(const struct ev_event *ev)
 	ev_buf_json_str(&b, ts_format(ev->occurred_us, buf));
 	ev_buf_str(&b, ",\"receivedAt\":");
 	ev_buf_json_str(&b, ts_format(ev->received_us, buf));
-	ev_buf_str(&b, ",\"identity\":{");
-	for (i = 0; i < IDENT__MAX; i++) {
-		if (ev->ident[i] == NULL)
-			continue;
-		if (!first)
-			ev_buf_put(&b, ",", 1);
-		first = 0;
-		ev_buf_json_str(&b, ident_json_key[i]);
-		ev_buf_put(&b, ":", 1);
-		ev_buf_json_str(&b, ev->ident[i]);
-	}
-	ev_buf_str(&b, "},\"properties\":");
+	ev_buf_str(&b, ",\"identity\":");
+	ident_object(&b, ev, ident_json_key, ev_buf_json_strn);
+	ev_buf_str(&b, ",\"properties\":");
 	ev_buf_json(&b, ev->properties);
 	ev_buf_put(&b, "}", 1);
 	return b.p;

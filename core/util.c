@@ -328,11 +328,33 @@ ev_buf_json_strn(struct ev_buf *b, const char *s, size_t len)
 	ev_buf_put(b, "\"", 1);
 }
 
+/* json-c's number text: a parsed number keeps its original one */
+static void
+num_json_c(struct ev_buf *b, json_object *v)
+{
+	ev_buf_str(b, json_object_to_json_string_ext(v,
+	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+static const struct ev_json_style json_c_style = { ev_buf_json_strn, num_json_c, 0 };
+
 void
 ev_buf_json(struct ev_buf *b, json_object *v)
 {
-	size_t i, n;
-	int    first = 1;
+	ev_buf_json_as(b, v, &json_c_style);
+}
+
+static int
+cmp_keys(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+void
+ev_buf_json_as(struct ev_buf *b, json_object *v, const struct ev_json_style *st)
+{
+	const char **keys;
+	size_t       i, n;
 
 	switch (json_object_get_type(v)) {
 	case json_type_null:
@@ -343,12 +365,10 @@ ev_buf_json(struct ev_buf *b, json_object *v)
 		break;
 	case json_type_double:
 	case json_type_int:
-		/* json-c's own text: a parsed number keeps its original one */
-		ev_buf_str(b, json_object_to_json_string_ext(v,
-		    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+		st->num(b, v);
 		break;
 	case json_type_string:
-		ev_buf_json_strn(b, json_object_get_string(v),
+		st->str(b, json_object_get_string(v),
 		    (size_t)json_object_get_string_len(v));
 		break;
 	case json_type_array:
@@ -357,21 +377,30 @@ ev_buf_json(struct ev_buf *b, json_object *v)
 		for (i = 0; i < n; i++) {
 			if (i > 0)
 				ev_buf_put(b, ",", 1);
-			ev_buf_json(b, json_object_array_get_idx(v, i));
+			ev_buf_json_as(b, json_object_array_get_idx(v, i), st);
 		}
 		ev_buf_put(b, "]", 1);
 		break;
 	case json_type_object:
-		ev_buf_put(b, "{", 1);
+		n = (size_t)json_object_object_length(v);
+		keys = ev_xcalloc(n ? n : 1, sizeof(*keys));
+		i = 0;
 		json_object_object_foreach(v, k, val) {
-			if (!first)
+			(void)val;
+			keys[i++] = k;
+		}
+		if (st->sorted)
+			qsort(keys, n, sizeof(*keys), cmp_keys);
+		ev_buf_put(b, "{", 1);
+		for (i = 0; i < n; i++) {
+			if (i > 0)
 				ev_buf_put(b, ",", 1);
-			first = 0;
-			ev_buf_json_str(b, k);
+			st->str(b, keys[i], strlen(keys[i]));
 			ev_buf_put(b, ":", 1);
-			ev_buf_json(b, val);
+			ev_buf_json_as(b, json_object_object_get(v, keys[i]), st);
 		}
 		ev_buf_put(b, "}", 1);
+		free(keys);
 		break;
 	}
 }
