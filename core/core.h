@@ -174,6 +174,9 @@ void ev_buf_i64(struct ev_buf *b, int64_t v);
  * bytes, U+0000 included. */
 void ev_buf_json_str(struct ev_buf *b, const char *s);
 void ev_buf_json_strn(struct ev_buf *b, const char *s, size_t len);
+/* The length of the longest prefix of s[0..len) that a JSON string takes
+ * as is: no byte below 0x20, no '"', no '\\'. */
+size_t ev_json_plain(const char *s, size_t len);
 /* v as JSON text, byte for byte what json-c writes with
  * JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE (NULL: null) */
 void ev_buf_json(struct ev_buf *b, json_object *v);

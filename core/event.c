@@ -459,20 +459,24 @@ fail:
 static void
 canon_str(struct ev_buf *b, const char *s, size_t len)
 {
-	size_t i, start = 0;
-	char   esc[8];
+	static const char hex[] = "0123456789abcdef";
 
 	ev_buf_put(b, "\"", 1);
-	for (i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c < 0x20 || c == '"' || c == '\\') {
-			ev_buf_put(b, s + start, i - start);
-			snprintf(esc, sizeof(esc), "\\u%04x", c);
-			ev_buf_str(b, esc);
-			start = i + 1;
-		}
+	for (;;) {
+		size_t        n = ev_json_plain(s, len);
+		unsigned char c;
+		char          esc[6] = { '\\', 'u', '0', '0', 0, 0 };
+
+		ev_buf_put(b, s, n);
+		if (n == len)
+			break;
+		c = (unsigned char)s[n];
+		esc[4] = hex[c >> 4];
+		esc[5] = hex[c & 15];
+		ev_buf_put(b, esc, 6);
+		s += n + 1;
+		len -= n + 1;
 	}
-	ev_buf_put(b, s + start, len - start);
 	ev_buf_put(b, "\"", 1);
 }
 

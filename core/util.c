@@ -294,21 +294,50 @@ ev_buf_json_str(struct ev_buf *b, const char *s)
 		ev_buf_json_strn(b, s, strlen(s));
 }
 
+size_t
+ev_json_plain(const char *s, size_t len)
+{
+	const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+	size_t         i = 0;
+
+	/* eight bytes at a time: is any below 0x20, '"' or '\\'? (exact
+	 * tests, "hasless" and "haszero"; the word is then looked at byte by
+	 * byte) */
+	for (; i + 8 <= len; i += 8) {
+		uint64_t x, q, bs;
+		memcpy(&x, s + i, 8);
+		q = x ^ (ones * '"');
+		bs = x ^ (ones * '\\');
+		if ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) |
+		    ((bs - ones) & ~bs)) & highs)
+			break;
+	}
+	for (; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c == '"' || c == '\\')
+			break;
+	}
+	return i;
+}
+
 void
 ev_buf_json_strn(struct ev_buf *b, const char *s, size_t len)
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t            i, start = 0;
 
 	ev_buf_put(b, "\"", 1);
-	for (i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
+	for (;;) {
+		size_t        n = ev_json_plain(s, len);
+		unsigned char c;
 		char          esc[6] = { '\\', 'u', '0', '0', 0, 0 };
-		size_t        n = 2;
-		if (c >= 0x20 && c != '"' && c != '\\')
-			continue;
-		ev_buf_put(b, s + start, i - start);
-		start = i + 1;
+		size_t        m = 2;
+
+		ev_buf_put(b, s, n);
+		if (n == len)
+			break;
+		c = (unsigned char)s[n];
+		s += n + 1;
+		len -= n + 1;
 		switch (c) {
 		case '"': esc[1] = '"'; break;
 		case '\\': esc[1] = '\\'; break;
@@ -320,11 +349,10 @@ ev_buf_json_strn(struct ev_buf *b, const char *s, size_t len)
 		default:
 			esc[4] = hex[c >> 4];
 			esc[5] = hex[c & 15];
-			n = 6;
+			m = 6;
 		}
-		ev_buf_put(b, esc, n);
+		ev_buf_put(b, esc, m);
 	}
-	ev_buf_put(b, s + start, len - start);
 	ev_buf_put(b, "\"", 1);
 }
 

@@ -618,6 +618,51 @@ run_buf_value(void)
 	}
 }
 
+/* ev_json_plain() against a byte-by-byte reading: every byte value at
+ * every position of strings up to 24 bytes (the 8-byte steps and the
+ * tail), after plain bytes of both halves (ASCII, UTF-8). */
+static void
+run_json_plain(void)
+{
+	char   s[24];
+	size_t len, pos, bad = 0, checks = 0;
+	int    c, fill;
+
+	for (fill = 0; fill < 2; fill++)
+		for (len = 0; len <= sizeof(s); len++)
+			for (pos = 0; pos < (len ? len : 1); pos++)
+				for (c = 0; c < 256; c++) {
+					size_t want, i;
+					memset(s, fill ? 0xc3 : 'a', sizeof(s));
+					if (len > 0)
+						s[pos] = (char)c;
+					for (want = 0; want < len; want++) {
+						unsigned char u = (unsigned char)s[want];
+						if (u < 0x20 || u == '"' || u == '\\')
+							break;
+					}
+					i = ev_json_plain(s, len);
+					bad += i != want;
+					checks++;
+				}
+	T_OK(bad == 0 && checks > 100000, "ev_json_plain: %zu of %zu wrong", bad, checks);
+	{
+		/* escapes after long plain runs, as json-c writes them */
+		char  buf[64];
+		size_t k, wrong = 0;
+		for (k = 0; k < 40; k++) {
+			memset(buf, 'x', sizeof(buf));
+			buf[k] = '"';
+			buf[k + 9] = '\n';
+			buf[k + 17] = '\\';
+			buf[k + 23] = 0x1f;
+			buf[63] = '\0';
+			wrong += !same_as_json_c(buf, 63);
+		}
+		T_OK(wrong == 0, "%zu strings with escapes after plain runs unlike json-c", wrong);
+	}
+}
+
 static void
 run_buf(void)
 {
@@ -679,6 +724,7 @@ main(void)
 	t_file = "test_util";
 	run_buf();
 	run_buf_value();
+	run_json_plain();
 	run_public_id_format();
 	run_public_id_unique();
 	run_b32();
