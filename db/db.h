@@ -113,7 +113,9 @@ void db_release(struct db *db);
  * round trip, not two); the caller then calls db_release() as soon as no
  * request follows at once. An older one is ended now (db_release()), and
  * 0: a worker that only ever reads, under load, still ends its
- * transaction every max_age_us, so a migration waits for no more.
+ * transaction every max_age_us, so a migration waits for no more. On a
+ * Galera cluster nothing is kept: its causal reads (wsrep_sync_wait) wait
+ * only at a transaction's first statement.
  */
 int db_read_kept(struct db *db, uint64_t max_age_us);
 

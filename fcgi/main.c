@@ -3,6 +3,8 @@
  * CGI: when stdin is not a FastCGI listening socket it serves the one
  * request described by its environment and exits.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -80,13 +82,8 @@ on_term(int sig)
 	FCGX_ShutdownPending();
 }
 
-/*
- * A connection waits on the listening socket (FastCGI passes it as fd 0)
- * within ms milliseconds. Where several processes share one socket
- * (spawn-fcgi), another may take it: this one then waits in accept() with
- * its read transaction open, until its next request or the server's
- * idle_readonly_transaction_timeout (db/db.c) ends it.
- */
+/* A connection waits on the listening socket (FastCGI passes it as fd 0)
+ * within ms milliseconds (-1: however long it takes). */
 static int
 request_waiting(int ms)
 {
@@ -102,7 +99,7 @@ main(void)
 	FCGX_Request    req;
 	struct fcgi_io  io;
 	unsigned long   max_requests = 0;
-	int             keep = 0;
+	int             keep = 0, nonblock, fl;
 	const char     *mr = getenv("RFEVENTS_MAX_REQUESTS");
 
 	struct sigaction sa;
@@ -129,13 +126,34 @@ main(void)
 		return 1;
 	}
 	io = (struct fcgi_io){ &req, fcgx_getenv, fcgx_read, fcgx_write };
+	/*
+	 * The worker waits in poll(), never in accept(): the listening socket
+	 * does not block. Where several processes share it (spawn-fcgi) all
+	 * of them wake for a connection and one takes it; the others get
+	 * EAGAIN and wait again, rather than sit in accept() with a read
+	 * transaction open. Where the flag cannot be set, accept() blocks and
+	 * the server's idle_readonly_transaction_timeout (db/db.c) ends such
+	 * a transaction after 10 s.
+	 */
+	nonblock = (fl = fcntl(FCGI_LISTENSOCK_FILENO, F_GETFL)) != -1 &&
+	    fcntl(FCGI_LISTENSOCK_FILENO, F_SETFL, fl | O_NONBLOCK) != -1;
 	while (!stopping) {
+		int rc;
 		/* a read transaction is kept only while requests follow one
 		 * another; before the worker waits, it is ended */
-		if (keep && !request_waiting(FCGI_IDLE_MS))
+		if (keep && !request_waiting(FCGI_IDLE_MS)) {
 			fcgi_app_release(&app);
-		if (FCGX_Accept_r(&req) < 0)
+			keep = 0;
+		}
+		if (nonblock && !keep)
+			(void)request_waiting(-1);
+		if (stopping)
 			break;
+		if ((rc = FCGX_Accept_r(&req)) < 0) {
+			if (nonblock && (rc == -EAGAIN || rc == -EWOULDBLOCK))
+				continue;       /* another process took it */
+			break;
+		}
 		fcgi_handle(&app, &io);
 		FCGX_Finish_r(&req);
 		keep = fcgi_app_idle(&app);
