@@ -197,21 +197,28 @@ wrk_run() {
 	drain
 }
 
-# drain — wait until every FastCGI worker is back in accept(): requests that were
-# in flight when wrk stopped (a batch takes seconds) must not slow down the next
-# measurement. Where the accept syscall numbers are not known, wait 3 seconds.
+# drain — wait until every FastCGI worker waits for a connection again: requests
+# that were in flight when wrk stopped (a batch takes seconds) must not slow down
+# the next measurement. A waiting worker is in poll() on its one listening socket
+# with no timeout (fcgi/main.c; /proc/PID/syscall: poll, 1 fd, timeout -1, or
+# ppoll with no timeout), or in accept() where the socket could not be made
+# non-blocking; its database waits are poll() with the 30 s read timeout. Where
+# the syscall numbers are not known, wait 3 seconds.
 drain() {
-	local i p busy sys idle
+	local i p busy nr nfds tmo accept poll ppoll
 	case $(uname -m) in
-	x86_64) idle=" 43 288 " ;;           # accept, accept4
-	aarch64) idle=" 202 242 " ;;
+	x86_64) accept=" 43 288 " poll=7 ppoll=271 ;;    # accept, accept4; poll; ppoll
+	aarch64) accept=" 202 242 " poll=-1 ppoll=73 ;;
 	*) sleep 3; return 0 ;;
 	esac
 	for ((i = 0; i < 1200; i++)); do
 		busy=0
 		for p in $(worker_pids); do
-			sys=$(cut -d' ' -f1 "/proc/$p/syscall" 2>/dev/null) || continue
-			[[ $idle == *" $sys "* ]] || busy=1
+			read -r nr _ nfds tmo _ <"/proc/$p/syscall" 2>/dev/null || continue
+			[[ $accept == *" $nr "* ]] && continue
+			[[ $nr == "$poll" && $nfds == 0x1 && $tmo == 0xffffffff ]] && continue
+			[[ $nr == "$ppoll" && $nfds == 0x1 && $tmo == 0x0 ]] && continue
+			busy=1
 		done
 		((busy)) || return 0
 		sleep 0.05
