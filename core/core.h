@@ -174,6 +174,10 @@ void ev_buf_i64(struct ev_buf *b, int64_t v);
  * bytes, U+0000 included. */
 void ev_buf_json_str(struct ev_buf *b, const char *s);
 void ev_buf_json_strn(struct ev_buf *b, const char *s, size_t len);
+/* s[0..len) as a JSON string literal: short escapes (\n, \", ...) as
+ * json-c writes them when short_esc, else every escaped byte as \u00XX
+ * (the fingerprint's canonical form). */
+void ev_buf_json_esc(struct ev_buf *b, const char *s, size_t len, int short_esc);
 /* The length of the longest prefix of s[0..len) that a JSON string takes
  * as is: no byte below 0x20, no '"', no '\\'. */
 size_t ev_json_plain(const char *s, size_t len);

@@ -459,25 +459,7 @@ fail:
 static void
 canon_str(struct ev_buf *b, const char *s, size_t len)
 {
-	static const char hex[] = "0123456789abcdef";
-
-	ev_buf_put(b, "\"", 1);
-	for (;;) {
-		size_t        n = ev_json_plain(s, len);
-		unsigned char c;
-		char          esc[6] = { '\\', 'u', '0', '0', 0, 0 };
-
-		ev_buf_put(b, s, n);
-		if (n == len)
-			break;
-		c = (unsigned char)s[n];
-		esc[4] = hex[c >> 4];
-		esc[5] = hex[c & 15];
-		ev_buf_put(b, esc, 6);
-		s += n + 1;
-		len -= n + 1;
-	}
-	ev_buf_put(b, "\"", 1);
+	ev_buf_json_esc(b, s, len, 0);
 }
 
 /* A number in canonical form (rules/dec.c), or its text when not one. */

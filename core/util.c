@@ -321,7 +321,7 @@ ev_json_plain(const char *s, size_t len)
 }
 
 void
-ev_buf_json_strn(struct ev_buf *b, const char *s, size_t len)
+ev_buf_json_esc(struct ev_buf *b, const char *s, size_t len, int short_esc)
 {
 	static const char hex[] = "0123456789abcdef";
 
@@ -338,7 +338,7 @@ ev_buf_json_strn(struct ev_buf *b, const char *s, size_t len)
 		c = (unsigned char)s[n];
 		s += n + 1;
 		len -= n + 1;
-		switch (c) {
+		switch (short_esc ? c : 0) {
 		case '"': esc[1] = '"'; break;
 		case '\\': esc[1] = '\\'; break;
 		case '\b': esc[1] = 'b'; break;
@@ -354,6 +354,12 @@ ev_buf_json_strn(struct ev_buf *b, const char *s, size_t len)
 		ev_buf_put(b, esc, m);
 	}
 	ev_buf_put(b, "\"", 1);
+}
+
+void
+ev_buf_json_strn(struct ev_buf *b, const char *s, size_t len)
+{
+	ev_buf_json_esc(b, s, len, 1);
 }
 
 /* json-c's number text: a parsed number keeps its original one */
