@@ -463,8 +463,9 @@ connect_host(struct db *db, size_t hi)
 		(void)mysql_errno(db->conn);
 	/*
 	 * A read transaction a worker kept open (db_read_kept()) and could
-	 * not end because it sits in accept() (see fcgi/main.c) is ended by
-	 * the server after 10 idle seconds, with the connection; the next
+	 * not end (its listening socket could not be made non-blocking, so
+	 * it waits in accept(): see fcgi/main.c) is ended by the server
+	 * after 10 idle seconds, with the connection; the next
 	 * statement connects again. Bounds how long it can hold a metadata
 	 * lock that a migration waits for. A server without the variable
 	 * (before MariaDB 10.3) refuses it, which is fine to ignore.
