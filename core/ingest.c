@@ -161,7 +161,10 @@ text_make(struct evtext *tx, const struct ev_event *ev)
  *   7. the events with their outcomes (DB_M_EVENT_INSERT, claiming the
  *      keys), the ledger, the final balances and variables, the counters
  *      and the profiles whose tier changed (or, on Galera, every profile
- *      changed: see below).
+ *      changed: see below). When the group stores one event and is the
+ *      transaction's last work (a single event, or a batch of which one
+ *      item is new), step 7 and the COMMIT are one compound statement
+ *      (DB_M_WRITE_ONE, write_one()).
  * Every decision to refuse an item is taken before the first write, so a
  * group needs no savepoints.
  */
@@ -262,13 +265,14 @@ struct group {
 	struct db_param   *p;    size_t capp;     /* parameters of one statement */
 };
 
-/* Room for n parameters in g->p. */
+/* Room for n parameters in g->p (what it holds is kept). */
 static struct db_param *
 gparams(struct group *g, size_t n)
 {
 	if (n > g->capp) {
-		g->p = ev_xrealloc(g->p, n * sizeof(*g->p));
-		g->capp = n;
+		size_t cap = g->capp * 2 > n ? g->capp * 2 : n;
+		g->p = ev_xrealloc(g->p, cap * sizeof(*g->p));
+		g->capp = cap;
 	}
 	return g->p;
 }
@@ -1422,6 +1426,31 @@ run_rules(struct group *g, struct gitem *it)
 #define EVENT_ROWS  200
 #define LEDGER_ROWS 400
 
+/* The 14 parameters of item it's event (SQL_EVENT_ROW) at q. */
+static void
+event_params(struct group *g, const struct gitem *it, struct db_param *q,
+    const unsigned char *attempt, const char *reqid, struct ev_result *res,
+    struct evtext *text)
+{
+	const struct ev_event *ev = it->ev;
+
+	text_make(&text[it->i], ev);
+	q[0] = DBP_I64(g->t->id);
+	q[1] = DBP_CSTR(ev->source);
+	q[2] = DBP_STR(ev->ext_id, ev->ext_id_len);
+	q[3] = DBP_CSTR(res[it->i].event_id);
+	q[4] = DBP_STR((const char *)ev->fingerprint, 32);
+	q[5] = DBP_CSTR(ev->type);
+	q[6] = DBP_CSTR(text[it->i].occ);
+	q[7] = DBP_CSTR(text[it->i].rec);
+	q[8] = DBP_CSTR(text[it->i].doc);
+	q[9] = DBP_CSTR(reqid ? reqid : "");
+	q[10] = DBP_I64(g->profs[it->prof - 1].pid);
+	q[11] = DBP_STR(it->out.p, it->out.len);
+	q[12] = DBP_CSTR(g->ct != NULL ? g->ct->version : "");
+	q[13] = DBP_STR((const char *)attempt, EV_ATTEMPT_LEN);
+}
+
 /* The events with their outcomes; DB_RETRY when a key was claimed by
  * another request since step 1. */
 static enum db_rc
@@ -1440,26 +1469,9 @@ insert_events(struct group *g, const unsigned char *attempt, const char *reqid,
 		struct db_param *p = gparams(g, 14 * m);
 		struct db_res    dr;
 
-		for (j = 0; j < m; j++) {
-			struct gitem          *it = &g->items[todo[k + j]];
-			const struct ev_event *ev = it->ev;
-			struct db_param       *q = &p[14 * j];
-			text_make(&text[it->i], ev);
-			q[0] = DBP_I64(g->t->id);
-			q[1] = DBP_CSTR(ev->source);
-			q[2] = DBP_STR(ev->ext_id, ev->ext_id_len);
-			q[3] = DBP_CSTR(res[it->i].event_id);
-			q[4] = DBP_STR((const char *)ev->fingerprint, 32);
-			q[5] = DBP_CSTR(ev->type);
-			q[6] = DBP_CSTR(text[it->i].occ);
-			q[7] = DBP_CSTR(text[it->i].rec);
-			q[8] = DBP_CSTR(text[it->i].doc);
-			q[9] = DBP_CSTR(reqid ? reqid : "");
-			q[10] = DBP_I64(g->profs[it->prof - 1].pid);
-			q[11] = DBP_STR(it->out.p, it->out.len);
-			q[12] = DBP_CSTR(g->ct != NULL ? g->ct->version : "");
-			q[13] = DBP_STR((const char *)attempt, EV_ATTEMPT_LEN);
-		}
+		for (j = 0; j < m; j++)
+			event_params(g, &g->items[todo[k + j]], &p[14 * j], attempt,
+			    reqid, res, text);
 		if ((rc = db_exec_multi(g->db, DB_M_EVENT_INSERT, &m, p, 14 * m, &dr,
 		    NULL)) != DB_OK)
 			break;
@@ -1487,40 +1499,28 @@ insert_events(struct group *g, const unsigned char *attempt, const char *reqid,
 	return rc;
 }
 
-static enum db_rc
-write_ledger(struct group *g)
-{
-	size_t     k, j;
-	enum db_rc rc = DB_OK;
-
-	for (k = 0; k < g->nledger && rc == DB_OK; k += LEDGER_ROWS) {
-		size_t m = g->nledger - k < LEDGER_ROWS ? g->nledger - k : LEDGER_ROWS;
-		struct db_param *p = gparams(g, 7 * m);
-
-		for (j = 0; j < m; j++) {
-			const struct gledger *l = &g->ledger[k + j];
-			const struct gitem   *it = &g->items[l->item];
-			struct db_param      *q = &p[7 * j];
-			q[0] = DBP_I64(g->profs[it->prof - 1].pid);
-			q[1] = DBP_I64(it->evid);
-			q[2] = DBP_I64((int64_t)l->seq);
-			q[3] = DBP_CSTR(l->rule_id);
-			q[4] = DBP_CSTR(l->balance);
-			q[5] = DBP_I64(l->delta);
-			q[6] = DBP_I64(l->balance_after);
-		}
-		rc = db_exec_multi(g->db, DB_M_LEDGER_INSERT, &m, p, 7 * m, NULL, NULL);
-	}
-	return rc;
-}
-
-/* Rows of one kind over all profiles, flushed DB_MULTI_MAX_ROWS at a time. */
+/*
+ * Rows of one kind. On their own (part 0) they are sent as statement m,
+ * max rows at a time, from g->p[0]; as a part of DB_M_WRITE_ONE (part 1)
+ * they are appended to g->p after base, the parameters of the parts
+ * before, and rows_end() gives their count.
+ */
 struct rowbuf {
 	struct group  *g;
+	int            part;
 	enum db_multi  m;
-	size_t         width, n;
+	size_t         width, max, n, base;
 	enum db_rc     rc;
 };
+
+static void
+rows_begin(struct rowbuf *rb, enum db_multi m, size_t width, size_t max)
+{
+	rb->m = m;
+	rb->width = width;
+	rb->max = max;
+	rb->n = 0;
+}
 
 static void
 rows_flush(struct rowbuf *rb)
@@ -1531,72 +1531,104 @@ rows_flush(struct rowbuf *rb)
 	rb->n = 0;
 }
 
+/* The end of a kind: its rows sent, or (a part) kept; the part's count. */
+static size_t
+rows_end(struct rowbuf *rb)
+{
+	size_t n = rb->n;
+
+	if (!rb->part)
+		rows_flush(rb);
+	else {
+		rb->base += n * rb->width;
+		rb->n = 0;
+	}
+	return n;
+}
+
 /* The next row's parameters. */
 static struct db_param *
 rows_next(struct rowbuf *rb)
 {
-	if (rb->n == DB_MULTI_MAX_ROWS)
+	if (!rb->part && rb->n == rb->max)
 		rows_flush(rb);
-	gparams(rb->g, DB_MULTI_MAX_ROWS * rb->width);
-	return &rb->g->p[rb->width * rb->n++];
+	gparams(rb->g, rb->base + (rb->n + 1) * rb->width);
+	return &rb->g->p[rb->base + rb->width * rb->n++];
 }
 
-/* Final balances, variables and counter increments of every profile. */
-static enum db_rc
-write_state(struct group *g)
+/* The ledger rows; a part takes the event's id in SQL, not as a parameter. */
+static size_t
+write_ledger(struct group *g, struct rowbuf *rb)
 {
-	struct rowbuf rb;
-	size_t        k, j;
+	size_t k;
 
-	memset(&rb, 0, sizeof(rb));
-	rb.g = g;
-	rb.m = DB_M_BALANCE_UPSERT;
-	rb.width = 4;
+	rows_begin(rb, DB_M_LEDGER_INSERT, rb->part ? 6 : 7, LEDGER_ROWS);
+	for (k = 0; k < g->nledger; k++) {
+		const struct gledger *l = &g->ledger[k];
+		const struct gitem   *it = &g->items[l->item];
+		struct db_param      *q = rows_next(rb);
+		*q++ = DBP_I64(g->profs[it->prof - 1].pid);
+		if (!rb->part)
+			*q++ = DBP_I64(it->evid);
+		*q++ = DBP_I64((int64_t)l->seq);
+		*q++ = DBP_CSTR(l->rule_id);
+		*q++ = DBP_CSTR(l->balance);
+		*q++ = DBP_I64(l->delta);
+		*q = DBP_I64(l->balance_after);
+	}
+	return rows_end(rb);
+}
+
+/* Final balances, variables and counter increments of every profile; the
+ * count of each kind in n[0..3). */
+static void
+write_state(struct group *g, struct rowbuf *rb, size_t n[3])
+{
+	size_t k, j;
+
+	rows_begin(rb, DB_M_BALANCE_UPSERT, 4, DB_MULTI_MAX_ROWS);
 	for (k = 0; k < g->nprofs; k++)
 		for (j = 0; j < g->profs[k].nbals; j++) {
 			const struct gbal *b = &g->profs[k].bals[j];
 			struct db_param   *q;
 			if (!b->dirty)
 				continue;
-			q = rows_next(&rb);
+			q = rows_next(rb);
 			q[0] = DBP_I64(g->profs[k].pid);
 			q[1] = DBP_CSTR(b->name);
 			q[2] = DBP_I64(b->balance);
 			q[3] = DBP_I64(b->lifetime);
 		}
-	rows_flush(&rb);
+	n[0] = rows_end(rb);
 
-	rb.m = DB_M_VAR_UPSERT;
-	rb.width = 3;
+	rows_begin(rb, DB_M_VAR_UPSERT, 3, DB_MULTI_MAX_ROWS);
 	for (k = 0; k < g->nprofs; k++) {
 		if (g->profs[k].vars_dirty == NULL)
 			continue;
 		json_object_object_foreach(g->profs[k].vars_dirty, name, v) {
-			struct db_param *q = rows_next(&rb);
+			struct db_param *q = rows_next(rb);
 			q[0] = DBP_I64(g->profs[k].pid);
 			q[1] = DBP_CSTR(name);
 			q[2] = DBP_CSTR(v ? json_object_to_json_string_ext(v, JSON_FLAGS) :
 			    "null");
 		}
 	}
-	rows_flush(&rb);
+	n[1] = rows_end(rb);
 
-	rb.m = DB_M_COUNTER_ADD;
-	rb.width = 4;
+	rows_begin(rb, DB_M_COUNTER_ADD, 4, DB_MULTI_MAX_ROWS);
 	for (k = 0; k < g->nprofs; k++)
 		for (j = 0; j < g->profs[k].ncnts; j++) {
 			const struct gcnt *c = &g->profs[k].cnts[j];
 			struct db_param   *q;
 			if (c->add == 0)
 				continue;
-			q = rows_next(&rb);
+			q = rows_next(rb);
 			q[0] = DBP_I64(g->profs[k].pid);
 			q[1] = DBP_CSTR(g->ct->rules[c->rule].id);
 			q[2] = DBP_CSTR(c->period);
 			q[3] = DBP_I64(c->add);
 		}
-	rows_flush(&rb);
-	return rb.rc;
+	n[2] = rows_end(rb);
 }
 
 /*
@@ -1606,15 +1638,15 @@ write_state(struct group *g)
  * apply an event to a state read before the other's commit arrived; with a
  * write to the same row their write sets conflict, so one of them is
  * aborted (1213) and runs again with the fresh state. On one server the
- * lock already serialises them and the write is saved.
+ * lock already serialises them and the write is saved. Returns how many
+ * (a part: its two lists are that long).
  */
-static enum db_rc
-touch_profiles(struct group *g)
+static size_t
+touch_profiles(struct group *g, struct rowbuf *rb)
 {
-	size_t    *todo = ev_xcalloc(g->nprofs, sizeof(*todo));
-	size_t     n = 0, k, j;
-	int        cluster = db_is_cluster(g->db);
-	enum db_rc rc = DB_OK;
+	size_t *todo = ev_xcalloc(g->nprofs, sizeof(*todo));
+	size_t  n = 0, k, j;
+	int     cluster = db_is_cluster(g->db);
 
 	for (k = 0; k < g->nprofs; k++) {
 		const struct gprof *pr = &g->profs[k];
@@ -1623,10 +1655,11 @@ touch_profiles(struct group *g)
 		if (pr->changed && (tier_moved || (cluster && !pr->created)))
 			todo[n++] = k;
 	}
-	for (k = 0; k < n && rc == DB_OK; k += DB_MULTI_MAX_ROWS) {
+	/* the (id, tier) pairs of the CASE, then the ids of the IN list */
+	for (k = 0; k < n && rb->rc == DB_OK; k += DB_MULTI_MAX_ROWS) {
 		size_t           m = n - k < DB_MULTI_MAX_ROWS ? n - k : DB_MULTI_MAX_ROWS;
-		size_t           counts[2] = { m, m }, x = 0;
-		struct db_param *p = gparams(g, 3 * m);
+		size_t           counts[2] = { m, m }, x = rb->base;
+		struct db_param *p = gparams(g, rb->base + 3 * m);
 
 		for (j = 0; j < m; j++) {
 			const struct gprof *pr = &g->profs[todo[k + j]];
@@ -1635,10 +1668,63 @@ touch_profiles(struct group *g)
 		}
 		for (j = 0; j < m; j++)
 			p[x++] = DBP_I64(g->profs[todo[k + j]].pid);
-		rc = db_exec_multi(g->db, DB_M_PROFILE_TOUCH, counts, p, x, NULL, NULL);
+		if (rb->part) {
+			rb->base = x;
+			break;
+		}
+		rb->rc = db_exec_multi(g->db, DB_M_PROFILE_TOUCH, counts, p, x,
+		    NULL, NULL);
 	}
 	free(todo);
-	return rc;
+	return n;
+}
+
+/*
+ * The writes of a group that stores one event, its only item to store,
+ * and the COMMIT, as one statement (DB_M_WRITE_ONE): 1 round trip instead
+ * of 4 or more. DB_DECLINED when a part has more rows than a statement
+ * takes: the caller writes as for a batch.
+ */
+#define DB_DECLINED DB_RC__MAX
+static enum db_rc
+write_one(struct group *g, const struct gitem *it, const unsigned char *attempt,
+    const char *reqid, struct ev_result *res, struct evtext *text)
+{
+	struct rowbuf rb;
+	size_t        counts[DB_MULTI_GROUPS], k;
+
+	memset(&rb, 0, sizeof(rb));
+	rb.g = g;
+	rb.part = 1;
+	rb.base = 14;
+	event_params(g, it, gparams(g, 14), attempt, reqid, res, text);
+	counts[0] = write_ledger(g, &rb);
+	write_state(g, &rb, &counts[1]);
+	counts[4] = counts[5] = touch_profiles(g, &rb);
+	for (k = 0; k < DB_MULTI_GROUPS; k++)
+		if (counts[k] > DB_MULTI_MAX_ROWS)
+			return DB_DECLINED;
+	return db_exec_multi(g->db, DB_M_WRITE_ONE, counts, g->p, rb.base, NULL,
+	    NULL);
+}
+
+/* The writes of step 7, as statements of their own. */
+static enum db_rc
+write_all(struct group *g, const unsigned char *attempt, const char *reqid,
+    struct ev_result *res, struct evtext *text)
+{
+	struct rowbuf rb;
+	size_t        n[3];
+	enum db_rc    rc;
+
+	if ((rc = insert_events(g, attempt, reqid, res, text)) != DB_OK)
+		return rc;
+	memset(&rb, 0, sizeof(rb));
+	rb.g = g;
+	(void)write_ledger(g, &rb);
+	write_state(g, &rb, n);
+	(void)touch_profiles(g, &rb);
+	return rb.rc;
 }
 
 /* ---- the group ---- */
@@ -1646,15 +1732,17 @@ touch_profiles(struct group *g)
 /*
  * Apply the items idx[0..m) of batch b, in that order, inside the open
  * transaction. Answers every item in b->res. DB_OK, or a database failure
- * for db_txn() (everything is then rolled back).
+ * for db_txn() (everything is then rolled back). When last is set the
+ * group is the transaction's last work, which its final statement may
+ * commit (write_one()).
  */
 static enum db_rc
 apply_group(struct db *db, struct batch *b, const size_t *idx, size_t m,
-    int checked)
+    int checked, int last)
 {
 	struct group g;
 	enum db_rc   rc = DB_OK;
-	size_t       k;
+	size_t       k, nstore = 0, one = 0;
 	int          state_done = 0, keys_here;
 
 	group_init(&g, db, b, idx, m);
@@ -1733,11 +1821,19 @@ apply_group(struct db *db, struct batch *b, const size_t *idx, size_t m,
 		outcome_end(&g, it);
 	}
 
-	/* 7. the writes */
-	if ((rc = insert_events(&g, b->attempt, b->reqid, b->res, b->text)) != DB_OK ||
-	    (rc = write_ledger(&g)) != DB_OK ||
-	    (rc = write_state(&g)) != DB_OK ||
-	    (rc = touch_profiles(&g)) != DB_OK)
+	/* 7. the writes: one event's in one statement with the COMMIT */
+	for (k = 0; k < g.nitems; k++)
+		if (g.items[k].prof != 0) {
+			nstore++;
+			one = k;
+		}
+	rc = DB_DECLINED;
+	if (last && nstore == 1)
+		rc = write_one(&g, &g.items[one], b->attempt, b->reqid, b->res,
+		    b->text);
+	if (rc == DB_DECLINED)
+		rc = write_all(&g, b->attempt, b->reqid, b->res, b->text);
+	if (rc != DB_OK)
 		goto out;
 
 	/* the answers of the accepted items */
@@ -1908,7 +2004,7 @@ batch_fn(struct db *db, void *arg)
 				seq[k] = k;
 			idx = seq;
 		}
-		rc = apply_group(db, b, idx, all, checked);
+		rc = apply_group(db, b, idx, all, checked, !b->dry);
 		free(seq);
 		if (rc == DB_ERROR && b->n > 1) {
 			b->one_by_one = 1;
@@ -1922,7 +2018,7 @@ batch_fn(struct db *db, void *arg)
 		i = b->order != NULL ? b->order[k] : k;
 		if (b->evs[i] == NULL)
 			continue;
-		rc = apply_group(db, b, &i, 1, checked);
+		rc = apply_group(db, b, &i, 1, checked, 0);
 		if (rc == DB_ERROR) {
 			struct ev_verr verr;
 			fprintf(stderr, "rfevents: request %s: item %zu: database"

@@ -113,6 +113,7 @@ static const char *const multi_sql[DB_M__MAX] = {
 	SQL_M_VAR_UPSERT,
 	SQL_M_COUNTER_ADD,
 	SQL_M_PROFILE_TOUCH,
+	SQL_M_WRITE_ONE,
 };
 
 /* Prepared multi statements kept per connection, least recently used
@@ -142,6 +143,7 @@ struct db {
 	int             cluster;                 /* wsrep_on */
 	int             in_txn;                  /* inside db_txn() */
 	int             txn_fresh;               /* no statement of it ran yet */
+	int             txn_done;                /* a statement of it committed */
 	int             pending;                 /* ROLLBACK sent, answer unread */
 	uint64_t        read_since;              /* when a read outside db_txn()
 	                                            began the open transaction;
@@ -898,6 +900,15 @@ multi_groups(enum db_multi m)
 	return n[m];
 }
 
+/* Does template m end the transaction with its own COMMIT? */
+static int
+multi_commits(enum db_multi m)
+{
+	size_t n = strlen(multi_sql[m]), k = strlen(SQL_COMMITS_SUFFIX);
+
+	return n >= k && strcmp(multi_sql[m] + n - k, SQL_COMMITS_SUFFIX) == 0;
+}
+
 /* Is every list length of m at most DB_MULTI_MAX_ROWS? (0 is refused by
  * db_sql_expand() but for a part left out.) */
 static int
@@ -1025,6 +1036,8 @@ db_exec_multi(struct db *db, enum db_multi m, const size_t *counts,
 		rc = multi_once(db, m, counts, ng, p, np, res, affected);
 	if ((rc = after_stmt(db, multi_sql[m], rc)) != DB_OK && res != NULL)
 		db_res_free(res);
+	if (rc == DB_OK && db->in_txn && multi_commits(m))
+		db->txn_done = 1;
 	db->elapsed_us += mono_us() - t0;
 	return rc;
 }
@@ -1161,8 +1174,16 @@ db_txn(struct db *db, enum db_rc (*fn)(struct db *, void *), void *arg,
 		 * made just before), which saves a round trip per request */
 		db->in_txn = 1;
 		db->txn_fresh = 1;
+		db->txn_done = 0;
 		if ((rc = db_connect(db)) == DB_OK)
 			rc = fn(db, arg);
+		if (db->txn_done) {
+			/* committed by fn's last statement: nothing to
+			 * commit, roll back or run again */
+			db->in_txn = 0;
+			db->read_since = 0;
+			return rc;
+		}
 		if (rc == DB_OK) {
 			uint64_t t0 = mono_us();
 			int      bad = mysql_commit(db->conn) != 0;

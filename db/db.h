@@ -121,7 +121,9 @@ int db_read_kept(struct db *db, uint64_t max_age_us);
 
 /*
  * Run fn(db, arg) inside a transaction: fn, COMMIT (no BEGIN: fn's first
- * statement begins it). When fn or COMMIT
+ * statement begins it; a statement of fn may end it with its own COMMIT,
+ * DB_M_WRITE_ONE, which must then be fn's last: db_txn() sends no COMMIT,
+ * and rolls back or runs nothing again after it). When fn or COMMIT
  * returns DB_RETRY the transaction is rolled back and run again (at most
  * DB_MAX_ATTEMPTS times, with a short randomised backoff); DB_GONE
  * reconnects and runs it again once. fn must not cause effects outside the
@@ -153,6 +155,7 @@ enum db_multi {
 	DB_M_VAR_UPSERT,
 	DB_M_COUNTER_ADD,
 	DB_M_PROFILE_TOUCH,    /* tier + updated_at of profiles */
+	DB_M_WRITE_ONE,        /* one event's writes and COMMIT (db/sql.h) */
 	DB_M__MAX
 };
 #define DB_MULTI_GROUPS   6      /* list groups per template, at most */

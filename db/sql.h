@@ -109,18 +109,22 @@ char *db_sql_expand(const char *t, const size_t *counts, size_t *nparams);
 
 /* SQL_M_EVENT_INSERT: the dedup key claimed with the outcome; a row
  * claimed meanwhile is not returned */
-#define SQL_M_EVENT_INSERT \
+#define SQL_EVENT_COLUMNS \
 	"INSERT IGNORE INTO events (tenant_id, source, external_event_id, public_id," \
 	" fingerprint, event_type, occurred_at, received_at, doc, request_id," \
-	" profile_id, outcome, rules_version, attempt)" \
-	" VALUES {,(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)} RETURNING id, public_id"
+	" profile_id, outcome, rules_version, attempt) VALUES "
+#define SQL_EVENT_ROW "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#define SQL_M_EVENT_INSERT \
+	SQL_EVENT_COLUMNS "{," SQL_EVENT_ROW "} RETURNING id, public_id"
 
 /* SQL_M_LEDGER_INSERT: created_at is taken while the profiles are
  * locked and ids grow in row order, so (created_at, id) is the order
  * the changes were applied in */
-#define SQL_M_LEDGER_INSERT \
+#define SQL_LEDGER_ROWS(event_id) \
 	"INSERT INTO ledger (profile_id, event_id, seq, rule_id, balance_name, delta," \
-	" balance_after, created_at) VALUES {,(?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))}"
+	" balance_after, created_at) VALUES {,(?, " event_id ", ?, ?, ?, ?, ?," \
+	" UTC_TIMESTAMP(6))}"
+#define SQL_M_LEDGER_INSERT SQL_LEDGER_ROWS("?")
 
 /* SQL_M_BALANCE_UPSERT: the state after the last change */
 #define SQL_M_BALANCE_UPSERT \
@@ -142,5 +146,39 @@ char *db_sql_expand(const char *t, const size_t *counts, size_t *nparams);
 #define SQL_M_PROFILE_TOUCH \
 	"UPDATE profiles SET tier = CASE id{. WHEN ? THEN ?} END," \
 	" updated_at = UTC_TIMESTAMP(6) WHERE id IN ({,?})"
+
+/*
+ * SQL_M_WRITE_ONE: the writes of a transaction that stores one event,
+ * and its COMMIT, in one round trip instead of five (events, ledger,
+ * balances, COMMIT, and variables, counters, profiles when they change).
+ * The statements above run in that order inside a compound statement;
+ * ledger, balances, variables, counters and profiles are each left out
+ * when its first count is 0. The event's 14 parameters come first, then
+ * those of each part; the ledger rows take the event's id from the
+ * INSERT (LAST_INSERT_ID(): one row, so its id), not from a parameter.
+ * An event not stored, because its key or public id was taken since the
+ * lock statement read them, ends it with error 1062 (ER_DUP_ENTRY: the
+ * caller runs the transaction again, which then finds the key); a row
+ * stored with a warning (truncated, converted) with error 1644
+ * (ER_SIGNAL_EXCEPTION). Nothing is committed then: the caller rolls
+ * back. The text ends with "COMMIT; END": db/db.c knows by it that the
+ * transaction is over when the statement succeeds.
+ */
+#define SQL_M_WRITE_ONE \
+	"BEGIN NOT ATOMIC DECLARE e BIGINT UNSIGNED; DECLARE w, r INT;" \
+	" " SQL_EVENT_COLUMNS SQL_EVENT_ROW ";" \
+	" GET DIAGNOSTICS w = NUMBER, r = ROW_COUNT;" \
+	" IF r <> 1 THEN SIGNAL SQLSTATE '23000' SET MYSQL_ERRNO = 1062," \
+	" MESSAGE_TEXT = 'rfevents: the event was stored meanwhile'; END IF;" \
+	" IF w <> 0 THEN SIGNAL SQLSTATE '45000' SET MYSQL_ERRNO = 1644," \
+	" MESSAGE_TEXT = 'INSERT IGNORE stored a row with warnings'; END IF;" \
+	" SET e = LAST_INSERT_ID();" \
+	"[ " SQL_LEDGER_ROWS("e") ";]" \
+	"[ " SQL_M_BALANCE_UPSERT ";]" \
+	"[ " SQL_M_VAR_UPSERT ";]" \
+	"[ " SQL_M_COUNTER_ADD ";]" \
+	"[ " SQL_M_PROFILE_TOUCH ";]" \
+	" COMMIT; END"
+#define SQL_COMMITS_SUFFIX " COMMIT; END"
 
 #endif /* DB_SQL_H */

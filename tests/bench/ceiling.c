@@ -54,8 +54,10 @@
  * and STATE_OF are one statement, ST_M_IDENT_STATE_LOCK {K,0,0,P,0} (the
  * balances joined to the identities), as in the service; with at most
  * MERGED_KEYS events too, the keys are read at its end instead of before
- * ({K,0,0,P,N}): a single event is 5 round
- * trips (lock and keys, events, ledger, balances, COMMIT). Identities are
+ * ({K,0,0,P,N}). A single event's writes and COMMIT are one compound
+ * statement, ST_M_WRITE_ONE {1,1,0,0,0,0} (the event, its ledger row, the
+ * balance; core/ingest.c write_one()): a single event is 2 round trips
+ * (lock and keys; writes and COMMIT). Identities are
  * locked LOCK_IDENTS per statement, events and
  * ledger rows inserted EVENT_ROWS / LEDGER_ROWS per statement, as in
  * core/ingest.c. (DB_M_PROFILE_TOUCH is not run: the service runs it only
@@ -109,13 +111,14 @@ enum st {
 	ST_M_EVENT_INSERT,
 	ST_M_LEDGER_INSERT,
 	ST_M_BALANCE_UPSERT,
+	ST_M_WRITE_ONE,
 	ST__MAX
 };
 
 static const char *const st_name[ST__MAX] = {
 	"M_EVENT_KEYS", "M_IDENT_LOCK", "M_STATE_OF",
 	"M_IDENT_STATE_LOCK",
-	"M_EVENT_INSERT", "M_LEDGER_INSERT", "M_BALANCE_UPSERT",
+	"M_EVENT_INSERT", "M_LEDGER_INSERT", "M_BALANCE_UPSERT", "M_WRITE_ONE",
 };
 
 /* The service's own text (db/sql.h), so the two cannot drift apart. */
@@ -127,6 +130,7 @@ static const char *const st_sql[ST__MAX] = {
 	SQL_M_EVENT_INSERT,
 	SQL_M_LEDGER_INSERT,
 	SQL_M_BALANCE_UPSERT,
+	SQL_M_WRITE_ONE,
 };
 _Static_assert(sizeof(st_sql) / sizeof(st_sql[0]) == ST__MAX,
     "st_sql must have one entry per enum st");
@@ -1109,8 +1113,49 @@ keys_merged(const struct txn *t)
  * The events of the open transaction; their keys checked first when check
  * is set (or with the locks: keys_merged()). 0, retryable errno or -1.
  */
+/* The writes of a single event and its COMMIT in one statement, as
+ * core/ingest.c write_one(): the event, its ledger row (the event's id
+ * taken in SQL), the profile's balance. */
 static int
-accept_txn(struct worker *w, struct txn *t, int check)
+write_one(struct worker *w, struct txn *t)
+{
+	const struct evbuf *e = &t->evs[0];
+	const struct tprof *pr = &t->profs[t->users[e->uslot].prof];
+	size_t              counts[GROUPS] = { 1, 1, 0, 0, 0, 0 }, n = 0;
+
+	if (param_room(w, 24) != 0)
+		return -1;
+	w->p[n++] = PI(opt.tenant);
+	w->p[n++] = PS(SOURCE);
+	w->p[n++] = PS(e->ext);
+	w->p[n++] = PS(e->pub);
+	w->p[n++] = PB(e->fp, 32);
+	w->p[n++] = PS(EVENT_TYPE);
+	w->p[n++] = PS(OCCURRED);
+	w->p[n++] = PS(e->rec);
+	w->p[n++] = PS(e->doc);
+	w->p[n++] = PS(t->reqid);
+	w->p[n++] = PI(pr->pid);
+	w->p[n++] = PS(e->out);
+	w->p[n++] = PS(opt.rules_version);
+	w->p[n++] = PB(t->attempt, ATTEMPT_LEN);
+	w->p[n++] = PI(pr->pid);
+	w->p[n++] = PI(0);
+	w->p[n++] = PS(RULE_ID);
+	w->p[n++] = PS(BALANCE);
+	w->p[n++] = PI(e->delta);
+	w->p[n++] = PI(e->bal_after);
+	w->p[n++] = PI(pr->pid);
+	w->p[n++] = PS(BALANCE);
+	w->p[n++] = PI(pr->bal);
+	w->p[n++] = PI(pr->life);
+	return run(w, ST_M_WRITE_ONE, counts, n);
+}
+
+/* One attempt of transaction t; *committed is set when its last statement
+ * committed it (a single event: write_one()). */
+static int
+accept_txn(struct worker *w, struct txn *t, int check, int *committed)
 {
 	size_t c0, c, j, r, taken = 0;
 	int    rc;
@@ -1143,6 +1188,11 @@ accept_txn(struct worker *w, struct txn *t, int check)
 		    "\"balance_after\":%lld}],\"tier\":null,\"identity_conflicts\":[],"
 		    "\"profile_created\":false}",
 		    e->delta, e->delta, e->bal_after);
+	}
+	if (t->n == 1) {
+		if ((rc = write_one(w, t)) == 0)
+			*committed = 1;
+		return rc;
 	}
 	for (c0 = 0; c0 < t->n; c0 += c) {
 		size_t n = 0;
@@ -1277,6 +1327,7 @@ worker_main(void *arg)
 	struct txn     t;
 	char           ext[96];
 	unsigned       i, attempt;
+	int            committed;
 	double         read_since = 0;      /* dup: when the reads began a transaction */
 
 	memset(&t, 0, sizeof(t));
@@ -1370,9 +1421,10 @@ worker_main(void *arg)
 				backoff(w, attempt);
 			}
 			/* a retry checks the keys again, inside */
-			rc = accept_txn(w, &t, attempt > 0);
+			committed = 0;
+			rc = accept_txn(w, &t, attempt > 0, &committed);
 			if (rc == 0) {
-				if (mysql_commit(w->conn) == 0)
+				if (committed || mysql_commit(w->conn) == 0)
 					break;
 				rc = (int)mysql_errno(w->conn);
 				if (!retryable((unsigned)rc)) {

@@ -3,8 +3,8 @@ events at once, single and batch mixed."""
 import random
 import threading
 
-from lib import (BATCH, EVENTS, admin, check, fetch_event, purchase, request, uid,
-                 writer)
+from lib import (BATCH, EVENTS, admin, check, fail, fetch_event, purchase, request,
+                 uid, writer)
 
 
 def _outcomes(r, evs):
@@ -116,6 +116,69 @@ def test_concurrent_conflicting_payloads():
         ok = (r.status == 200 and r.body.get("status") == "duplicate" and r.body.get("original_event_id") == orig) or \
              (r.status == 409 and r.body.get("error_code") == "conflict" and r.body.get("original_event_id") == orig)
         check(ok, "expected duplicate or conflict of %s, got %s" % (orig, r.describe()))
+
+
+def _retries():
+    """rfevents_txn_retries_total of this machine's workers (GET /metrics)."""
+    r = request("GET", "/metrics", key=admin())
+    check(r.status == 200, "GET /metrics: " + r.describe(200))
+    for line in r.raw.decode("utf-8", "replace").splitlines():
+        if line.startswith("rfevents_txn_retries_total "):
+            return int(line.split()[1])
+    fail("GET /metrics has no rfevents_txn_retries_total")
+
+
+def test_same_key_from_many_users_raced():
+    """Each of 12 ids is sent at once by 8 threads, each as its own new user.
+    Different users lock different profiles, so nothing serialises the
+    requests before their writes: the key may be read free by several of them
+    and taken by one between another's read and its INSERT (the write
+    statement then fails with 1062 and the transaction runs again). Per id:
+    exactly one 201, the others 409 conflict naming it (their payloads
+    differ: the identity); only the accepted user has the points."""
+    k = writer()
+    nkeys, nthreads = 12, 8
+    keys = [uid("race") for _ in range(nkeys)]
+    users = [[{"externalUserId": uid("ru")} for _ in range(nthreads)] for _ in keys]
+    before = _retries()
+    barrier = threading.Barrier(nthreads)
+    rs = [[None] * nthreads for _ in keys]
+
+    def run(t):
+        for j, ext in enumerate(keys):
+            ev = purchase(externalEventId=ext, identity=users[j][t],
+                          properties={"order_id": ext, "amount": 40 + j, "currency": "USD"})
+            try:
+                barrier.wait(60)
+            except threading.BrokenBarrierError:
+                pass
+            rs[j][t] = request("POST", EVENTS, ev, key=k)
+    ts = [threading.Thread(target=run, args=(t,)) for t in range(nthreads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(240)
+    for j, ext in enumerate(keys):
+        acc = [t for t in range(nthreads) if rs[j][t] is not None and rs[j][t].status == 201]
+        check(len(acc) == 1, "%s: expected exactly one 201, got %d: %s" % (
+            ext, len(acc), [r.describe(150) if r else None for r in rs[j]]))
+        orig = rs[j][acc[0]].body.get("event_id")
+        for t in range(nthreads):
+            r = rs[j][t]
+            if t == acc[0]:
+                continue
+            check(r is not None and r.status == 409 and r.body.get("error_code") == "conflict"
+                  and r.body.get("original_event_id") == orig,
+                  "%s: expected conflict with %s, got %s" % (ext, orig, r.describe() if r else None))
+        for t in range(nthreads):
+            r = request("GET", "/v1/cdp/profiles?externalUserId=" + users[j][t]["externalUserId"],
+                        key=admin())
+            pts = (r.body.get("balances", {}).get("points", {}).get("balance", 0)
+                   if r.status == 200 and r.is_json else 0)
+            want = 40 + j if t == acc[0] else 0
+            check(r.status in (200, 404) and pts == want,
+                  "%s user %d: points %r, want %d: %s" % (ext, t, pts, want, r.describe(200)))
+    print("  %d ids x %d users: transactions run again: %d" % (nkeys, nthreads, _retries() - before))
 
 
 def _lock_tables_quickly(tables, timeout=3):

@@ -61,6 +61,31 @@ static const struct {
 	" external_event_id, NULL, NULL, NULL FROM events WHERE tenant_id = ? AND" \
 	" (source, external_event_id) IN ((?, ?)) LOCK IN SHARE MODE)"
 
+/* DB_M_WRITE_ONE, written out: the head (the event and its checks), the
+ * parts with lists of 1, the end. */
+#define W_HEAD \
+	"BEGIN NOT ATOMIC DECLARE e BIGINT UNSIGNED; DECLARE w, r INT;" \
+	" INSERT IGNORE INTO events (tenant_id, source, external_event_id, public_id," \
+	" fingerprint, event_type, occurred_at, received_at, doc, request_id," \
+	" profile_id, outcome, rules_version, attempt) VALUES" \
+	" (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);" \
+	" GET DIAGNOSTICS w = NUMBER, r = ROW_COUNT;" \
+	" IF r <> 1 THEN SIGNAL SQLSTATE '23000' SET MYSQL_ERRNO = 1062," \
+	" MESSAGE_TEXT = 'rfevents: the event was stored meanwhile'; END IF;" \
+	" IF w <> 0 THEN SIGNAL SQLSTATE '45000' SET MYSQL_ERRNO = 1644," \
+	" MESSAGE_TEXT = 'INSERT IGNORE stored a row with warnings'; END IF;" \
+	" SET e = LAST_INSERT_ID();"
+#define W_LEDGER \
+	" INSERT INTO ledger (profile_id, event_id, seq, rule_id, balance_name, delta," \
+	" balance_after, created_at) VALUES (?, e, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6));"
+#define W_BAL \
+	" INSERT INTO balances (profile_id, name, balance, lifetime) VALUES (?, ?, ?, ?)" \
+	" ON DUPLICATE KEY UPDATE balance = VALUES(balance), lifetime = VALUES(lifetime);"
+#define W_TOUCH \
+	" UPDATE profiles SET tier = CASE id WHEN ? THEN ? END," \
+	" updated_at = UTC_TIMESTAMP(6) WHERE id IN (?);"
+#define W_END " COMMIT; END"
+
 /* Expansions: exact texts for two small shapes, and for every template
  * and several shapes the placeholder count against the text. */
 static const struct {
@@ -112,6 +137,15 @@ static const struct {
 	{ __LINE__, DB_M_BALANCE_UPSERT, { 1000 }, 4000, NULL },
 	{ __LINE__, DB_M_VAR_UPSERT, { 7 }, 21, NULL },
 	{ __LINE__, DB_M_COUNTER_ADD, { 3 }, 12, NULL },
+	/* a single event's writes: the bench's (a ledger row, a balance) */
+	{ __LINE__, DB_M_WRITE_ONE, { 1, 1, 0, 0, 0, 0 }, 24,
+	  W_HEAD W_LEDGER W_BAL W_END },
+	/* nothing but the event (no rule applied), and a tier change only */
+	{ __LINE__, DB_M_WRITE_ONE, { 0, 0, 0, 0, 0, 0 }, 14, W_HEAD W_END },
+	{ __LINE__, DB_M_WRITE_ONE, { 0, 0, 0, 0, 1, 1 }, 17,
+	  W_HEAD W_TOUCH W_END },
+	{ __LINE__, DB_M_WRITE_ONE, { 3, 2, 2, 4, 1, 1 }, 14 + 18 + 8 + 6 + 16 + 3,
+	  NULL },
 };
 
 /* Refused shapes: a list of 0 or over DB_MULTI_MAX_ROWS. */
@@ -127,6 +161,7 @@ static const struct {
 	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 0, 1, 1, 1, 1 } },
 	{ __LINE__, DB_M_IDENT_STATE_LOCK, { 1, 1, 1, 1, DB_MULTI_MAX_ROWS + 1 } },
 	{ __LINE__, DB_M_PROFILE_TOUCH, { 1, DB_MULTI_MAX_ROWS + 1 } },
+	{ __LINE__, DB_M_WRITE_ONE, { DB_MULTI_MAX_ROWS + 1, 1, 0, 0, 0, 0 } },
 };
 
 /* The template syntax itself (db/sql.c): groups and optional parts. */
