@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include <fastcgi.h>
 #include <fcgiapp.h>
@@ -82,6 +84,24 @@ on_term(int sig)
 	FCGX_ShutdownPending();
 }
 
+/*
+ * libfcgi ends a connection with shutdown(), then waits for the web server
+ * to close its end, reading what it still sends, so that TCP does not
+ * answer late input with a reset that would discard the response. On a
+ * unix socket a reset does not exist: what was written stays readable
+ * after close(). There the wait (a poll() and a read(), often a sleep
+ * until the server has read the answer) is skipped when nothing unread is
+ * queued, as after every request whose input was read to its end.
+ */
+static int
+close_at_once(const FCGX_Request *req, int unix_socket)
+{
+	int unread = 0;
+
+	return unix_socket && ioctl(req->ipcFd, FIONREAD, &unread) == 0 &&
+	    unread == 0;
+}
+
 /* A connection waits on the listening socket (FastCGI passes it as fd 0)
  * within ms milliseconds (-1: however long it takes). */
 static int
@@ -99,7 +119,9 @@ main(void)
 	FCGX_Request    req;
 	struct fcgi_io  io;
 	unsigned long   max_requests = 0;
-	int             keep = 0, nonblock, fl;
+	int             keep = 0, nonblock, fl, unix_socket;
+	struct sockaddr_storage sa_listen;
+	socklen_t       sa_len = sizeof(sa_listen);
 	const char     *mr = getenv("RFEVENTS_MAX_REQUESTS");
 
 	struct sigaction sa;
@@ -135,6 +157,9 @@ main(void)
 	 * the server's idle_readonly_transaction_timeout (db/db.c) ends such
 	 * a transaction after 10 s.
 	 */
+	unix_socket = getsockname(FCGI_LISTENSOCK_FILENO,
+	    (struct sockaddr *)&sa_listen, &sa_len) == 0 &&
+	    sa_listen.ss_family == AF_UNIX;
 	nonblock = (fl = fcntl(FCGI_LISTENSOCK_FILENO, F_GETFL)) != -1 &&
 	    fcntl(FCGI_LISTENSOCK_FILENO, F_SETFL, fl | O_NONBLOCK) != -1;
 	while (!stopping) {
@@ -155,6 +180,8 @@ main(void)
 			break;
 		}
 		fcgi_handle(&app, &io);
+		if (close_at_once(&req, unix_socket))
+			(void)FCGX_Detach(&req);
 		FCGX_Finish_r(&req);
 		keep = fcgi_app_idle(&app);
 		/* RFEVENTS_MAX_REQUESTS: exit after that many (leak checks) */
