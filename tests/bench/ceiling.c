@@ -1113,6 +1113,28 @@ keys_merged(const struct txn *t)
  * The events of the open transaction; their keys checked first when check
  * is set (or with the locks: keys_merged()). 0, retryable errno or -1.
  */
+/* The 14 parameters of event e (SQL_EVENT_ROW) at w->p[n]; the next n. */
+static size_t
+event_params(struct worker *w, const struct txn *t, const struct evbuf *e,
+    size_t n)
+{
+	w->p[n++] = PI(opt.tenant);
+	w->p[n++] = PS(SOURCE);
+	w->p[n++] = PS(e->ext);
+	w->p[n++] = PS(e->pub);
+	w->p[n++] = PB(e->fp, 32);
+	w->p[n++] = PS(EVENT_TYPE);
+	w->p[n++] = PS(OCCURRED);
+	w->p[n++] = PS(e->rec);
+	w->p[n++] = PS(e->doc);
+	w->p[n++] = PS(t->reqid);
+	w->p[n++] = PI(t->users[e->uslot].pid);
+	w->p[n++] = PS(e->out);
+	w->p[n++] = PS(opt.rules_version);
+	w->p[n++] = PB(t->attempt, ATTEMPT_LEN);
+	return n;
+}
+
 /* The writes of a single event and its COMMIT in one statement, as
  * core/ingest.c write_one(): the event, its ledger row (the event's id
  * taken in SQL), the profile's balance. */
@@ -1125,20 +1147,7 @@ write_one(struct worker *w, struct txn *t)
 
 	if (param_room(w, 24) != 0)
 		return -1;
-	w->p[n++] = PI(opt.tenant);
-	w->p[n++] = PS(SOURCE);
-	w->p[n++] = PS(e->ext);
-	w->p[n++] = PS(e->pub);
-	w->p[n++] = PB(e->fp, 32);
-	w->p[n++] = PS(EVENT_TYPE);
-	w->p[n++] = PS(OCCURRED);
-	w->p[n++] = PS(e->rec);
-	w->p[n++] = PS(e->doc);
-	w->p[n++] = PS(t->reqid);
-	w->p[n++] = PI(pr->pid);
-	w->p[n++] = PS(e->out);
-	w->p[n++] = PS(opt.rules_version);
-	w->p[n++] = PB(t->attempt, ATTEMPT_LEN);
+	n = event_params(w, t, e, n);
 	w->p[n++] = PI(pr->pid);
 	w->p[n++] = PI(0);
 	w->p[n++] = PS(RULE_ID);
@@ -1199,23 +1208,8 @@ accept_txn(struct worker *w, struct txn *t, int check, int *committed)
 		c = MIN(t->n - c0, EVENT_ROWS);
 		if (param_room(w, 14 * c) != 0)
 			return -1;
-		for (j = 0; j < c; j++) {
-			const struct evbuf *e = &t->evs[c0 + j];
-			w->p[n++] = PI(opt.tenant);
-			w->p[n++] = PS(SOURCE);
-			w->p[n++] = PS(e->ext);
-			w->p[n++] = PS(e->pub);
-			w->p[n++] = PB(e->fp, 32);
-			w->p[n++] = PS(EVENT_TYPE);
-			w->p[n++] = PS(OCCURRED);
-			w->p[n++] = PS(e->rec);
-			w->p[n++] = PS(e->doc);
-			w->p[n++] = PS(t->reqid);
-			w->p[n++] = PI(t->users[e->uslot].pid);
-			w->p[n++] = PS(e->out);
-			w->p[n++] = PS(opt.rules_version);
-			w->p[n++] = PB(t->attempt, ATTEMPT_LEN);
-		}
+		for (j = 0; j < c; j++)
+			n = event_params(w, t, &t->evs[c0 + j], n);
 		if ((rc = run(w, ST_M_EVENT_INSERT, &c, n)) != 0)
 			return rc;
 		if (w->res.nrows != c || mysql_warning_count(w->conn) > 0) {
