@@ -900,13 +900,19 @@ multi_groups(enum db_multi m)
 	return n[m];
 }
 
-/* Does template m end the transaction with its own COMMIT? */
+/* Does template m end the transaction with its own COMMIT? (Its text
+ * ends with SQL_COMMITS_SUFFIX; looked at once.) */
 static int
 multi_commits(enum db_multi m)
 {
-	size_t n = strlen(multi_sql[m]), k = strlen(SQL_COMMITS_SUFFIX);
+	static signed char c[DB_M__MAX];   /* 0 unknown, 1 yes, -1 no */
 
-	return n >= k && strcmp(multi_sql[m] + n - k, SQL_COMMITS_SUFFIX) == 0;
+	if (c[m] == 0) {
+		size_t n = strlen(multi_sql[m]), k = strlen(SQL_COMMITS_SUFFIX);
+		c[m] = n >= k && strcmp(multi_sql[m] + n - k,
+		    SQL_COMMITS_SUFFIX) == 0 ? 1 : -1;
+	}
+	return c[m] > 0;
 }
 
 /* Is every list length of m at most DB_MULTI_MAX_ROWS? (0 is refused by
