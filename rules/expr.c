@@ -650,12 +650,36 @@ type_call(struct parser *p, struct node *n)
 	return n;
 }
 
+/* Comma-separated conditions into n->args, up to and including the
+ * token `close` (the current token follows the opening one). 0 or -1. */
+static int
+parse_args(struct parser *p, struct node *n, enum rule__tok close)
+{
+	size_t cap = 0;
+
+	if (p->tok.kind != close) {
+		for (;;) {
+			struct node *x = parse_cond(p);
+
+			if (x == NULL)
+				return -1;
+			n->args = rule__grow(n->args, &cap, n->nargs + 1,
+			    sizeof(n->args[0]));
+			n->args[n->nargs++] = x;
+			if (p->tok.kind != TK_COMMA)
+				break;
+			if (next(p) == -1)
+				return -1;
+		}
+	}
+	return expect(p, close);
+}
+
 /* NAME(args): NAME consumed, current token is '('. */
 static struct node *
 parse_call(struct parser *p, const char *name, unsigned col)
 {
 	struct node *n;
-	size_t       cap = 0;
 	int          f;
 
 	for (f = 0; f < F__MAX; f++)
@@ -667,22 +691,7 @@ parse_call(struct parser *p, const char *name, unsigned col)
 		return NULL;
 	n = new_node(p, N_CALL, col);
 	n->op = f;
-	if (p->tok.kind != TK_RPAREN) {
-		for (;;) {
-			struct node *x = parse_cond(p);
-
-			if (x == NULL)
-				return NULL;
-			n->args = rule__grow(n->args, &cap, n->nargs + 1,
-			    sizeof(n->args[0]));
-			n->args[n->nargs++] = x;
-			if (p->tok.kind != TK_COMMA)
-				break;
-			if (next(p) == -1)
-				return NULL;
-		}
-	}
-	if (expect(p, TK_RPAREN) == -1)
+	if (parse_args(p, n, TK_RPAREN) == -1)
 		return NULL;
 	if (n->nargs < fns[f].minargs ||
 	    (fns[f].maxargs != 0 && n->nargs > fns[f].maxargs)) {
@@ -919,28 +928,11 @@ type_binary(struct parser *p, struct node *n, const struct binop *bo)
 static struct node *
 parse_list(struct parser *p, struct node *n)
 {
-	size_t cap = 0;
-
 	if (p->tok.kind != TK_LBRACK)
 		return unexpected(p, "'[' after 'in'");
 	if (next(p) == -1)
 		return NULL;
-	if (p->tok.kind != TK_RBRACK) {
-		for (;;) {
-			struct node *x = parse_cond(p);
-
-			if (x == NULL)
-				return NULL;
-			n->args = rule__grow(n->args, &cap, n->nargs + 1,
-			    sizeof(n->args[0]));
-			n->args[n->nargs++] = x;
-			if (p->tok.kind != TK_COMMA)
-				break;
-			if (next(p) == -1)
-				return NULL;
-		}
-	}
-	if (expect(p, TK_RBRACK) == -1)
+	if (parse_args(p, n, TK_RBRACK) == -1)
 		return NULL;
 	return n;
 }
