@@ -300,6 +300,38 @@ page_start(struct db *db, const struct ev_tenant *t, const char *public_id,
 	return pid;
 }
 
+/*
+ * A paged read: page_start(), then statement st with the profile's id, the
+ * nf cursor fields and limit + 1 (one row more tells whether a next page
+ * exists). 0 with the rows in *r (caller frees) and *limit, or -1 with
+ * *verr set.
+ */
+#define PAGE_FIELDS 3
+static int
+page_query(struct db *db, const struct ev_tenant *t, const char *public_id,
+    const char *limit_s, const char *cursor, size_t nf,
+    const char *const *defaults, enum db_stmt st, struct db_res *r,
+    long *limit, struct ev_verr *verr)
+{
+	struct db_param p[PAGE_FIELDS + 2];
+	char            dec[CURSOR_MAX], *f[PAGE_FIELDS];
+	enum db_rc      rc;
+	size_t          i;
+
+	p[0] = DBP_I64(page_start(db, t, public_id, limit_s, cursor, dec,
+	    sizeof(dec), f, nf, defaults, limit, verr));
+	if (p[0].i == 0)
+		return -1;
+	for (i = 0; i < nf; i++)
+		p[1 + i] = DBP_CSTR(f[i]);
+	p[1 + nf] = DBP_I64(*limit + 1);
+	if ((rc = db_exec(db, st, p, nf + 2, r, NULL, NULL)) != DB_OK) {
+		ev_verr_set(verr, db_err(rc), "the database is unavailable");
+		return -1;
+	}
+	return 0;
+}
+
 /* The next_cursor of a page: base64url of "v1|" + the last row's key. */
 static void
 add_cursor(json_object *o, const char *raw, int more)
@@ -320,26 +352,15 @@ ev_profile_events(struct db *db, const struct ev_tenant *t, const char *public_i
 {
 	static const char *const defaults[3] = { "9999-12-31 23:59:59.999999",
 	    "9999-12-31 23:59:59.999999", "18446744073709551615" };
-	struct db_param  p[5];
 	struct db_res    r;
-	enum db_rc       rc;
 	json_object     *o, *arr;
-	char             dec[CURSOR_MAX], *f[3], raw[CURSOR_MAX] = "";
+	char             raw[CURSOR_MAX] = "";
 	long             limit;
 	size_t           i;
 
-	p[0] = DBP_I64(page_start(db, t, public_id, limit_s, cursor, dec,
-	    sizeof(dec), f, 3, defaults, &limit, verr));
-	if (p[0].i == 0)
+	if (page_query(db, t, public_id, limit_s, cursor, 3, defaults,
+	    DB_PROFILE_EVENTS, &r, &limit, verr) != 0)
 		return NULL;
-	p[1] = DBP_CSTR(f[0]);
-	p[2] = DBP_CSTR(f[1]);
-	p[3] = DBP_CSTR(f[2]);
-	p[4] = DBP_I64(limit + 1);
-	if ((rc = db_exec(db, DB_PROFILE_EVENTS, p, 5, &r, NULL, NULL)) != DB_OK) {
-		ev_verr_set(verr, db_err(rc), "the database is unavailable");
-		return NULL;
-	}
 	arr = json_object_new_array();
 	for (i = 0; i < r.nrows && i < (size_t)limit; i++) {
 		struct json_perr perr;
@@ -379,25 +400,15 @@ ev_profile_ledger(struct db *db, const struct ev_tenant *t, const char *public_i
 {
 	static const char *const defaults[2] = { "9999-12-31 23:59:59.999999",
 	    "18446744073709551615" };
-	struct db_param  p[4];
 	struct db_res    r;
-	enum db_rc       rc;
 	json_object     *o, *arr;
-	char             dec[CURSOR_MAX], *f[2], raw[CURSOR_MAX] = "";
+	char             raw[CURSOR_MAX] = "";
 	long             limit;
 	size_t           i;
 
-	p[0] = DBP_I64(page_start(db, t, public_id, limit_s, cursor, dec,
-	    sizeof(dec), f, 2, defaults, &limit, verr));
-	if (p[0].i == 0)
+	if (page_query(db, t, public_id, limit_s, cursor, 2, defaults,
+	    DB_LEDGER_OF, &r, &limit, verr) != 0)
 		return NULL;
-	p[1] = DBP_CSTR(f[0]);
-	p[2] = DBP_CSTR(f[1]);
-	p[3] = DBP_I64(limit + 1);
-	if ((rc = db_exec(db, DB_LEDGER_OF, p, 4, &r, NULL, NULL)) != DB_OK) {
-		ev_verr_set(verr, db_err(rc), "the database is unavailable");
-		return NULL;
-	}
 	arr = json_object_new_array();
 	for (i = 0; i < r.nrows && i < (size_t)limit; i++) {
 		json_object *en = json_object_new_object();
