@@ -883,36 +883,32 @@ exec_once(struct db *db, enum db_stmt st, const struct db_param *p, size_t np,
 
 /* ---- multi statements ---- */
 
-/* Number of groups of template m, counted once (the longest template has
- * 1100 characters: counting on every execution was 4 % of a request). */
-static size_t
-multi_groups(enum db_multi m)
+/* What each template's text says, read once (the longest template has
+ * 1100 characters: counting on every execution was 4 % of a request):
+ * its number of groups, and whether it ends the transaction with its own
+ * COMMIT (its text ends with SQL_COMMITS_SUFFIX, db/sql.h). */
+struct multi_info {
+	size_t groups;
+	int    commits;
+};
+
+static const struct multi_info *
+multi_info(enum db_multi m)
 {
-	static size_t n[DB_M__MAX];
-	static int    done;
-	size_t        i;
+	static struct multi_info info[DB_M__MAX];
+	static int               done;
+	size_t                   i, n, k = strlen(SQL_COMMITS_SUFFIX);
 
 	if (!done) {
-		for (i = 0; i < DB_M__MAX; i++)
-			n[i] = db_sql_groups(multi_sql[i]);
+		for (i = 0; i < DB_M__MAX; i++) {
+			n = strlen(multi_sql[i]);
+			info[i].groups = db_sql_groups(multi_sql[i]);
+			info[i].commits = n >= k &&
+			    strcmp(multi_sql[i] + n - k, SQL_COMMITS_SUFFIX) == 0;
+		}
 		done = 1;
 	}
-	return n[m];
-}
-
-/* Does template m end the transaction with its own COMMIT? (Its text
- * ends with SQL_COMMITS_SUFFIX; looked at once.) */
-static int
-multi_commits(enum db_multi m)
-{
-	static signed char c[DB_M__MAX];   /* 0 unknown, 1 yes, -1 no */
-
-	if (c[m] == 0) {
-		size_t n = strlen(multi_sql[m]), k = strlen(SQL_COMMITS_SUFFIX);
-		c[m] = n >= k && strcmp(multi_sql[m] + n - k,
-		    SQL_COMMITS_SUFFIX) == 0 ? 1 : -1;
-	}
-	return c[m] > 0;
+	return &info[m];
 }
 
 /* Is every list length of m at most DB_MULTI_MAX_ROWS? (0 is refused by
@@ -920,7 +916,7 @@ multi_commits(enum db_multi m)
 static int
 counts_ok(enum db_multi m, const size_t *counts)
 {
-	size_t i, ng = multi_groups(m);
+	size_t i, ng = multi_info(m)->groups;
 
 	for (i = 0; i < ng; i++)
 		if (counts[i] > DB_MULTI_MAX_ROWS)
@@ -1030,7 +1026,7 @@ db_exec_multi(struct db *db, enum db_multi m, const size_t *counts,
     const struct db_param *p, size_t np, struct db_res *res, uint64_t *affected)
 {
 	uint64_t   t0 = mono_us();
-	size_t     ng = multi_groups(m);
+	size_t     ng = multi_info(m)->groups;
 	enum db_rc rc;
 
 	if (!counts_ok(m, counts)) {
@@ -1042,7 +1038,7 @@ db_exec_multi(struct db *db, enum db_multi m, const size_t *counts,
 		rc = multi_once(db, m, counts, ng, p, np, res, affected);
 	if ((rc = after_stmt(db, multi_sql[m], rc)) != DB_OK && res != NULL)
 		db_res_free(res);
-	if (rc == DB_OK && db->in_txn && multi_commits(m))
+	if (rc == DB_OK && db->in_txn && multi_info(m)->commits)
 		db->txn_done = 1;
 	db->elapsed_us += mono_us() - t0;
 	return rc;
