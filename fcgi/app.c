@@ -1074,12 +1074,17 @@ out:
 	ev_key_clear(&rq.key);
 	if (r.body != NULL)
 		json_object_put(r.body);
-	/* A large batch leaves megabytes of freed heap behind; give them back
-	 * so a long-lived worker stays small (FastCGI workers live for days). */
-	if (blen > BIG_BODY) {
-		db_trim(app->db);
-		malloc_trim(0);
-	}
+	/* a large batch leaves megabytes behind: given back when idle */
+	app->last_big = blen > BIG_BODY;
+	app->trim_due |= app->last_big;
+}
+
+void
+fcgi_app_trim(struct fcgi_app *app)
+{
+	db_trim(app->db);
+	malloc_trim(0);
+	app->trim_due = 0;
 }
 
 /*

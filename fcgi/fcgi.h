@@ -27,6 +27,8 @@ struct fcgi_app {
 	char        db_err[256]; /* why db is NULL */
 	const char *conf_dir;
 	uint64_t    requests;
+	int         trim_due;    /* a large request left memory to give back */
+	int         last_big;    /* the last request was such a one */
 };
 
 /* Set up the process: read RFEVENTS_DB / RFEVENTS_CONF. 0 or -1. */
@@ -45,6 +47,18 @@ int  fcgi_app_idle(struct fcgi_app *app);
 /* End what the last request left open (db_release()): the worker is
  * about to wait for work with no transaction (no metadata lock) open. */
 void fcgi_app_release(struct fcgi_app *app);
+
+/*
+ * A large request (a batch) leaves megabytes behind: the client library's
+ * binds of the large prepared statements and freed heap. They are given
+ * back (fcgi_app_trim()) after the next request that is not large, or
+ * once the worker has waited FCGI_TRIM_MS without a request; not after
+ * every large one: under a stream of batches each would prepare its large
+ * statements again (the server parses them anew) and fault its heap in
+ * again.
+ */
+#define FCGI_TRIM_MS 500
+void fcgi_app_trim(struct fcgi_app *app);
 
 /* Serve one request completely (response written through io). */
 void fcgi_handle(struct fcgi_app *app, const struct fcgi_io *io);

@@ -170,6 +170,10 @@ main(void)
 			fcgi_app_release(&app);
 			keep = 0;
 		}
+		/* what large requests left behind is given back when no
+		 * request follows soon (FastCGI workers live for days) */
+		if (app.trim_due && !keep && !request_waiting(FCGI_TRIM_MS))
+			fcgi_app_trim(&app);
 		if (nonblock && !keep)
 			(void)request_waiting(-1);
 		if (stopping)
@@ -184,6 +188,8 @@ main(void)
 			(void)FCGX_Detach(&req);
 		FCGX_Finish_r(&req);
 		keep = fcgi_app_idle(&app);
+		if (app.trim_due && !app.last_big)
+			fcgi_app_trim(&app);
 		/* RFEVENTS_MAX_REQUESTS: exit after that many (leak checks) */
 		if (max_requests != 0 && app.requests >= max_requests)
 			break;
