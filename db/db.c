@@ -116,6 +116,19 @@ static const char *const multi_sql[DB_M__MAX] = {
 	SQL_M_WRITE_ONE,
 };
 
+/* The templates sent padded (db_sql_padded()): reads, and upserts that
+ * set values; a repeated entry changes nothing. Not DB_M_COUNTER_ADD
+ * (count + VALUES(count)) nor the INSERTs. */
+static const unsigned char multi_pads[DB_M__MAX] = {
+	[DB_M_EVENT_KEYS] = 1,
+	[DB_M_IDENT_LOCK] = 1,
+	[DB_M_STATE_OF] = 1,
+	[DB_M_IDENT_STATE_LOCK] = 1,
+	[DB_M_BALANCE_UPSERT] = 1,
+	[DB_M_VAR_UPSERT] = 1,
+	[DB_M_PROFILE_TOUCH] = 1,
+};
+
 /* Prepared multi statements kept per connection, least recently used
  * dropped first. */
 #define DB_MCACHE 24
@@ -140,6 +153,8 @@ struct db {
 	MYSQL_STMT     *stmts[DB_STMT__MAX];     /* prepared lazily */
 	struct db_mstmt mstmts[DB_MCACHE];       /* multi statements */
 	uint64_t        mclock;                  /* their use counter */
+	struct db_param *pad;                    /* padded parameters */
+	size_t          padcap;
 	int             cluster;                 /* wsrep_on */
 	int             in_txn;                  /* inside db_txn() */
 	int             txn_fresh;               /* no statement of it ran yet */
@@ -366,6 +381,7 @@ db_close(struct db *db)
 		return;
 	db_disconnect(db);
 	db_free_fields(db);
+	free(db->pad);
 	free(db);
 }
 
@@ -924,6 +940,12 @@ counts_ok(enum db_multi m, const size_t *counts)
 	return 1;
 }
 
+const char *
+db_multi_template(enum db_multi m)
+{
+	return (unsigned)m < DB_M__MAX ? multi_sql[m] : NULL;
+}
+
 char *
 db_multi_text(enum db_multi m, const size_t *counts, size_t *nparams)
 {
@@ -980,23 +1002,58 @@ get_mstmt(struct db *db, enum db_multi m, const size_t *counts, size_t ng,
 	return s;
 }
 
+/* The lengths m is sent with: counts, or padded ones in to. */
+static const size_t *
+shape_of(enum db_multi m, const size_t *counts, size_t ng, size_t *to)
+{
+	size_t i;
+	int    padded = 0;
+
+	if (!multi_pads[m])
+		return counts;
+	for (i = 0; i < ng; i++) {
+		to[i] = db_sql_padded(counts[i], DB_MULTI_MAX_ROWS);
+		padded |= to[i] != counts[i];
+	}
+	return padded ? to : counts;
+}
+
 static enum db_rc
 multi_once(struct db *db, enum db_multi m, const size_t *counts, size_t ng,
     const struct db_param *p, size_t np, struct db_res *res, uint64_t *affected)
 {
-	MYSQL_STMT *s;
-	enum db_rc  rc;
-	size_t      want;
+	MYSQL_STMT   *s;
+	enum db_rc    rc;
+	size_t        want, to[DB_MULTI_GROUPS];
+	const size_t *shape = shape_of(m, counts, ng, to);
 
 	if (res != NULL)
 		memset(res, 0, sizeof(*res));
 	if ((rc = db_connect(db)) != DB_OK)
 		return rc;
 	set_error(db, 0, "");
-	if ((s = get_mstmt(db, m, counts, ng, &want)) == NULL) {
+	if ((s = get_mstmt(db, m, shape, ng, &want)) == NULL) {
 		if (db->last_errno == 0)
 			set_error(db, mysql_errno(db->conn), mysql_error(db->conn));
 		return after_fail(db, classify(db->last_errno));
+	}
+	if (shape != counts) {
+		if (want > db->padcap) {
+			free(db->pad);
+			db->padcap = 0;
+			if ((db->pad = malloc(want * sizeof(*db->pad))) == NULL) {
+				set_error(db, 0, "out of memory");
+				return DB_ERROR;
+			}
+			db->padcap = want;
+		}
+		if (db_sql_pad_params(multi_sql[m], counts, shape, p, np, db->pad,
+		    sizeof(*p)) != want) {
+			set_error(db, 0, "parameter count mismatch");
+			return DB_ERROR;
+		}
+		p = db->pad;
+		np = want;
 	}
 	if (want != np) {
 		set_error(db, 0, "parameter count mismatch");
@@ -1049,9 +1106,13 @@ db_trim(struct db *db)
 {
 	size_t i;
 
-	if (db != NULL)
-		settle(db);
-	for (i = 0; db != NULL && i < DB_MCACHE; i++)
+	if (db == NULL)
+		return;
+	settle(db);
+	free(db->pad);
+	db->pad = NULL;
+	db->padcap = 0;
+	for (i = 0; i < DB_MCACHE; i++)
 		if (db->mstmts[i].s != NULL &&
 		    mysql_stmt_param_count(db->mstmts[i].s) > DB_TRIM_PARAMS) {
 			mysql_stmt_close(db->mstmts[i].s);

@@ -166,10 +166,16 @@ enum db_multi {
  * DB_MULTI_MAX_ROWS) and p[0..np) parameters in template order. res,
  * affected: as db_exec(). On an INSERT IGNORE ... RETURNING, a row not
  * returned was a duplicate key (the caller compares counts); a warning
- * beyond those is an error (DB_ERROR).
+ * beyond those is an error (DB_ERROR). The lists of the reads and of the
+ * upserts that set values (not DB_M_COUNTER_ADD, no INSERT) are sent
+ * padded (db_sql_padded(), db/sql.h): their results are the same, but
+ * affected counts the repeated rows too.
  */
 enum db_rc db_exec_multi(struct db *db, enum db_multi m, const size_t *counts,
     const struct db_param *p, size_t np, struct db_res *res, uint64_t *affected);
+
+/* The template of multi statement m (db/sql.h), NULL for none. */
+const char *db_multi_template(enum db_multi m);
 
 /* The SQL text of multi statement m with these list lengths (a new string,
  * caller frees) and its number of placeholders; NULL when a length is out

@@ -31,6 +31,28 @@ size_t db_sql_groups(const char *t);
  * separator, a `[` without `]` or group, nested `[`). */
 char *db_sql_expand(const char *t, const size_t *counts, size_t *nparams);
 
+/*
+ * Padding, for the templates whose lists may repeat an entry without
+ * changing what the statement does (an IN list; an upsert that sets
+ * values, not one that adds): a list of n is sent as db_sql_padded(n, max)
+ * entries, the last one repeated. Lengths up to 16 stay as they are;
+ * longer ones are rounded up to a multiple of an eighth of the power of
+ * two at or below them (at most max): a batch's varying counts of
+ * profiles and identities then fall on a few shapes, each prepared once
+ * per connection, where every new length cost a prepare (the server
+ * parses the text anew, the client reads a description of every
+ * parameter), and the repeats cost at most an eighth more entries.
+ */
+size_t db_sql_padded(size_t n, size_t max);
+
+/* The parameters of template t for lengths to[] (each at least counts[],
+ * 0 exactly where counts[] is 0) from in[0..nin), laid out for counts[]:
+ * each group's last entry repeated. Elements of size bytes are copied to
+ * out, which has room for them; returns how many, 0 when t is malformed,
+ * to[] does not fit counts[] or nin is not the count counts[] make. */
+size_t db_sql_pad_params(const char *t, const size_t *counts, const size_t *to,
+    const void *in, size_t nin, void *out, size_t size);
+
 /* SQL_M_EVENT_KEYS: the stored events of a request's keys */
 #define SQL_M_EVENT_KEYS \
 	"SELECT id, public_id, fingerprint, attempt, source, external_event_id" \

@@ -132,6 +132,14 @@ static const char *const st_sql[ST__MAX] = {
 	SQL_M_BALANCE_UPSERT,
 	SQL_M_WRITE_ONE,
 };
+/* The templates sent padded, as db/db.c multi_pads[] (db_sql_padded()). */
+static const unsigned char st_pads[ST__MAX] = {
+	[ST_M_EVENT_KEYS] = 1,
+	[ST_M_IDENT_LOCK] = 1,
+	[ST_M_STATE_OF] = 1,
+	[ST_M_IDENT_STATE_LOCK] = 1,
+	[ST_M_BALANCE_UPSERT] = 1,
+};
 _Static_assert(sizeof(st_sql) / sizeof(st_sql[0]) == ST__MAX,
     "st_sql must have one entry per enum st");
 _Static_assert(sizeof(st_name) / sizeof(st_name[0]) == ST__MAX,
@@ -289,7 +297,8 @@ struct worker {
 	size_t              nlat, caplat;
 	struct param       *p;             /* parameters of the next statement */
 	size_t              capp;
-	MYSQL_BIND         *b;             /* their binds */
+	struct param       *pp;            /* the same padded (2 * capp) */
+	MYSQL_BIND         *b;             /* their binds (2 * capp) */
 	unsigned long      *blen;
 	my_bool            *bnull;
 	char               *col[MAX_COLS]; /* result column buffers */
@@ -467,14 +476,18 @@ param_room(struct worker *w, size_t n)
 	if (n <= w->capp)
 		return 0;
 	free(w->p);
+	free(w->pp);
 	free(w->b);
 	free(w->blen);
 	free(w->bnull);
+	/* padding adds at most an eighth to a list longer than 16 */
 	w->p = calloc(n, sizeof(*w->p));
-	w->b = calloc(n, sizeof(*w->b));
-	w->blen = calloc(n, sizeof(*w->blen));
-	w->bnull = calloc(n, sizeof(*w->bnull));
-	if (w->p == NULL || w->b == NULL || w->blen == NULL || w->bnull == NULL) {
+	w->pp = calloc(2 * n, sizeof(*w->pp));
+	w->b = calloc(2 * n, sizeof(*w->b));
+	w->blen = calloc(2 * n, sizeof(*w->blen));
+	w->bnull = calloc(2 * n, sizeof(*w->bnull));
+	if (w->p == NULL || w->pp == NULL || w->b == NULL || w->blen == NULL ||
+	    w->bnull == NULL) {
 		w->capp = 0;
 		fail(w, "parameters", "out of memory");
 		return -1;
@@ -659,25 +672,42 @@ err:
 static int
 run(struct worker *w, enum st st, const size_t *counts, size_t np)
 {
-	MYSQL_STMT *s;
-	MYSQL_RES  *meta;
-	size_t      i;
-	int         rc;
+	MYSQL_STMT         *s;
+	MYSQL_RES          *meta;
+	size_t              i, to[GROUPS] = { 0 };
+	const size_t       *shape = counts;
+	const struct param *pv = w->p;
+	int                 rc;
 
 	w->res.nrows = 0;
 	w->res.ncols = 0;
-	if ((s = get_stmt(w, st, counts)) == NULL)
-		return -1;
-	if (mysql_stmt_param_count(s) != np) {
-		fail(w, st_name[st], "parameter count mismatch");
-		return -1;
-	}
 	if (np > w->capp) {
 		fail(w, st_name[st], "more parameters than room");
 		return -1;
 	}
+	if (st_pads[st]) {
+		for (i = 0; i < st_groups[st]; i++)
+			to[i] = db_sql_padded(counts[i], MAX_LIST);
+		shape = to;
+	}
+	if ((s = get_stmt(w, st, shape)) == NULL)
+		return -1;
+	if (shape != counts) {
+		size_t want = mysql_stmt_param_count(s);
+		if (want > 2 * w->capp || db_sql_pad_params(st_sql[st], counts, to,
+		    w->p, np, w->pp, sizeof(*w->pp)) != want) {
+			fail(w, st_name[st], "parameters do not pad");
+			return -1;
+		}
+		pv = w->pp;
+		np = want;
+	}
+	if (mysql_stmt_param_count(s) != np) {
+		fail(w, st_name[st], "parameter count mismatch");
+		return -1;
+	}
 	for (i = 0; i < np; i++) {
-		const struct param *p = &w->p[i];
+		const struct param *p = &pv[i];
 		MYSQL_BIND         *b = &w->b[i];
 
 		memset(b, 0, sizeof(*b));
@@ -1592,6 +1622,7 @@ main(int argc, char **argv)
 		for (s = 0; s < MAX_COLS; s++)
 			free(w->col[s]);
 		free(w->p);
+		free(w->pp);
 		free(w->b);
 		free(w->blen);
 		free(w->bnull);

@@ -300,6 +300,42 @@ def test_concurrent_batches_over_the_same_customers_do_not_deadlock():
         check(bal == want[u], "%s: balance %r, want %r" % (u, bal, want[u]))
 
 
+def test_batch_lists_longer_than_16_stay_exact():
+    """Lists of more than 16 identities or profiles are sent padded (db/sql.h
+    db_sql_padded()): 37 customers with two identities each are 74 identities, sent
+    as 80 with the last one repeated, and 37 balances are written as 40. Twice, once
+    creating the 37 profiles and once updating them: every balance and lifetime must
+    be the exact sum, with one ledger entry per event, for the customer repeated too."""
+    users = [uid("pad") for _ in range(37)]
+    want = {u: 0 for u in users}
+    for round_ in range(2):
+        items = []
+        for u in users:
+            amount = random.randint(1, 50)
+            want[u] += amount
+            items.append(event("purchase_a", identity={"externalUserId": u,
+                                                       "email": u + "@pad.example"},
+                               properties={"amount": amount}))
+        random.shuffle(items)
+        r = request("POST", BATCH, _body({"items": items}), key=writer(TENANT))
+        expect_status(r, 200, what="batch %d" % round_)
+        got = [x.get("status") for x in expect_json_object(r, "batch")["results"]]
+        check(got == ["accepted"] * 37, "batch %d: %d of 37 accepted: %r" %
+              (round_, got.count("accepted"), sorted(set(got))))
+    pids = set()
+    for u in users:
+        r = get(PROFILES + "?email=" + urllib.parse.quote(u + "@pad.example"),
+                key=profiles_reader(TENANT))
+        expect_status(r, 200, what="profile of " + u)
+        doc = expect_json_object(r, "profile")
+        pts = doc.get("balances", {}).get("points", {})
+        check(pts.get("balance") == want[u] and pts.get("lifetime") == want[u],
+              "%s: points %r, want balance and lifetime %d" % (u, pts, want[u]))
+        pids.add(doc.get("profile_id"))
+        _check_ledger(doc.get("profile_id"), 2, want[u], u)
+    check(len(pids) == 37, "37 customers, %d profiles" % len(pids))
+
+
 def test_lock_wait_timeout_then_retry_completes():
     """A profile locked by another session longer than innodb_lock_wait_timeout
     (10 s): a batch of 20 customers including it meets 1205 on the identity

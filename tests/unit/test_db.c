@@ -207,6 +207,103 @@ test_expand(void)
 	}
 }
 
+/* db_sql_padded(): lengths up to 16 kept, longer ones rounded up to an
+ * eighth of their power of two, never beyond max */
+static const struct {
+	int    line;
+	size_t n, max, want;
+} padcases[] = {
+	{ __LINE__, 0, 1000, 0 },
+	{ __LINE__, 1, 1000, 1 },
+	{ __LINE__, 16, 1000, 16 },
+	{ __LINE__, 17, 1000, 18 },       /* 16..31: steps of 2 */
+	{ __LINE__, 31, 1000, 32 },
+	{ __LINE__, 33, 1000, 36 },       /* 32..63: steps of 4 */
+	{ __LINE__, 128, 1000, 128 },
+	{ __LINE__, 129, 1000, 144 },
+	{ __LINE__, 632, 1000, 640 },     /* 512..1023: steps of 64 */
+	{ __LINE__, 640, 1000, 640 },
+	{ __LINE__, 961, 1000, 1000 },    /* 1024 capped */
+	{ __LINE__, 1000, 1000, 1000 },
+	{ __LINE__, 20, 19, 19 },
+};
+
+/* db_sql_pad_params(): (template, counts, to) and the parameters out, as
+ * the letters of the entries in (each parameter one char) */
+static const struct {
+	int         line;
+	const char *t;
+	size_t      counts[3], to[3];
+	const char *in, *want;        /* NULL want: refused */
+} pcases[] = {
+	{ __LINE__, "a ? IN ({,?})", { 3 }, { 3 }, "tABC", "tABC" },
+	{ __LINE__, "a ? IN ({,?})", { 3 }, { 5 }, "tABC", "tABCCC" },
+	{ __LINE__, "v {,(?, ?)} w ?", { 2 }, { 4 }, "abcdz", "abcdcdcdz" },
+	{ __LINE__, "c{. W ? T ?} i ({,?})", { 2, 2 }, { 3, 3 }, "1a2b12",
+	    "1a2b2b122" },
+	{ __LINE__, "s {,?}[ u {,?}][ x {,?} ?]", { 1, 0, 2 }, { 2, 0, 2 },
+	    "ApqZ", "AApqZ" },
+	{ __LINE__, "s {,?}[ u {,?}]", { 1, 1 }, { 1, 2 }, "AB", "ABB" },
+	{ __LINE__, "f {,(1, 2)} ?", { 2 }, { 9 }, "z", "z" },   /* no ? in it */
+	{ __LINE__, "a {,?}", { 3 }, { 2 }, "ABC", NULL },       /* shorter */
+	{ __LINE__, "s {,?}[ u {,?}]", { 1, 0 }, { 1, 1 }, "A", NULL },
+	{ __LINE__, "a {,?", { 1 }, { 2 }, "A", NULL },          /* malformed */
+	{ __LINE__, "a ? {,?}", { 2 }, { 3 }, "tA", NULL },      /* one too few */
+	{ __LINE__, "a ? {,?}", { 2 }, { 3 }, "tABC", NULL },    /* one too many */
+};
+
+static void
+test_pad(void)
+{
+	size_t i;
+	char   out[64];
+
+	for (i = 0; i < sizeof(padcases) / sizeof(padcases[0]); i++) {
+		size_t got = db_sql_padded(padcases[i].n, padcases[i].max);
+		T_CHECK(padcases[i].line, got == padcases[i].want,
+		    "%zu padded to %zu, want %zu", padcases[i].n, got, padcases[i].want);
+	}
+	for (i = 0; i < sizeof(pcases) / sizeof(pcases[0]); i++) {
+		size_t n;
+		memset(out, 0, sizeof(out));
+		n = db_sql_pad_params(pcases[i].t, pcases[i].counts, pcases[i].to,
+		    pcases[i].in, strlen(pcases[i].in), out, 1);
+		if (pcases[i].want == NULL)
+			T_CHECK(pcases[i].line, n == 0, "accepted: %zu \"%.*s\"",
+			    n, (int)n, out);
+		else
+			T_CHECK(pcases[i].line, n == strlen(pcases[i].want) &&
+			    memcmp(out, pcases[i].want, n) == 0,
+			    "got \"%.*s\", want \"%s\"", (int)n, out, pcases[i].want);
+	}
+	/* a padded expansion has as many placeholders as the parameters made
+	 * for it, for every template */
+	for (i = 0; i < DB_M__MAX; i++) {
+		size_t counts[DB_MULTI_GROUPS], to[DB_MULTI_GROUPS], k, np = 0, npad = 0;
+		char  *a;
+		for (k = 0; k < DB_MULTI_GROUPS; k++) {
+			counts[k] = 17 + k;
+			to[k] = db_sql_padded(counts[k], DB_MULTI_MAX_ROWS);
+		}
+		a = db_multi_text((enum db_multi)i, counts, &np);
+		free(a);
+		a = db_multi_text((enum db_multi)i, to, &npad);
+		free(a);
+		{
+			struct db_param *in = calloc(np, sizeof(*in));
+			struct db_param *o = calloc(npad, sizeof(*o));
+			size_t           got = in && o ? db_sql_pad_params(
+			    db_multi_template((enum db_multi)i), counts, to, in, np,
+			    o, sizeof(*in)) : 0;
+			T_OK(got == npad && npad > np,
+			    "template %zu: %zu parameters padded to %zu, want %zu",
+			    i, np, got, npad);
+			free(in);
+			free(o);
+		}
+	}
+}
+
 static void
 test_multi(void)
 {
@@ -277,5 +374,6 @@ main(void)
 	T_OK(db_open(NULL, (char[64]){0}, 64) == NULL, "NULL URL accepted");
 	test_expand();
 	test_multi();
+	test_pad();
 	return t_done();
 }
