@@ -123,6 +123,13 @@ size_t utf8_count(const char *s, size_t len);
 /* Fill buf with n cryptographically random bytes; 0 or -1. */
 int ev_random(unsigned char *buf, size_t n);
 
+/* The same, taken from a per-process pool that one getrandom() call
+ * refills 4 KiB at a time (a request takes about 60 bytes, for its id,
+ * its attempt token and an event's id: three system calls before): for
+ * ids and tokens that must be unpredictable and unique. Secrets (API
+ * keys) take ev_random(): the pool keeps the next bytes in memory. */
+int ev_random_pool(unsigned char *buf, size_t n);
+
 /* New public id: prefix ("evt_", "prf_", "key_") then 22 random base-32
  * characters [0-9a-z without i,l,o,u]. out needs 32 bytes. */
 int ev_public_id(const char *prefix, char out[32]);

@@ -2164,7 +2164,7 @@ ev_ingest(struct db *db, const struct ev_tenant *t, struct ev_event **evs,
 	enum db_rc   rc = DB_OK;
 	size_t       i, nvalid = n, left;
 
-	if (ev_random(b.attempt, sizeof(b.attempt)) != 0)
+	if (ev_random_pool(b.attempt, sizeof(b.attempt)) != 0)
 		return EV_INTERNAL;
 
 	/*

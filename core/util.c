@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 
 #include <openssl/crypto.h>
@@ -70,6 +71,49 @@ ev_random(unsigned char *buf, size_t n)
 }
 
 /*
+ * See core.h. The pool is a page of its own, wiped in a forked child
+ * (MADV_WIPEONFORK, Linux 4.14): the child finds it empty and fills it
+ * anew, so that two processes never hand out the same bytes. Where the
+ * page or the flag is not to be had, every call reads getrandom(). A
+ * byte handed out is cleared from the pool.
+ */
+struct rpool {
+	size_t        left;     /* bytes not handed out, at the end of b */
+	unsigned char b[4096 - sizeof(size_t)];
+};
+
+int
+ev_random_pool(unsigned char *buf, size_t n)
+{
+	static struct rpool *pool;
+	static int           state;     /* 0 not set up, 1 pooled, -1 not */
+	unsigned char       *from;
+
+	if (state == 0) {
+		void *m = mmap(NULL, sizeof(*pool), PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		state = -1;
+		if (m != MAP_FAILED && madvise(m, sizeof(*pool), MADV_WIPEONFORK) == 0) {
+			pool = m;
+			state = 1;
+		} else if (m != MAP_FAILED)
+			munmap(m, sizeof(*pool));
+	}
+	if (state < 0 || n > sizeof(pool->b) / 4)
+		return ev_random(buf, n);
+	if (pool->left < n) {
+		if (ev_random(pool->b, sizeof(pool->b)) != 0)
+			return -1;
+		pool->left = sizeof(pool->b);
+	}
+	from = pool->b + sizeof(pool->b) - pool->left;
+	memcpy(buf, from, n);
+	memset(from, 0, n);
+	pool->left -= n;
+	return 0;
+}
+
+/*
  * See core.h. Each character takes the low 5 bits of one random byte
  * (256 is a multiple of 32, so every character is uniform).
  * Returns 0, or -1 when prefix is NULL or too long (more than
@@ -87,7 +131,7 @@ ev_public_id(const char *prefix, char out[32])
 	plen = strlen(prefix);
 	if (plen > 32 - 1 - PUBLIC_ID_CHARS)
 		return -1;
-	if (ev_random(rnd, sizeof(rnd)) != 0)
+	if (ev_random_pool(rnd, sizeof(rnd)) != 0)
 		return -1;
 	memcpy(out, prefix, plen);
 	for (i = 0; i < PUBLIC_ID_CHARS; i++)

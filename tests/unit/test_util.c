@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <json.h>
 
@@ -237,6 +239,55 @@ run_random(void)
 	T_OK(memcmp(a, z, sizeof(a)) != 0, "all zero");
 	T_OK(memcmp(a, b, sizeof(a)) != 0, "two draws equal");
 	T_OK(ev_random(a, 0) == 0, "n = 0 fails");
+}
+
+/* ev_random_pool(): distinct draws across several refills of the pool,
+ * the large-request path, and a forked child that does not repeat its
+ * parent's next bytes (the pool's page is wiped in the child). */
+static void
+run_random_pool(void)
+{
+	enum { N = 1000, W = 22 };
+	static unsigned char d[N][W];
+	unsigned char        z[W] = { 0 }, big[3000], mine[16], theirs[16];
+	size_t               i, j, same = 0, zero = 0, failed = 0;
+	int                  fds[2], status = 0;
+	pid_t                pid;
+
+	for (i = 0; i < N; i++)
+		failed += ev_random_pool(d[i], W) != 0;
+	T_OK(failed == 0, "%zu of %d draws failed", failed, N);
+	for (i = 0; i < N; i++) {
+		zero += memcmp(d[i], z, W) == 0;
+		for (j = i + 1; j < N; j++)
+			same += memcmp(d[i], d[j], W) == 0;
+	}
+	T_OK(zero == 0 && same == 0, "%zu of %d draws all zero, %zu pairs equal",
+	    zero, N, same);
+	memset(big, 0, sizeof(big));
+	T_OK(ev_random_pool(big, sizeof(big)) == 0 &&
+	    memcmp(big + sizeof(big) - W, z, W) != 0, "a draw of 3000 bytes");
+
+	T_OK(pipe(fds) == 0, "pipe");
+	fflush(NULL);
+	if ((pid = fork()) == 0) {
+		unsigned char c[16];
+		close(fds[0]);
+		_exit(ev_random_pool(c, sizeof(c)) == 0 &&
+		    write(fds[1], c, sizeof(c)) == (ssize_t)sizeof(c) ? 0 : 1);
+	}
+	close(fds[1]);
+	T_OK(pid > 0, "fork");
+	memset(theirs, 0, sizeof(theirs));
+	T_OK(ev_random_pool(mine, sizeof(mine)) == 0, "parent's draw");
+	T_OK(read(fds[0], theirs, sizeof(theirs)) == (ssize_t)sizeof(theirs),
+	    "the child's draw did not arrive");
+	close(fds[0]);
+	if (pid > 0)
+		waitpid(pid, &status, 0);
+	T_OK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child failed");
+	T_OK(memcmp(mine, theirs, sizeof(mine)) != 0,
+	    "parent and forked child drew the same bytes");
 }
 
 struct hcase {
@@ -730,6 +781,7 @@ main(void)
 	run_b32();
 	run_key_format();
 	run_random();
+	run_random_pool();
 	run_sha256();
 	run_ct_equal();
 	run_utf8();
