@@ -4,6 +4,7 @@
  * rounding to integers.
  */
 #include <float.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -115,12 +116,70 @@ dec_digits(const struct decnum *d)
 }
 
 /*
+ * The usual number (an amount like 120.50): at most 18 significant digits
+ * and a value m × 10^k with |k| <= 18. Its reduced fraction is found
+ * with machine integers: the denominator 10^-k is 2^j × 5^j, so
+ * dividing m by 2 and by 5 while both have such a factor leaves it in
+ * lowest terms. Two big-number parses per event were 4 % of a batch
+ * worker's instructions. 0 when done, 1 when the number is not such a
+ * one (the caller takes the general way).
+ */
+static int
+dec_parse_small(const struct decnum *d, unsigned long exp, mpq_t out)
+{
+	unsigned long m = 0, den = 1;
+	size_t        i, nd = 0;
+	long          k;
+	int           two, five;
+
+	if (sizeof(m) < 8)
+		return 1;      /* 18 digits need 64 bits */
+	for (i = 0; i < d->ilen + d->flen; i++) {
+		char c = i < d->ilen ? d->ip[i] : d->fp[i - d->ilen];
+		if (nd == 0 && c == '0')
+			continue;
+		if (++nd > 18)
+			return 1;
+		m = m * 10 + (unsigned long)(c - '0');
+	}
+	if (m == 0) {
+		mpq_set_ui(out, 0, 1);
+		return 0;
+	}
+	if (exp > 18 || d->flen > 36)
+		return 1;
+	k = (d->eneg ? -(long)exp : (long)exp) - (long)d->flen;
+	if (k < -18)
+		return 1;
+	for (; k > 0; k--) {
+		if (m > ULONG_MAX / 10)
+			return 1;
+		m *= 10;
+	}
+	for (two = five = (int)-k; two > 0 && m % 2 == 0; two--)
+		m /= 2;
+	for (; five > 0 && m % 5 == 0; five--)
+		m /= 5;
+	while (two-- > 0)
+		den *= 2;
+	while (five-- > 0)
+		den *= 5;
+	mpz_set_ui(mpq_numref(out), m);
+	if (d->neg)
+		mpz_neg(mpq_numref(out), mpq_numref(out));
+	mpz_set_ui(mpq_denref(out), den);
+	return 0;
+}
+
+/*
  * Parse a JSON number into an exact rational (see rules.h). The value is
  * digits × 10^(exp - flen); the exponent as written is limited to
  * RULE_DEC_MAX_EXP so that no text can ask for a huge power of ten.
+ * Small numbers take dec_parse_small(), the others the big-number way
+ * (rule__dec_parse_big(), which tests compare it with).
  */
-int
-rule_dec_parse(const char *s, size_t len, mpq_t out)
+static int
+dec_parse(const char *s, size_t len, mpq_t out, int small)
 {
 	struct decnum d;
 	char         *digits;
@@ -135,6 +194,8 @@ rule_dec_parse(const char *s, size_t len, mpq_t out)
 		if (exp > RULE_DEC_MAX_EXP)
 			return -1;
 	}
+	if (small && dec_parse_small(&d, exp, out) == 0)
+		return 0;
 	if ((digits = dec_digits(&d)) == NULL)
 		return -1;
 	if (digits[0] == '\0') {
@@ -176,6 +237,18 @@ rule_dec_parse(const char *s, size_t len, mpq_t out)
 	mpz_clear(num);
 	mpz_clear(p);
 	return 0;
+}
+
+int
+rule_dec_parse(const char *s, size_t len, mpq_t out)
+{
+	return dec_parse(s, len, out, 1);
+}
+
+int
+rule__dec_parse_big(const char *s, size_t len, mpq_t out)
+{
+	return dec_parse(s, len, out, 0);
 }
 
 int

@@ -25,6 +25,9 @@ void *rule__grow(void *arr, size_t *cap, size_t need, size_t size);
 void rule__z_set_i64(mpz_t z, int64_t v);
 int  rule__z_get_i64(const mpz_t z, int64_t *v);   /* 0, or -1: out of range */
 void rule__q_set_i64(mpq_t q, int64_t v);
+/* rule_dec_parse() always the big-number way (for tests: both ways must
+ * give the same value) */
+int  rule__dec_parse_big(const char *s, size_t len, mpq_t out);
 
 /* Checked int64 addition: 0 and *r = a + b, or -1 on overflow. */
 int rule__add_i64(int64_t a, int64_t b, int64_t *r);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "rules/rules.h"
+#include "rules/rules_int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -74,6 +75,9 @@ fuzz_dec(const char *s, size_t n)
 	mpq_init(q);
 	mpq_init(back);
 	r = rule_dec_parse(s, n, q);
+	/* the machine-integer way and the big-number way agree */
+	if (rule__dec_parse_big(s, n, back) != r || (r == 0 && !mpq_equal(q, back)))
+		abort();
 	c = rule_dec_canon(s, n);
 	if (r == 0 && c == NULL)
 		abort();                    /* parse accepted what canon didn't */

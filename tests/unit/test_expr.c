@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "rules/rules.h"
+#include "rules/rules_int.h"
 #include "tests/unit/t.h"
 
 /* ---- decimals ---- */
@@ -70,6 +71,23 @@ static const struct {
 	{ __LINE__, "-0", "0" },
 	{ __LINE__, "0e-1000", "0" },
 	{ __LINE__, "123456789012345678901234567890", "123456789012345678901234567890" },
+	/* the machine-integer way's edges (dec_parse_small()) */
+	{ __LINE__, "120.50", "241/2" },
+	{ __LINE__, "-0.0000", "0" },
+	{ __LINE__, "999999999999999999", "999999999999999999" },     /* 18 digits */
+	{ __LINE__, "9999999999999999999", "9999999999999999999" },   /* 19 */
+	{ __LINE__, "0.000000000000000001", "1/1000000000000000000" },
+	{ __LINE__, "0.0000000000000000001", "1/10000000000000000000" },
+	{ __LINE__, "1e18", "1000000000000000000" },
+	{ __LINE__, "1e19", "10000000000000000000" },
+	{ __LINE__, "18446744073709551615e0", "18446744073709551615" },
+	{ __LINE__, "99999999999999999e2", "9999999999999999900" },
+	{ __LINE__, "999999999999999999e1", "9999999999999999990" },
+	{ __LINE__, "123456789012345678e-36", "123456789012345678/1000000000000000000000000000000000000" },
+	{ __LINE__, "-2.5e-17", "-1/40000000000000000" },
+	{ __LINE__, "6.25e-2", "1/16" },
+	{ __LINE__, "0.2e1", "2" },
+	{ __LINE__, "1000.000", "1000" },
 	{ __LINE__, "1e1001", NULL },
 	{ __LINE__, "1e-1001", NULL },
 	{ __LINE__, "0e1001", NULL },
@@ -132,6 +150,44 @@ test_dec_parse(void)
 		}
 		mpq_clear(q);
 		mpq_clear(want);
+	}
+	/* both ways give the same value: numbers built from digit runs,
+	 * fractions and exponents around the machine-integer edges */
+	{
+		static const char *const mant[] = { "0", "1", "5", "25", "120.50",
+		    "0.001", "99999999999999999", "999999999999999999",
+		    "9999999999999999999", "18446744073709551616", "4.096",
+		    "100000000000000000", "0.000000000000000000100" };
+		static const char *const ex[] = { "", "e0", "e1", "e-1", "e17",
+		    "e18", "e19", "e-17", "e-18", "e-19", "e-36", "E+3", "e-0005" };
+		size_t a, b, bad = 0, n = 0;
+		char   buf[80];
+		mpq_t  x, y;
+
+		mpq_init(x);
+		mpq_init(y);
+		for (a = 0; a < sizeof(mant) / sizeof(mant[0]); a++)
+			for (b = 0; b < sizeof(ex) / sizeof(ex[0]); b++) {
+				int neg, r1, r2;
+				for (neg = 0; neg < 2; neg++) {
+					snprintf(buf, sizeof(buf), "%s%s%s", neg ? "-" : "",
+					    mant[a], ex[b]);
+					mpq_set_ui(x, 7, 3);
+					mpq_set_ui(y, 5, 3);
+					r1 = rule_dec_parse(buf, strlen(buf), x);
+					r2 = rule__dec_parse_big(buf, strlen(buf), y);
+					n++;
+					if (r1 != 0 || r2 != 0 || !mpq_equal(x, y) ||
+					    mpz_sgn(mpq_denref(x)) <= 0) {
+						if (bad++ == 0)
+							T_OK(0, "%s: the two ways differ", buf);
+					}
+				}
+			}
+		T_OK(bad == 0 && n == 338, "%zu of %zu numbers parse differently",
+		    bad, n);
+		mpq_clear(x);
+		mpq_clear(y);
 	}
 	/* exponent limit is exactly RULE_DEC_MAX_EXP */
 	{
