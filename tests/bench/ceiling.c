@@ -16,7 +16,9 @@
  * Each (template, list lengths) is prepared
  * once per connection and kept in a cache of 24 statements, least recently
  * used dropped first (db.c get_mstmt()). Every list is at most 1000 long
- * (DB_MULTI_MAX_ROWS): longer lists are split into several statements.
+ * (DB_MULTI_MAX_ROWS): longer lists are split into several statements. The
+ * lists of the reads and of the balance upsert are sent padded as the
+ * service sends them (db_sql_padded(), st_pads[]).
  *
  * --mode accept: new events of known users (identity externalUserId +
  * email, both bound to the user's profile) for a tenant with one points
