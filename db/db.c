@@ -116,19 +116,6 @@ static const char *const multi_sql[DB_M__MAX] = {
 	SQL_M_WRITE_ONE,
 };
 
-/* The templates sent padded (db_sql_padded()): reads, and upserts that
- * set values; a repeated entry changes nothing. Not DB_M_COUNTER_ADD
- * (count + VALUES(count)) nor the INSERTs. */
-static const unsigned char multi_pads[DB_M__MAX] = {
-	[DB_M_EVENT_KEYS] = 1,
-	[DB_M_IDENT_LOCK] = 1,
-	[DB_M_STATE_OF] = 1,
-	[DB_M_IDENT_STATE_LOCK] = 1,
-	[DB_M_BALANCE_UPSERT] = 1,
-	[DB_M_VAR_UPSERT] = 1,
-	[DB_M_PROFILE_TOUCH] = 1,
-};
-
 /* Prepared multi statements kept per connection, least recently used
  * dropped first. */
 #define DB_MCACHE 24
@@ -901,11 +888,13 @@ exec_once(struct db *db, enum db_stmt st, const struct db_param *p, size_t np,
 
 /* What each template's text says, read once (the longest template has
  * 1100 characters: counting on every execution was 4 % of a request):
- * its number of groups, and whether it ends the transaction with its own
- * COMMIT (its text ends with SQL_COMMITS_SUFFIX, db/sql.h). */
+ * its number of groups, whether it ends the transaction with its own
+ * COMMIT (its text ends with SQL_COMMITS_SUFFIX, db/sql.h), and whether
+ * its lists are sent padded (db_sql_pads()). */
 struct multi_info {
 	size_t groups;
 	int    commits;
+	int    pads;
 };
 
 static const struct multi_info *
@@ -921,6 +910,7 @@ multi_info(enum db_multi m)
 			info[i].groups = db_sql_groups(multi_sql[i]);
 			info[i].commits = n >= k &&
 			    strcmp(multi_sql[i] + n - k, SQL_COMMITS_SUFFIX) == 0;
+			info[i].pads = db_sql_pads(multi_sql[i]);
 		}
 		done = 1;
 	}
@@ -1009,7 +999,7 @@ shape_of(enum db_multi m, const size_t *counts, size_t ng, size_t *to)
 	size_t i;
 	int    padded = 0;
 
-	if (!multi_pads[m])
+	if (!multi_info(m)->pads)
 		return counts;
 	for (i = 0; i < ng; i++) {
 		to[i] = db_sql_padded(counts[i], DB_MULTI_MAX_ROWS);

@@ -156,6 +156,22 @@ db_sql_padded(size_t n, size_t max)
 	return n < max ? n : max;
 }
 
+int
+db_sql_pads(const char *t)
+{
+	static const char *const pads[] = {
+		SQL_M_EVENT_KEYS, SQL_M_IDENT_LOCK, SQL_M_STATE_OF,
+		SQL_M_IDENT_STATE_LOCK, SQL_M_BALANCE_UPSERT, SQL_M_VAR_UPSERT,
+		SQL_M_PROFILE_TOUCH,
+	};
+	size_t i;
+
+	for (i = 0; t != NULL && i < sizeof(pads) / sizeof(pads[0]); i++)
+		if (strcmp(t, pads[i]) == 0)
+			return 1;
+	return 0;
+}
+
 /* db_sql_pad_params(): copies parameters of size bytes from in to out. */
 struct pad {
 	struct walk          w;

@@ -45,6 +45,15 @@ char *db_sql_expand(const char *t, const size_t *counts, size_t *nparams);
  */
 size_t db_sql_padded(size_t n, size_t max);
 
+/* 1 when template t (one of the SQL_M_ texts here, compared by text) is
+ * one whose lists may be padded: the reads (SQL_M_EVENT_KEYS,
+ * SQL_M_IDENT_LOCK, SQL_M_STATE_OF, SQL_M_IDENT_STATE_LOCK) and the
+ * writes that set values (SQL_M_BALANCE_UPSERT, SQL_M_VAR_UPSERT,
+ * SQL_M_PROFILE_TOUCH). Never SQL_M_COUNTER_ADD, which adds (a repeated
+ * row would count twice), nor an INSERT. The service and the ceiling both
+ * ask here. */
+int db_sql_pads(const char *t);
+
 /* The parameters of template t for lengths to[] (each at least counts[],
  * 0 exactly where counts[] is 0) from in[0..nin), laid out for counts[]:
  * each group's last entry repeated. Elements of size bytes are copied to

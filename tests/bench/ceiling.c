@@ -18,7 +18,7 @@
  * used dropped first (db.c get_mstmt()). Every list is at most 1000 long
  * (DB_MULTI_MAX_ROWS): longer lists are split into several statements. The
  * lists of the reads and of the balance upsert are sent padded as the
- * service sends them (db_sql_padded(), st_pads[]).
+ * service sends them (db_sql_pads(), db_sql_padded()).
  *
  * --mode accept: new events of known users (identity externalUserId +
  * email, both bound to the user's profile) for a tenant with one points
@@ -134,14 +134,6 @@ static const char *const st_sql[ST__MAX] = {
 	SQL_M_BALANCE_UPSERT,
 	SQL_M_WRITE_ONE,
 };
-/* The templates sent padded, as db/db.c multi_pads[] (db_sql_padded()). */
-static const unsigned char st_pads[ST__MAX] = {
-	[ST_M_EVENT_KEYS] = 1,
-	[ST_M_IDENT_LOCK] = 1,
-	[ST_M_STATE_OF] = 1,
-	[ST_M_IDENT_STATE_LOCK] = 1,
-	[ST_M_BALANCE_UPSERT] = 1,
-};
 _Static_assert(sizeof(st_sql) / sizeof(st_sql[0]) == ST__MAX,
     "st_sql must have one entry per enum st");
 _Static_assert(sizeof(st_name) / sizeof(st_name[0]) == ST__MAX,
@@ -201,6 +193,7 @@ static struct {
 
 static atomic_int stop_flag;
 static size_t     st_groups[ST__MAX];   /* list groups of each template */
+static int        st_pads[ST__MAX];     /* sent padded (db_sql_pads()) */
 
 /* A bound parameter. */
 struct param {
@@ -1554,11 +1547,13 @@ main(int argc, char **argv)
 		usage();
 	if (opt.mode == MODE_DUP)
 		opt.per_txn = 1;
-	for (i = 0; i < ST__MAX; i++)
+	for (i = 0; i < ST__MAX; i++) {
+		st_pads[i] = db_sql_pads(st_sql[i]);
 		if ((st_groups[i] = db_sql_groups(st_sql[i])) > GROUPS) {
 			fprintf(stderr, "ceiling: %s: too many list groups\n", st_name[i]);
 			return 1;
 		}
+	}
 	if (mysql_library_init(0, NULL, NULL) != 0) {
 		fprintf(stderr, "ceiling: cannot initialise the MariaDB library\n");
 		return 1;

@@ -276,6 +276,22 @@ test_pad(void)
 			    memcmp(out, pcases[i].want, n) == 0,
 			    "got \"%.*s\", want \"%s\"", (int)n, out, pcases[i].want);
 	}
+	/* which templates may be padded: a repeated entry must change
+	 * nothing (COUNTER_ADD adds, an INSERT would store a row twice) */
+	{
+		static const int want[DB_M__MAX] = {
+			[DB_M_EVENT_KEYS] = 1, [DB_M_IDENT_LOCK] = 1,
+			[DB_M_STATE_OF] = 1, [DB_M_IDENT_STATE_LOCK] = 1,
+			[DB_M_BALANCE_UPSERT] = 1, [DB_M_VAR_UPSERT] = 1,
+			[DB_M_PROFILE_TOUCH] = 1,
+		};
+		for (i = 0; i < DB_M__MAX; i++)
+			T_OK(db_sql_pads(db_multi_template((enum db_multi)i)) == want[i],
+			    "template %zu: padded %d, want %d", i,
+			    db_sql_pads(db_multi_template((enum db_multi)i)), want[i]);
+		T_OK(!db_sql_pads(NULL) && !db_sql_pads("SELECT 1"),
+		    "an unknown text padded");
+	}
 	/* a padded expansion has as many placeholders as the parameters made
 	 * for it, for every template */
 	for (i = 0; i < DB_M__MAX; i++) {
