@@ -992,22 +992,6 @@ get_mstmt(struct db *db, enum db_multi m, const size_t *counts, size_t ng,
 	return s;
 }
 
-/* The lengths m is sent with: counts, or padded ones in to. */
-static const size_t *
-shape_of(enum db_multi m, const size_t *counts, size_t ng, size_t *to)
-{
-	size_t i;
-	int    padded = 0;
-
-	if (!multi_info(m)->pads)
-		return counts;
-	for (i = 0; i < ng; i++) {
-		to[i] = db_sql_padded(counts[i], DB_MULTI_MAX_ROWS);
-		padded |= to[i] != counts[i];
-	}
-	return padded ? to : counts;
-}
-
 static enum db_rc
 multi_once(struct db *db, enum db_multi m, const size_t *counts, size_t ng,
     const struct db_param *p, size_t np, struct db_res *res, uint64_t *affected)
@@ -1015,7 +999,9 @@ multi_once(struct db *db, enum db_multi m, const size_t *counts, size_t ng,
 	MYSQL_STMT   *s;
 	enum db_rc    rc;
 	size_t        want, to[DB_MULTI_GROUPS];
-	const size_t *shape = shape_of(m, counts, ng, to);
+	/* the lengths it is sent with: counts, or padded ones in to */
+	const size_t *shape = multi_info(m)->pads &&
+	    db_sql_pad_counts(counts, ng, DB_MULTI_MAX_ROWS, to) ? to : counts;
 
 	if (res != NULL)
 		memset(res, 0, sizeof(*res));

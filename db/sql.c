@@ -157,6 +157,19 @@ db_sql_padded(size_t n, size_t max)
 }
 
 int
+db_sql_pad_counts(const size_t *counts, size_t ng, size_t max, size_t *to)
+{
+	size_t i;
+	int    padded = 0;
+
+	for (i = 0; i < ng; i++) {
+		to[i] = db_sql_padded(counts[i], max);
+		padded |= to[i] != counts[i];
+	}
+	return padded;
+}
+
+int
 db_sql_pads(const char *t)
 {
 	static const char *const pads[] = {

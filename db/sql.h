@@ -45,6 +45,11 @@ char *db_sql_expand(const char *t, const size_t *counts, size_t *nparams);
  */
 size_t db_sql_padded(size_t n, size_t max);
 
+/* db_sql_padded() of each of counts[0..ng) into to[]: the lengths a
+ * template's lists are sent with. 1 when one of them differs from its
+ * count (the parameters must then be padded), else 0. */
+int db_sql_pad_counts(const size_t *counts, size_t ng, size_t max, size_t *to);
+
 /* 1 when template t (one of the SQL_M_ texts here, compared by text) is
  * one whose lists may be padded: the reads (SQL_M_EVENT_KEYS,
  * SQL_M_IDENT_LOCK, SQL_M_STATE_OF, SQL_M_IDENT_STATE_LOCK) and the

@@ -680,11 +680,8 @@ run(struct worker *w, enum st st, const size_t *counts, size_t np)
 		fail(w, st_name[st], "more parameters than room");
 		return -1;
 	}
-	if (st_pads[st]) {
-		for (i = 0; i < st_groups[st]; i++)
-			to[i] = db_sql_padded(counts[i], MAX_LIST);
+	if (st_pads[st] && db_sql_pad_counts(counts, st_groups[st], MAX_LIST, to))
 		shape = to;
-	}
 	if ((s = get_stmt(w, st, shape)) == NULL)
 		return -1;
 	if (shape != counts) {

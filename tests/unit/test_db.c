@@ -263,6 +263,14 @@ test_pad(void)
 		T_CHECK(padcases[i].line, got == padcases[i].want,
 		    "%zu padded to %zu, want %zu", padcases[i].n, got, padcases[i].want);
 	}
+	{
+		size_t to[3] = { 0 };
+		T_OK(db_sql_pad_counts((size_t[3]){ 632, 0, 3 }, 3, 1000, to) == 1 &&
+		    to[0] == 640 && to[1] == 0 && to[2] == 3,
+		    "pad_counts: %zu %zu %zu", to[0], to[1], to[2]);
+		T_OK(db_sql_pad_counts((size_t[2]){ 640, 16 }, 2, 1000, to) == 0 &&
+		    to[0] == 640 && to[1] == 16, "pad_counts: nothing to pad");
+	}
 	for (i = 0; i < sizeof(pcases) / sizeof(pcases[0]); i++) {
 		size_t n;
 		memset(out, 0, sizeof(out));
