@@ -146,7 +146,7 @@ dec_parse_small(const struct decnum *d, unsigned long exp, mpq_t out)
 		mpq_set_ui(out, 0, 1);
 		return 0;
 	}
-	if (exp > 18 || d->flen > 36)
+	if (exp > 18)
 		return 1;
 	k = (d->eneg ? -(long)exp : (long)exp) - (long)d->flen;
 	if (k < -18)
