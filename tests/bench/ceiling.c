@@ -80,6 +80,18 @@
  * transactions: every transaction finds its profiles and balances with the
  * SQL above.
  *
+ * --fcgi 1: the minimal endpoint. Instead of generating events, serve
+ * FastCGI requests on fd 0 with one connection (a web server starts it, as
+ * it starts rfevents.fcgi; with no arguments the options are read from
+ * $CEILING_ARGS). Each request is a single event (201 accepted) or a batch
+ * {"items":[...]} (200, a result per item), parsed with json-c for the
+ * external id, the externalUserId and the amount, and stored with the SQL
+ * of --mode accept; a single event whose external id begins with
+ * "<dup-prefix>-" is a replay and takes the --mode dup read first (200
+ * duplicate when its key is stored). No authentication, validation, rules
+ * or logging: what any endpoint must do to store the event, so that `make
+ * bench` can tell the web server's cost from the service's.
+ *
  * Deadlocks and lock-wait timeouts roll back and run the transaction again
  * after a short randomised backoff, as db_txn() does, at most 8 times; the
  * retries and the transactions given up (the service's 503) are counted.
@@ -99,6 +111,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <fcgiapp.h>
+#include <json-c/json.h>
 #include <mysql.h>
 #include <mysqld_error.h>
 
@@ -243,7 +257,6 @@ struct evbuf {
 
 /* A distinct user of the transaction: its identities and profile. */
 struct tuser {
-	unsigned    u;
 	const char *ext, *email;
 	long long   pid, pid_email;    /* from IDENT_LOCK, by identity type */
 	size_t      prof;              /* in txn.profs */
@@ -762,8 +775,8 @@ public_id(struct worker *w, const char *prefix, char out[32])
 }
 
 static void
-make_event(struct worker *w, struct evbuf *e, const char *ext, unsigned user,
-    unsigned amount)
+make_event(struct worker *w, struct evbuf *e, const char *ext, const char *user,
+    unsigned amount, unsigned store)
 {
 	char   iso[40];
 	size_t i;
@@ -773,7 +786,7 @@ make_event(struct worker *w, struct evbuf *e, const char *ext, unsigned user,
 	for (i = 0; i < sizeof(e->fp); i++)
 		e->fp[i] = (char)(rnd_next(w) & 0xff);
 	sql_now(e->rec);
-	snprintf(e->user, sizeof(e->user), opt.user_fmt, user);
+	snprintf(e->user, sizeof(e->user), "%s", user);
 	snprintf(e->email, sizeof(e->email), "%s@example.com", e->user);
 	for (i = 0; e->email[i]; i++)
 		if (e->email[i] >= 'A' && e->email[i] <= 'Z')
@@ -789,7 +802,7 @@ make_event(struct worker *w, struct evbuf *e, const char *ext, unsigned user,
 	    "\"properties\":{\"order_id\":\"order_%s\",\"amount\":%u.%02u,"
 	    "\"currency\":\"USD\",\"store_id\":\"store_%u\"}}",
 	    e->ext, iso, e->user, e->email, e->ext, amount / 100, amount % 100,
-	    user % 100);
+	    store);
 }
 
 static int
@@ -809,9 +822,7 @@ cmp_ll(long long x, long long y)
 static int
 cmp_tuser(const void *a, const void *b)
 {
-	const struct tuser *x = a, *y = b;
-
-	return x->u < y->u ? -1 : x->u > y->u;
+	return strcmp(((const struct tuser *)a)->ext, ((const struct tuser *)b)->ext);
 }
 
 /* Identities in the order of their primary key (type, value bytes). */
@@ -855,17 +866,16 @@ txn_prepare(struct worker *w, struct txn *t)
 	size_t i, k;
 
 	for (i = 0; i < t->n; i++) {
-		t->users[i].u = t->us[i];
 		t->users[i].ext = t->evs[i].user;
 		t->users[i].email = t->evs[i].email;
 	}
 	qsort(t->users, t->n, sizeof(*t->users), cmp_tuser);
 	for (i = 0, k = 0; i < t->n; i++)
-		if (k == 0 || t->users[k - 1].u != t->users[i].u)
+		if (k == 0 || strcmp(t->users[k - 1].ext, t->users[i].ext) != 0)
 			t->users[k++] = t->users[i];
 	t->nusers = k;
 	for (i = 0; i < t->n; i++) {
-		struct tuser key = { .u = t->us[i] }, *f;
+		struct tuser key = { .ext = t->evs[i].user }, *f;
 		f = bsearch(&key, t->users, t->nusers, sizeof(key), cmp_tuser);
 		t->evs[i].uslot = (size_t)(f - t->users);
 	}
@@ -889,8 +899,11 @@ txn_prepare(struct worker *w, struct txn *t)
 }
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+/* returned when a new event's key is stored already */
+#define TAKEN (-2)
 
-/* The keys of all events at once (DB_M_EVENT_KEYS): all must be free. */
+/* The keys of all events at once (DB_M_EVENT_KEYS): all must be free
+ * (TAKEN when one is not). */
 static int
 keys_check(struct worker *w, struct txn *t)
 {
@@ -908,10 +921,8 @@ keys_check(struct worker *w, struct txn *t)
 		}
 		if ((rc = run(w, ST_M_EVENT_KEYS, &c, 1 + 2 * c)) != 0)
 			return rc;
-		if (w->res.nrows > 0) {
-			fail(w, "key check", "a new external id is taken");
-			return -1;
-		}
+		if (w->res.nrows > 0)
+			return TAKEN;
 	}
 	return 0;
 }
@@ -1197,10 +1208,8 @@ accept_txn(struct worker *w, struct txn *t, int check, int *committed)
 	if (t->nidents <= MERGED_IDENTS) {
 		if ((rc = ident_state_lock(w, t, keys_merged(t), &taken)) != 0)
 			return rc;
-		if (taken > 0) {
-			fail(w, "key check", "a new external id is taken");
-			return -1;
-		}
+		if (taken > 0)
+			return TAKEN;
 	} else if ((rc = ident_lock(w, t)) != 0 || (rc = state_of(w, t)) != 0)
 		return rc;
 	/* the rule: a point per dollar, balances running in item order */
@@ -1336,34 +1345,131 @@ cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* The arrays of a transaction of up to n events; 0 or -1. */
+static int
+txn_alloc(struct worker *w, struct txn *t, size_t n)
+{
+	memset(t, 0, sizeof(*t));
+	t->n = n;
+	t->evs = calloc(n, sizeof(*t->evs));
+	t->us = calloc(n, sizeof(*t->us));
+	t->users = calloc(n, sizeof(*t->users));
+	t->idents = calloc(2 * n, sizeof(*t->idents));
+	t->profs = calloc(n, sizeof(*t->profs));
+	t->bypub = calloc(n, sizeof(*t->bypub));
+	if (t->evs == NULL || t->us == NULL || t->users == NULL ||
+	    t->idents == NULL || t->profs == NULL || t->bypub == NULL) {
+		fail(w, "events", "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+static void
+txn_free(struct txn *t)
+{
+	free(t->evs);
+	free(t->us);
+	free(t->users);
+	free(t->idents);
+	free(t->profs);
+	free(t->bypub);
+}
+
+/*
+ * The duplicate path of t's single event: one plain read of its key; the
+ * reads' transaction is ended once READ_KEEP_US old (*read_since: when it
+ * began, 0 for none). *found says whether the key is stored. 0, a MariaDB
+ * error number (the transaction rolled back) or -1.
+ */
+static int
+dup_read(struct worker *w, const struct txn *t, double t0, double *read_since,
+    int *found)
+{
+	size_t one = 1;
+	int    rc;
+
+	if (param_room(w, 3) != 0)
+		return -1;
+	w->p[0] = PI(opt.tenant);
+	w->p[1] = PS(SOURCE);
+	w->p[2] = PS(t->evs[0].ext);
+	if ((rc = run(w, ST_M_EVENT_KEYS, &one, 3)) == 0) {
+		*found = w->res.nrows > 0;
+		if (*read_since == 0)
+			*read_since = t0;
+		if ((t0 - *read_since) * 1e6 >= READ_KEEP_US) {
+			*read_since = 0;
+			if (mysql_rollback(w->conn) != 0)
+				rc = (int)mysql_errno(w->conn);
+		}
+	}
+	if (rc > 0) {
+		mysql_rollback(w->conn);
+		*read_since = 0;
+	}
+	return rc;
+}
+
+/*
+ * Transaction t of new events, run as the service runs it: the keys read
+ * first (more than MERGED_KEYS events), then up to MAX_ATTEMPTS attempts
+ * while deadlocks and lock-wait timeouts roll it back. 0 committed, 1
+ * given up (the service's 503), TAKEN (a key is stored, rolled back) or -1.
+ */
+static int
+accept_run(struct worker *w, struct txn *t)
+{
+	unsigned attempt;
+	int      rc, committed;
+
+	/* the connection runs with autocommit off, as the service's: the
+	 * first read begins the transaction, no START TRANSACTION is sent */
+	if (!keys_merged(t) && (rc = keys_check(w, t)) != 0) {
+		if (rc > 0)
+			fail(w, "key check", "lock wait or deadlock on a plain read");
+		else if (rc == TAKEN)
+			mysql_rollback(w->conn);
+		return rc > 0 ? -1 : rc;
+	}
+	for (attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+		if (attempt > 0) {
+			w->retries++;
+			backoff(w, attempt);
+		}
+		/* a retry checks the keys again, inside */
+		committed = 0;
+		rc = accept_txn(w, t, attempt > 0, &committed);
+		if (rc == 0) {
+			if (committed || mysql_commit(w->conn) == 0)
+				return 0;
+			rc = (int)mysql_errno(w->conn);
+			if (!retryable((unsigned)rc)) {
+				fail(w, "COMMIT", mysql_error(w->conn));
+				rc = -1;
+			}
+		}
+		mysql_rollback(w->conn);
+		if (rc < 0)
+			return rc;
+	}
+	return 1;
+}
+
 static void *
 worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct txn     t;
-	char           ext[96];
-	unsigned       i, attempt;
-	int            committed;
+	char           ext[96], user[64];
+	unsigned       i;
 	double         read_since = 0;      /* dup: when the reads began a transaction */
 
-	memset(&t, 0, sizeof(t));
-	t.n = opt.per_txn;
-	t.evs = calloc(t.n, sizeof(*t.evs));
-	t.us = calloc(t.n, sizeof(*t.us));
-	t.users = calloc(t.n, sizeof(*t.users));
-	t.idents = calloc(2 * t.n, sizeof(*t.idents));
-	t.profs = calloc(t.n, sizeof(*t.profs));
-	t.bypub = calloc(t.n, sizeof(*t.bypub));
-	if (t.evs == NULL || t.us == NULL || t.users == NULL || t.idents == NULL ||
-	    t.profs == NULL || t.bypub == NULL) {
-		fail(w, "events", "out of memory");
-		goto out;
-	}
-	if (connect_db(w) != 0)
+	if (txn_alloc(w, &t, opt.per_txn) != 0 || connect_db(w) != 0)
 		goto out;
 	while (!atomic_load(&stop_flag) && !w->failed) {
 		double t0;
-		int    rc = 0;
+		int    rc = 0, found;
 
 		/* the transaction's events: new ids, or existing ones to replay */
 		for (i = 0; i < t.n; i++)
@@ -1371,46 +1477,23 @@ worker_main(void *arg)
 		if (opt.sorted)
 			qsort(t.us, t.n, sizeof(*t.us), cmp_unsigned);
 		for (i = 0; i < t.n; i++) {
-			unsigned user = t.us[i];
 			if (opt.mode == MODE_DUP) {
 				unsigned k = (unsigned)(rnd_next(w) % opt.dup_count);
 				snprintf(ext, sizeof(ext), "%s-%u", opt.dup_prefix, k);
 			} else
 				snprintf(ext, sizeof(ext), "%s-%u-%llu", opt.prefix,
 				    w->id, w->seq++);
+			snprintf(user, sizeof(user), opt.user_fmt, t.us[i]);
 			make_event(w, &t.evs[i], ext, user,
-			    100 + (unsigned)(rnd_next(w) % 50000));
+			    100 + (unsigned)(rnd_next(w) % 50000), t.us[i] % 100);
 		}
 		t0 = now_s();
 		txn_prepare(w, &t);
 		if (opt.mode == MODE_DUP) {
-			/* a single event whose key was answered duplicate
-			 * before: one plain read of the key; the reads'
-			 * transaction is ended when READ_KEEP_US old */
-			size_t one = 1;
-			if (param_room(w, 3) != 0)
+			/* a single event whose key was answered duplicate before */
+			if ((rc = dup_read(w, &t, t0, &read_since, &found)) < 0)
 				goto out;
-			w->p[0] = PI(opt.tenant);
-			w->p[1] = PS(SOURCE);
-			w->p[2] = PS(t.evs[0].ext);
-			if ((rc = run(w, ST_M_EVENT_KEYS, &one, 3)) == 0 &&
-			    w->res.nrows != 1) {
-				fail(w, "duplicate path", "the key is not taken: seed the"
-				    " duplicates first (--dup-prefix, --dup-count)");
-				goto out;
-			}
-			if (rc == 0 && read_since == 0)
-				read_since = t0;
-			if (rc == 0 && (t0 - read_since) * 1e6 >= READ_KEEP_US) {
-				read_since = 0;
-				if (mysql_rollback(w->conn) != 0)
-					rc = (int)mysql_errno(w->conn);
-			}
-			if (rc < 0)
-				goto out;
-			if (rc != 0) {
-				mysql_rollback(w->conn);
-				read_since = 0;
+			if (rc > 0) {
 				if (!retryable((unsigned)rc)) {
 					fail(w, "duplicate path", mysql_error(w->conn));
 					goto out;
@@ -1418,41 +1501,21 @@ worker_main(void *arg)
 				w->retries++;
 				continue;
 			}
+			if (!found) {
+				fail(w, "duplicate path", "the key is not taken: seed the"
+				    " duplicates first (--dup-prefix, --dup-count)");
+				goto out;
+			}
 			add_latency(w, (now_s() - t0) * 1000.0);
 			w->txns++;
 			w->events++;
 			continue;
 		}
-		/* the keys of a batch are checked before the transaction; the
-		 * connection runs with autocommit off, as the service's: that
-		 * read begins the transaction, and no START TRANSACTION is sent */
-		if (!keys_merged(&t) && (rc = keys_check(w, &t)) != 0) {
-			if (rc > 0)
-				fail(w, "key check", "lock wait or deadlock on a plain read");
+		if ((rc = accept_run(w, &t)) == TAKEN)
+			fail(w, "key check", "a new external id is taken");
+		if (rc < 0)
 			goto out;
-		}
-		for (attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-			if (attempt > 0) {
-				w->retries++;
-				backoff(w, attempt);
-			}
-			/* a retry checks the keys again, inside */
-			committed = 0;
-			rc = accept_txn(w, &t, attempt > 0, &committed);
-			if (rc == 0) {
-				if (committed || mysql_commit(w->conn) == 0)
-					break;
-				rc = (int)mysql_errno(w->conn);
-				if (!retryable((unsigned)rc)) {
-					fail(w, "COMMIT", mysql_error(w->conn));
-					rc = -1;
-				}
-			}
-			mysql_rollback(w->conn);
-			if (rc == -1)
-				goto out;
-		}
-		if (rc != 0) {
+		if (rc == 1) {
 			/* the service answers 503 here; the client would retry */
 			w->gave_up++;
 			continue;
@@ -1464,15 +1527,200 @@ worker_main(void *arg)
 out:
 	/* frees: the transaction's arrays; the connection, its statements and
 	 * the buffers of w are freed by main() */
-	free(t.evs);
-	free(t.us);
-	free(t.users);
-	free(t.idents);
-	free(t.profs);
-	free(t.bypub);
+	txn_free(&t);
 	return NULL;
 }
 
+/* ---- --fcgi 1: the same work behind a web server ---- */
+
+/* A worker's connection, statements and buffers. */
+static void
+worker_free(struct worker *w)
+{
+	size_t s;
+
+	for (s = 0; s < STMT_CACHE; s++)
+		if (w->cache[s].s != NULL)
+			mysql_stmt_close(w->cache[s].s);
+	if (w->conn != NULL)
+		mysql_close(w->conn);
+	for (s = 0; s < MAX_COLS; s++)
+		free(w->col[s]);
+	free(w->p);
+	free(w->pp);
+	free(w->b);
+	free(w->blen);
+	free(w->bnull);
+	free(w->res.off);
+	free(w->res.len);
+	free(w->res.isnull);
+	free(w->res.buf);
+	free(w->lat);
+}
+
+#define FCGI_MAX_ITEMS 1000             /* a batch, at most (API.md) */
+#define FCGI_MAX_BODY  (8u << 20)
+
+/* The answer: a status line and a JSON body. */
+static void
+fcgi_answer(FCGX_Request *req, const char *status, const char *body)
+{
+	FCGX_FPrintF(req->out, "Status: %s\r\nContent-Type: application/json\r\n\r\n%s",
+	    status, body);
+}
+
+/* A string member of o, or NULL. */
+static const char *
+json_str(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (o == NULL || !json_object_object_get_ex(o, key, &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+/* Event i of t from JSON object o; 0 or -1 (a member missing or wrong). */
+static int
+fcgi_event(struct worker *w, struct txn *t, size_t i, struct json_object *o)
+{
+	struct json_object *id = NULL, *props = NULL, *amount = NULL;
+	const char         *ext = json_str(o, "externalEventId"), *user;
+	double              a;
+
+	if (o == NULL || !json_object_object_get_ex(o, "identity", &id) ||
+	    !json_object_object_get_ex(o, "properties", &props) ||
+	    !json_object_object_get_ex(props, "amount", &amount))
+		return -1;
+	user = json_str(id, "externalUserId");
+	a = json_object_get_double(amount);
+	if (ext == NULL || user == NULL || strlen(ext) >= sizeof(t->evs[i].ext) ||
+	    strlen(user) >= sizeof(t->evs[i].user) - 16 || !(a >= 0 && a < 1e7))
+		return -1;
+	make_event(w, &t->evs[i], ext, user, (unsigned)(a * 100 + 0.5), 0);
+	return 0;
+}
+
+/*
+ * One request: a single event (201 accepted, 200 duplicate) or a batch
+ * {"items":[...]} (200, a result per item), run with the SQL of the
+ * modes above: a single event whose external id begins with the
+ * --dup-prefix is a replay and is answered by dup_read(); new events take
+ * accept_run(). No authentication, validation or rules: only what any
+ * endpoint must do to store the event.
+ */
+static void
+fcgi_one(struct worker *w, struct txn *t, FCGX_Request *req, char **body,
+    size_t *cap, double *read_since)
+{
+	const char          *cl = FCGX_GetParam("CONTENT_LENGTH", req->envp);
+	struct json_tokener *tok;
+	struct json_object  *doc, *items = NULL;
+	size_t               len = cl != NULL ? strtoul(cl, NULL, 10) : 0, n, i;
+	int                  rc, found = 0, batch;
+	double               t0 = now_s();
+
+	if (len == 0 || len > FCGI_MAX_BODY) {
+		fcgi_answer(req, "413 Payload Too Large", "{\"status\":\"error\"}");
+		return;
+	}
+	if (len > *cap) {
+		char *nb = realloc(*body, len);
+		if (nb == NULL) {
+			fcgi_answer(req, "503 Service Unavailable", "{\"status\":\"error\"}");
+			return;
+		}
+		*body = nb;
+		*cap = len;
+	}
+	if ((size_t)FCGX_GetStr(*body, (int)len, req->in) != len ||
+	    (tok = json_tokener_new()) == NULL) {
+		fcgi_answer(req, "400 Bad Request", "{\"status\":\"error\"}");
+		return;
+	}
+	doc = json_tokener_parse_ex(tok, *body, (int)len);
+	json_tokener_free(tok);
+	batch = doc != NULL && json_object_object_get_ex(doc, "items", &items) &&
+	    json_object_is_type(items, json_type_array);
+	n = batch ? json_object_array_length(items) : 1;
+	rc = doc == NULL || n == 0 || n > FCGI_MAX_ITEMS ? -1 : 0;
+	for (i = 0; rc == 0 && i < n; i++)
+		rc = fcgi_event(w, t, i, batch ? json_object_array_get_idx(items, i) : doc);
+	json_object_put(doc);
+	if (rc != 0) {
+		fcgi_answer(req, "400 Bad Request", "{\"status\":\"error\"}");
+		return;
+	}
+	t->n = n;
+	txn_prepare(w, t);
+	if (!batch && strncmp(t->evs[0].ext, opt.dup_prefix, strlen(opt.dup_prefix)) == 0 &&
+	    t->evs[0].ext[strlen(opt.dup_prefix)] == '-' &&
+	    (rc = dup_read(w, t, t0, read_since, &found)) != 0) {
+		fcgi_answer(req, "503 Service Unavailable", "{\"status\":\"error\"}");
+		return;
+	}
+	if (!found)
+		rc = accept_run(w, t);
+	if (found || (rc == TAKEN && !batch)) {
+		fcgi_answer(req, "200 OK", "{\"status\":\"duplicate\"}");
+		return;
+	}
+	if (rc != 0) {
+		fcgi_answer(req, rc == TAKEN ? "409 Conflict" : "503 Service Unavailable",
+		    "{\"status\":\"error\"}");
+		return;
+	}
+	if (!batch) {
+		FCGX_FPrintF(req->out, "Status: 201 Created\r\nContent-Type: application/json"
+		    "\r\n\r\n{\"status\":\"accepted\",\"event_id\":\"%s\",%s",
+		    t->evs[0].pub, t->evs[0].out + 1);
+		return;
+	}
+	FCGX_PutS("Status: 200 OK\r\nContent-Type: application/json\r\n\r\n"
+	    "{\"results\":[", req->out);
+	for (i = 0; i < n; i++) {
+		/* (FCGX_FPrintF() has its own printf: no %zu) */
+		char item[sizeof(t->evs[i].out) + 96];
+		int  k = snprintf(item, sizeof(item), "%s{\"index\":%zu,\"status\":"
+		    "\"accepted\",\"event_id\":\"%s\",%s", i ? "," : "", i,
+		    t->evs[i].pub, t->evs[i].out + 1);
+		if (k > 0)
+			FCGX_PutStr(item, k < (int)sizeof(item) ? k : (int)sizeof(item) - 1,
+			    req->out);
+	}
+	FCGX_PutS("]}", req->out);
+}
+
+/* Serve FastCGI requests on fd 0 until the web server stops us. */
+static int
+fcgi_serve(void)
+{
+	struct worker w;
+	struct txn    t;
+	FCGX_Request  req;
+	char         *body = NULL;
+	size_t        cap = 0;
+	double        read_since = 0;
+	int           ret = 0;
+
+	memset(&w, 0, sizeof(w));
+	w.rnd = (uint64_t)time(NULL) * 2654435761u + (uint64_t)getpid() + 1;
+	if (txn_alloc(&w, &t, FCGI_MAX_ITEMS) != 0 || connect_db(&w) != 0 ||
+	    FCGX_Init() != 0 || FCGX_InitRequest(&req, 0, 0) != 0)
+		ret = 1;
+	while (ret == 0 && FCGX_Accept_r(&req) >= 0) {
+		fcgi_one(&w, &t, &req, &body, &cap, &read_since);
+		FCGX_Finish_r(&req);
+		ret = w.failed;
+	}
+	if (w.failed)
+		fprintf(stderr, "ceiling: %s\n", w.err);
+	txn_free(&t);
+	free(body);
+	worker_free(&w);
+	return ret;
+}
 
 static void
 usage(void)
@@ -1481,7 +1729,7 @@ usage(void)
 	    "usage: ceiling --db URL --tenant ID [--mode accept|dup] [--conns N]\n"
 	    "               [--per-txn N] [--seconds S] [--users N] [--prefix P]\n"
 	    "               [--user-fmt FMT] [--dup-prefix P] [--dup-count N]\n"
-	    "               [--sorted 0|1] [--rules-version V]\n"
+	    "               [--sorted 0|1] [--rules-version V] [--fcgi 0|1]\n"
 	    "  --db defaults to $RFEVENTS_DB (mariadb://user:pass@host[:port]/db[?socket=path])\n");
 	exit(2);
 }
@@ -1496,8 +1744,21 @@ main(int argc, char **argv)
 	size_t         nall = 0, k;
 	unsigned long long events = 0, txns = 0, retries = 0, gave_up = 0;
 	unsigned       i;
-	int            a, ret = 0;
+	int            a, ret = 0, fcgi = 0;
+	char          *envargs[32], *words = NULL;
 
+	/* under a web server (no arguments): the options from $CEILING_ARGS */
+	if (argc == 1 && getenv("CEILING_ARGS") != NULL &&
+	    (words = strdup(getenv("CEILING_ARGS"))) != NULL) {
+		char *tok, *save = NULL;
+		envargs[0] = argv[0];
+		argc = 1;
+		for (tok = strtok_r(words, " ", &save); tok != NULL && argc < 31;
+		    tok = strtok_r(NULL, " ", &save))
+			envargs[argc++] = tok;
+		envargs[argc] = NULL;
+		argv = envargs;
+	}
 	for (a = 1; a < argc; a++) {
 		const char *o = argv[a], *v = a + 1 < argc ? argv[a + 1] : NULL;
 		if (v == NULL)
@@ -1534,6 +1795,8 @@ main(int argc, char **argv)
 			opt.sorted = strcmp(v, "0") != 0;
 		else if (strcmp(o, "--rules-version") == 0)
 			opt.rules_version = v;
+		else if (strcmp(o, "--fcgi") == 0)
+			fcgi = strcmp(v, "0") != 0;
 		else
 			usage();
 	}
@@ -1554,6 +1817,12 @@ main(int argc, char **argv)
 	if (mysql_library_init(0, NULL, NULL) != 0) {
 		fprintf(stderr, "ceiling: cannot initialise the MariaDB library\n");
 		return 1;
+	}
+	if (fcgi) {
+		ret = fcgi_serve();
+		mysql_library_end();
+		free(words);
+		return ret;
 	}
 	if ((ws = calloc(opt.conns, sizeof(*ws))) == NULL)
 		return 1;
@@ -1605,28 +1874,10 @@ main(int argc, char **argv)
 
 	/* frees: samples, statements, connections, the workers' buffers */
 	free(all);
-	for (i = 0; i < opt.conns; i++) {
-		struct worker *w = &ws[i];
-		size_t         s;
-		for (s = 0; s < STMT_CACHE; s++)
-			if (w->cache[s].s != NULL)
-				mysql_stmt_close(w->cache[s].s);
-		if (w->conn != NULL)
-			mysql_close(w->conn);
-		for (s = 0; s < MAX_COLS; s++)
-			free(w->col[s]);
-		free(w->p);
-		free(w->pp);
-		free(w->b);
-		free(w->blen);
-		free(w->bnull);
-		free(w->res.off);
-		free(w->res.len);
-		free(w->res.isnull);
-		free(w->res.buf);
-		free(w->lat);
-	}
+	for (i = 0; i < opt.conns; i++)
+		worker_free(&ws[i]);
 	free(ws);
 	mysql_library_end();
+	free(words);
 	return ret;
 }

@@ -47,6 +47,18 @@ DUP_PREFIX=dup-$NONCE
 STARTED_DB=""
 STARTED_WEB=""
 
+# The minimal endpoint: a second lighttpd on PORT + 1, state in $VAR/minimal, whose
+# FastCGI processes are the ceiling's --fcgi mode: the service's SQL behind the same
+# web server, with nothing of rfevents (minimal_up).
+MIN_VAR=$VAR/minimal
+MIN_PORT=$((PORT + 1))
+STARTED_MIN=""
+# The lighttpd that wrk_run() sends to and whose workers worker_pids() lists
+# (minimal_wrk() points them at the minimal endpoint).
+WEB_VAR=$VAR
+WORKER_COMM=rfevents.fcgi
+TARGET_PORT=$PORT
+
 say() {
 	printf 'bench: %s\n' "$*" >&2
 }
@@ -77,6 +89,10 @@ sql() {
 
 stack_down() {
 	trap - EXIT INT TERM
+	if [[ -n $STARTED_MIN ]]; then
+		VAR=$MIN_VAR FCGI_BIN=$CEILING "$STACK" web-stop || say "warning: web-stop failed"
+		STARTED_MIN=""
+	fi
 	if [[ -n $STARTED_WEB ]]; then
 		"$STACK" web-stop || say "warning: web-stop failed"
 		STARTED_WEB=""
@@ -150,7 +166,7 @@ build_ceiling() {
 	${CC:-cc} -O2 -g -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
 		-Wall -Wextra -Wstrict-prototypes -Wshadow -Wno-unused-parameter -Werror \
 		-I"$ROOT" $(pkg-config --cflags $pkgs) -o "$CEILING" "$BENCH_DIR/ceiling.c" "$ROOT/db/sql.c" \
-		$(pkg-config --libs $pkgs) -pthread || die "could not build $CEILING"
+		$(pkg-config --libs $pkgs) -lfcgi -pthread || die "could not build $CEILING"
 }
 
 # parse_result FILE — the RESULT line of FILE into the associative array R.
@@ -181,7 +197,7 @@ wrk_run() {
 	env BENCH_KEY="$KEY" BENCH_MODE="$mode" BENCH_USERS="$USERS" BENCH_THREADS="$threads" \
 		BENCH_PREFIX="$DUP_PREFIX" BENCH_COUNT="$DUP_COUNT" "$@" \
 		wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 120s --latency \
-		-s "$BENCH_DIR/events.lua" "http://127.0.0.1:$PORT" >"$log" 2>&1 &
+		-s "$BENCH_DIR/events.lua" "http://127.0.0.1:$TARGET_PORT" >"$log" 2>&1 &
 	pid=$!
 	if [[ -n $marks ]]; then
 		while kill -0 "$pid" 2>/dev/null; do
@@ -239,6 +255,36 @@ ceiling_run() {
 	parse_result "$log" || die "the ceiling gave no RESULT (log: $log)"
 }
 
+# minimal_up — the minimal endpoint: PROCS processes of the ceiling (built) in
+# --fcgi mode behind a second lighttpd on MIN_PORT, configured as the service's.
+# It stores events with the ceiling's SQL and answers as the service does (201
+# accepted, 200 duplicate, a batch's results), parsing the body with json-c; it
+# does no authentication, validation or rules. Events whose external id begins
+# with DUP_PREFIX take the duplicate read first (the service finds that out
+# from its table of recent keys). Needs stack_up first.
+minimal_up() {
+	mkdir -p -- "$MIN_VAR"
+	cp -- "$VAR/db.env" "$MIN_VAR/db.env"
+	STARTED_MIN=1
+	VAR=$MIN_VAR PORT=$MIN_PORT FCGI_BIN=$CEILING \
+		CEILING_ARGS="--fcgi 1 --tenant $TENANT_ID --dup-prefix $DUP_PREFIX --rules-version $RULES_VERSION" \
+		"$STACK" web-start
+}
+
+# minimal_pids — the minimal endpoint's processes, when it runs.
+minimal_pids() {
+	local WEB_VAR=$MIN_VAR WORKER_COMM=${CEILING##*/}
+	[[ -n $STARTED_MIN && -s $MIN_VAR/lighttpd.pid ]] && worker_pids
+	return 0
+}
+
+# minimal_wrk LOG SECONDS CONNS MODE [VAR=VALUE...] — wrk_run against the minimal
+# endpoint.
+minimal_wrk() {
+	local WEB_VAR=$MIN_VAR WORKER_COMM=${CEILING##*/} TARGET_PORT=$MIN_PORT
+	wrk_run "$@"
+}
+
 # seed_users — one event for each known user through the service: creates the
 # users' profiles and identities (externalUserId + email).
 seed_users() {
@@ -261,9 +307,9 @@ seed_dups() {
 # worker_pids — the rfevents.fcgi processes of our lighttpd, one per line.
 worker_pids() {
 	local lpid p
-	lpid=$(cat "$VAR/lighttpd.pid")
+	lpid=$(cat "$WEB_VAR/lighttpd.pid")
 	for p in $(ps -o pid= --ppid "$lpid"); do
-		[[ $(cat "/proc/$p/comm" 2>/dev/null) == rfevents.fcgi ]] && echo "$p"
+		[[ $(cat "/proc/$p/comm" 2>/dev/null) == "$WORKER_COMM" ]] && echo "$p"
 	done
 	return 0
 }
@@ -275,11 +321,11 @@ proc_kb() {
 
 # cpu_snapshot — prints "busy total ours" in clock ticks: busy and total CPU time of the
 # machine (/proc/stat) and the CPU time of this stack (mariadbd, lighttpd, the
-# workers) plus that of this script's waited-for children (wrk, the ceiling).
+# workers, the minimal endpoint's) plus that of this script's waited-for children (wrk, the ceiling).
 cpu_snapshot() {
 	local ours=0 p f
 	for p in "$(cat "$VAR/mysql/mysqld.pid" 2>/dev/null)" "$(cat "$VAR/lighttpd.pid" 2>/dev/null)" \
-		$(worker_pids) "$$"; do
+		$(worker_pids) "$(cat "$MIN_VAR/lighttpd.pid" 2>/dev/null)" $(minimal_pids) "$$"; do
 		[[ -n $p && -r /proc/$p/stat ]] || continue
 		# fields after the ")" of the command: utime stime cutime cstime are 12-15
 		f=$(sed 's/^.*) //' "/proc/$p/stat")

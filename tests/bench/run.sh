@@ -18,9 +18,15 @@
 #     single@16, single@64                one new event per request
 #     batch@4                             1000 new events per request
 #     dup@16                              replay of already-seen events
+#   minimal  (the same wrk runs against a minimal endpoint: the ceiling program
+#            as a FastCGI app behind its own lighttpd, tests/bench/lib.sh
+#            minimal_up; the service's SQL and the web server's cost, nothing
+#            of rfevents)
+#     single@16, batch@4, dup@16          right after the service's run
 #
 # and reports medians: events/s, p50 and p99 latency (per request; per
-# transaction for the ceiling), the service/ceiling ratios, the peak RSS
+# transaction for the ceiling), the service/ceiling ratios, the same ratios for
+# the minimal endpoint and the service/minimal ratios, the peak RSS
 # (VmHWM) of the FastCGI workers after the runs and after BENCH_LEAK_REQUESTS
 # more single events, and plain-CGI cold starts (GET /v1/health and one POST,
 # BENCH_CGI_N sequential runs each). The report is printed and saved as
@@ -36,7 +42,7 @@
 #     measured retries, not throughput; with DB_M_IDENT_LOCK (the identities of a
 #     transaction locked in statements of up to 1000, sorted) the ceiling takes its
 #     locks in the same order either way.
-# With the defaults it takes about 8 minutes.
+# With the defaults it takes about 7 minutes.
 set -euo pipefail
 
 # shellcheck source=tests/bench/lib.sh
@@ -62,7 +68,9 @@ need_pkg python3 python3
 build_ceiling
 T0=$(date +%s)
 stack_up
-say "stack up on 127.0.0.1:$PORT ($PROCS FastCGI processes), state in $VAR"
+minimal_up
+say "stack up on 127.0.0.1:$PORT ($PROCS FastCGI processes), state in $VAR;" \
+	"the minimal endpoint on 127.0.0.1:$MIN_PORT"
 say "seeding $USERS users and $DUP_COUNT events for the duplicate path"
 seed_users
 seed_dups
@@ -100,6 +108,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	record "service single@16" "$round"
 	wrk_run "$LOGS/svc-single-64-$round.log" "$SECS" 64 single BENCH_NONCE="s64-$round-$NONCE"
 	record "service single@64" "$round"
+	minimal_wrk "$LOGS/min-single-16-$round.log" "$SECS" 16 single BENCH_NONCE="m16-$round-$NONCE"
+	record "minimal single@16" "$round"
 
 	ceiling_run "$LOGS/ceil-txn1000-1c-$round.log" accept 1 1000 "$p-t1" --sorted "$SORTED"
 	record "ceiling txn1000 1c" "$round"
@@ -108,11 +118,16 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	wrk_run "$LOGS/svc-batch-$round.log" "$SECS" "$BATCH_CONNS" batch BENCH_NONCE="b-$round-$NONCE" \
 		BENCH_ITEMS=1000 BENCH_SORTED="$SORTED"
 	record "service batch1000@$BATCH_CONNS" "$round"
+	minimal_wrk "$LOGS/min-batch-$round.log" "$SECS" "$BATCH_CONNS" batch BENCH_NONCE="mb-$round-$NONCE" \
+		BENCH_ITEMS=1000 BENCH_SORTED="$SORTED"
+	record "minimal batch1000@$BATCH_CONNS" "$round"
 
 	ceiling_run "$LOGS/ceil-dup-4c-$round.log" dup 4 1 "$p-d4"
 	record "ceiling dup 4c" "$round"
 	wrk_run "$LOGS/svc-dup-16-$round.log" "$SECS" 16 replay BENCH_NONCE="r-$round-$NONCE"
 	record "service dup@16" "$round"
+	minimal_wrk "$LOGS/min-dup-16-$round.log" "$SECS" 16 replay BENCH_NONCE="mr-$round-$NONCE"
+	record "minimal dup@16" "$round"
 done
 
 CPU_B=$(cpu_snapshot)
@@ -200,8 +215,10 @@ col() {  # col SCENARIO FIELD — the values of one scenario
 }
 declare -A MED SEEN
 SCENARIOS=("ceiling accept 1c" "ceiling accept 4c" "service single@16" "service single@64"
+	"minimal single@16"
 	"ceiling txn1000 1c" "ceiling txn1000 4c" "service batch1000@$BATCH_CONNS"
-	"ceiling dup 4c" "service dup@16")
+	"minimal batch1000@$BATCH_CONNS"
+	"ceiling dup 4c" "service dup@16" "minimal dup@16")
 ratio() {
 	awk -v a="${MED[$1]}" -v b="${MED[$2]}" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }'
 }
@@ -230,6 +247,16 @@ ratio() {
 	printf '  %-44s %s\n' "batch1000@$BATCH_CONNS / ceiling txn1000 4c" \
 		"$(ratio "service batch1000@$BATCH_CONNS" "ceiling txn1000 4c")"
 	printf '  %-44s %s\n' "dup@16 / ceiling dup 4c" "$(ratio "service dup@16" "ceiling dup 4c")"
+	printf '\nminimal endpoint / ceiling (the same SQL behind lighttpd, without rfevents):\n'
+	printf '  %-44s %s\n' "single@16 / ceiling accept 4c" "$(ratio "minimal single@16" "ceiling accept 4c")"
+	printf '  %-44s %s\n' "batch1000@$BATCH_CONNS / ceiling txn1000 4c" \
+		"$(ratio "minimal batch1000@$BATCH_CONNS" "ceiling txn1000 4c")"
+	printf '  %-44s %s\n' "dup@16 / ceiling dup 4c" "$(ratio "minimal dup@16" "ceiling dup 4c")"
+	printf '\nservice / minimal endpoint (what rfevents costs beyond its SQL and the web server):\n'
+	printf '  %-44s %s\n' "single@16" "$(ratio "service single@16" "minimal single@16")"
+	printf '  %-44s %s\n' "batch1000@$BATCH_CONNS" \
+		"$(ratio "service batch1000@$BATCH_CONNS" "minimal batch1000@$BATCH_CONNS")"
+	printf '  %-44s %s\n' "dup@16" "$(ratio "service dup@16" "minimal dup@16")"
 
 	printf '\nFastCGI workers, peak RSS (VmHWM, kB):\n'
 	printf '  %-8s %16s %26s %14s\n' pid "after the runs" "after $LEAK_DONE more req" "VmRSS now"
