@@ -63,7 +63,12 @@ $(BIN)/rfevents: $(BUILD)/fcgi/cli.o $(BUILD)/librfevents.a $(FLAVOR)
 $(BIN)/test_%: $(BUILD)/tests/unit/test_%.o $(BUILD)/librfevents.a $(FLAVOR)
 	$(CC) $(LDFLAGS) -o $@ $(filter-out $(FLAVOR),$^) $(LDLIBS)
 
-unit: $(TEST_BIN)
+# The bench's ceiling and minimal endpoint (tests/bench/ceiling.c): built with
+# the tests, so that a change to db/sql.h that breaks it fails `make test`.
+$(BIN)/bench-ceiling: $(BUILD)/tests/bench/ceiling.o $(BUILD)/db/sql.o $(FLAVOR)
+	$(CC) $(LDFLAGS) -o $@ $(filter-out $(FLAVOR),$^) $(LDLIBS) -pthread
+
+unit: $(TEST_BIN) $(BIN)/bench-ceiling
 
 deps:
 	@tests/stack.sh deps
@@ -85,11 +90,12 @@ fuzz:
 valgrind: deps all
 	tests/leaks.sh
 
-bench: deps all
+bench: deps all $(BIN)/bench-ceiling
 	$(if $(PROFILE),tests/bench/profile.sh,tests/bench/run.sh)
 
 clean:
 	rm -rf build build-san build-fuzz $(BIN)
 
 .PHONY: all unit deps run test fuzz valgrind bench clean
--include $(LIB_OBJ:.o=.d) $(BUILD)/fcgi/main.d $(BUILD)/fcgi/cli.d $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)
+-include $(LIB_OBJ:.o=.d) $(BUILD)/fcgi/main.d $(BUILD)/fcgi/cli.d $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d) \
+	$(BUILD)/tests/bench/ceiling.d

@@ -159,14 +159,13 @@ stack_up() {
 	[[ -n $TENANT_ID ]] || die "tenant $TENANT has no id"
 }
 
-# build_ceiling — compile tests/bench/ceiling.c with the Makefile's pkg-config flags.
+# build_ceiling — the ceiling program (bin/bench-ceiling, built by the Makefile with
+# the project's flags), copied to $CEILING so that a rebuild meanwhile cannot swap
+# it in the middle of a run.
 build_ceiling() {
-	local pkgs="json-c yaml-0.1 libmariadb"
-	# shellcheck disable=SC2046  # word splitting of the flags is wanted
-	${CC:-cc} -O2 -g -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
-		-Wall -Wextra -Wstrict-prototypes -Wshadow -Wno-unused-parameter -Werror \
-		-I"$ROOT" $(pkg-config --cflags $pkgs) -o "$CEILING" "$BENCH_DIR/ceiling.c" "$ROOT/db/sql.c" \
-		$(pkg-config --libs $pkgs) -lfcgi -pthread || die "could not build $CEILING"
+	make -C "$ROOT" --no-print-directory bin/bench-ceiling >/dev/null ||
+		die "could not build bin/bench-ceiling"
+	cp -f -- "$ROOT/bin/bench-ceiling" "$CEILING"
 }
 
 # parse_result FILE — the RESULT line of FILE into the associative array R.
