@@ -1561,12 +1561,29 @@ worker_free(struct worker *w)
 #define FCGI_MAX_ITEMS 1000             /* a batch, at most (API.md) */
 #define FCGI_MAX_BODY  (8u << 20)
 
-/* The answer: a status line and a JSON body. */
+/* The head of an answer: its status line and type. */
+static void
+fcgi_head(FCGX_Request *req, const char *status)
+{
+	FCGX_FPrintF(req->out, "Status: %s\r\nContent-Type: application/json\r\n\r\n",
+	    status);
+}
+
+/* A whole answer: the head and a JSON body. */
 static void
 fcgi_answer(FCGX_Request *req, const char *status, const char *body)
 {
-	FCGX_FPrintF(req->out, "Status: %s\r\nContent-Type: application/json\r\n\r\n%s",
-	    status, body);
+	fcgi_head(req, status);
+	FCGX_PutS(body, req->out);
+}
+
+/* Is ext a replayed event's external id ("<dup-prefix>-...")? */
+static int
+is_replay(const char *ext)
+{
+	size_t n = strlen(opt.dup_prefix);
+
+	return strncmp(ext, opt.dup_prefix, n) == 0 && ext[n] == '-';
 }
 
 /* A string member of o, or NULL. */
@@ -1654,8 +1671,7 @@ fcgi_one(struct worker *w, struct txn *t, FCGX_Request *req, char **body,
 	}
 	t->n = n;
 	txn_prepare(w, t);
-	if (!batch && strncmp(t->evs[0].ext, opt.dup_prefix, strlen(opt.dup_prefix)) == 0 &&
-	    t->evs[0].ext[strlen(opt.dup_prefix)] == '-' &&
+	if (!batch && is_replay(t->evs[0].ext) &&
 	    (rc = dup_read(w, t, t0, read_since, &found)) != 0) {
 		fcgi_answer(req, "503 Service Unavailable", "{\"status\":\"error\"}");
 		return;
@@ -1672,13 +1688,13 @@ fcgi_one(struct worker *w, struct txn *t, FCGX_Request *req, char **body,
 		return;
 	}
 	if (!batch) {
-		FCGX_FPrintF(req->out, "Status: 201 Created\r\nContent-Type: application/json"
-		    "\r\n\r\n{\"status\":\"accepted\",\"event_id\":\"%s\",%s",
+		fcgi_head(req, "201 Created");
+		FCGX_FPrintF(req->out, "{\"status\":\"accepted\",\"event_id\":\"%s\",%s",
 		    t->evs[0].pub, t->evs[0].out + 1);
 		return;
 	}
-	FCGX_PutS("Status: 200 OK\r\nContent-Type: application/json\r\n\r\n"
-	    "{\"results\":[", req->out);
+	fcgi_head(req, "200 OK");
+	FCGX_PutS("{\"results\":[", req->out);
 	for (i = 0; i < n; i++) {
 		/* (FCGX_FPrintF() has its own printf: no %zu) */
 		char item[sizeof(t->evs[i].out) + 96];

@@ -270,18 +270,27 @@ minimal_up() {
 		"$STACK" web-start
 }
 
-# minimal_pids — the minimal endpoint's processes, when it runs.
+# on_minimal CMD [ARG...] — run CMD (wrk_run, worker_pids) against the minimal
+# endpoint's lighttpd instead of the service's.
+on_minimal() {
+	local WEB_VAR=$MIN_VAR WORKER_COMM=${CEILING##*/} TARGET_PORT=$MIN_PORT
+	"$@"
+}
+
+# minimal_pids — the minimal endpoint's processes (its lighttpd and workers), when
+# this run started it.
 minimal_pids() {
-	local WEB_VAR=$MIN_VAR WORKER_COMM=${CEILING##*/}
-	[[ -n $STARTED_MIN && -s $MIN_VAR/lighttpd.pid ]] && worker_pids
+	if [[ -n $STARTED_MIN && -s $MIN_VAR/lighttpd.pid ]]; then
+		cat "$MIN_VAR/lighttpd.pid"
+		on_minimal worker_pids
+	fi
 	return 0
 }
 
 # minimal_wrk LOG SECONDS CONNS MODE [VAR=VALUE...] — wrk_run against the minimal
 # endpoint.
 minimal_wrk() {
-	local WEB_VAR=$MIN_VAR WORKER_COMM=${CEILING##*/} TARGET_PORT=$MIN_PORT
-	wrk_run "$@"
+	on_minimal wrk_run "$@"
 }
 
 # seed_users — one event for each known user through the service: creates the
@@ -324,7 +333,7 @@ proc_kb() {
 cpu_snapshot() {
 	local ours=0 p f
 	for p in "$(cat "$VAR/mysql/mysqld.pid" 2>/dev/null)" "$(cat "$VAR/lighttpd.pid" 2>/dev/null)" \
-		$(worker_pids) "$(cat "$MIN_VAR/lighttpd.pid" 2>/dev/null)" $(minimal_pids) "$$"; do
+		$(worker_pids) $(minimal_pids) "$$"; do
 		[[ -n $p && -r /proc/$p/stat ]] || continue
 		# fields after the ")" of the command: utime stime cutime cstime are 12-15
 		f=$(sed 's/^.*) //' "/proc/$p/stat")

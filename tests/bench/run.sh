@@ -222,6 +222,10 @@ SCENARIOS=("ceiling accept 1c" "ceiling accept 4c" "service single@16" "service 
 ratio() {
 	awk -v a="${MED[$1]}" -v b="${MED[$2]}" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }'
 }
+# ratio_row LABEL A B — one line of a ratio block: LABEL and A / B.
+ratio_row() {
+	printf '  %-44s %s\n' "$1" "$(ratio "$2" "$3")"
+}
 {
 	printf 'rfevents bench %s  (%s)\n' "$STAMP" "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(
 		git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo ' + uncommitted changes')"
@@ -242,21 +246,20 @@ ratio() {
 			"$(col "$s" 5 | median)" "$(col "$s" 3 | paste -sd' ')" "$(col "$s" 6 | tail -n 1)"
 	done
 	printf '\nservice / ceiling (events/s):\n'
-	printf '  %-44s %s\n' "single@16 / ceiling accept 4c" "$(ratio "service single@16" "ceiling accept 4c")"
-	printf '  %-44s %s\n' "single@64 / ceiling accept 4c" "$(ratio "service single@64" "ceiling accept 4c")"
-	printf '  %-44s %s\n' "batch1000@$BATCH_CONNS / ceiling txn1000 4c" \
-		"$(ratio "service batch1000@$BATCH_CONNS" "ceiling txn1000 4c")"
-	printf '  %-44s %s\n' "dup@16 / ceiling dup 4c" "$(ratio "service dup@16" "ceiling dup 4c")"
+	ratio_row "single@16 / ceiling accept 4c" "service single@16" "ceiling accept 4c"
+	ratio_row "single@64 / ceiling accept 4c" "service single@64" "ceiling accept 4c"
+	ratio_row "batch1000@$BATCH_CONNS / ceiling txn1000 4c" \
+		"service batch1000@$BATCH_CONNS" "ceiling txn1000 4c"
+	ratio_row "dup@16 / ceiling dup 4c" "service dup@16" "ceiling dup 4c"
 	printf '\nminimal endpoint / ceiling (the same SQL behind lighttpd, without rfevents):\n'
-	printf '  %-44s %s\n' "single@16 / ceiling accept 4c" "$(ratio "minimal single@16" "ceiling accept 4c")"
-	printf '  %-44s %s\n' "batch1000@$BATCH_CONNS / ceiling txn1000 4c" \
-		"$(ratio "minimal batch1000@$BATCH_CONNS" "ceiling txn1000 4c")"
-	printf '  %-44s %s\n' "dup@16 / ceiling dup 4c" "$(ratio "minimal dup@16" "ceiling dup 4c")"
+	ratio_row "single@16 / ceiling accept 4c" "minimal single@16" "ceiling accept 4c"
+	ratio_row "batch1000@$BATCH_CONNS / ceiling txn1000 4c" \
+		"minimal batch1000@$BATCH_CONNS" "ceiling txn1000 4c"
+	ratio_row "dup@16 / ceiling dup 4c" "minimal dup@16" "ceiling dup 4c"
 	printf '\nservice / minimal endpoint (what rfevents costs beyond its SQL and the web server):\n'
-	printf '  %-44s %s\n' "single@16" "$(ratio "service single@16" "minimal single@16")"
-	printf '  %-44s %s\n' "batch1000@$BATCH_CONNS" \
-		"$(ratio "service batch1000@$BATCH_CONNS" "minimal batch1000@$BATCH_CONNS")"
-	printf '  %-44s %s\n' "dup@16" "$(ratio "service dup@16" "minimal dup@16")"
+	ratio_row "single@16" "service single@16" "minimal single@16"
+	ratio_row "batch1000@$BATCH_CONNS" "service batch1000@$BATCH_CONNS" "minimal batch1000@$BATCH_CONNS"
+	ratio_row "dup@16" "service dup@16" "minimal dup@16"
 
 	printf '\nFastCGI workers, peak RSS (VmHWM, kB):\n'
 	printf '  %-8s %16s %26s %14s\n' pid "after the runs" "after $LEAK_DONE more req" "VmRSS now"
