@@ -130,8 +130,9 @@ int ev_random(unsigned char *buf, size_t n);
  * keys) take ev_random(): the pool keeps the next bytes in memory. */
 int ev_random_pool(unsigned char *buf, size_t n);
 
-/* New public id: prefix ("evt_", "prf_", "key_") then 22 random base-32
- * characters [0-9a-z without i,l,o,u]. out needs 32 bytes. */
+/* New public id: prefix ("evt_", "prf_", "key_") then 22 base-32
+ * characters [0-9a-z without i,l,o,u]: 10 of the creation time in
+ * milliseconds (ids sort by it), 12 random. out needs 32 bytes. */
 int ev_public_id(const char *prefix, char out[32]);
 
 /* The base-32 alphabet of public ids and API keys: 32 symbols
