@@ -761,15 +761,22 @@ sql_now(char out[32])
 }
 
 /* A public id of the service's shape (core/util.c ev_public_id()):
- * prefix, then 22 random characters of its base 32. */
+ * prefix, then 10 characters of the clock in milliseconds and 12 random
+ * ones, all of its base 32 (ids sort by creation time). */
 static void
 public_id(struct worker *w, const char *prefix, char out[32])
 {
 	static const char b32[] = "0123456789abcdefghjkmnpqrstvwxyz";
+	struct timespec   ts;
+	uint64_t          ms;
 	size_t            i, n = strlen(prefix);
 
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 	memcpy(out, prefix, n);
-	for (i = 0; i < 22; i++)
+	for (i = 0; i < 10; i++)
+		out[n + i] = b32[(ms >> (5 * (9 - i))) & 31];
+	for (; i < 22; i++)
 		out[n + i] = b32[rnd_next(w) & 31];
 	out[n + 22] = '\0';
 }
