@@ -94,6 +94,9 @@ static const char *const stmt_sql[DB_STMT__MAX] = {
 	"SELECT 1 FROM schema_migrations WHERE version = ?",
 	/* DB_MIGRATION_INSERT */
 	"INSERT INTO schema_migrations (version, applied_at) VALUES (?, UTC_TIMESTAMP(6))",
+	/* DB_INSTANCE_OF */
+	"SELECT (SELECT DATE_FORMAT(MIN(applied_at), '%Y-%m-%d %H:%i:%s.%f')"
+	" FROM schema_migrations), (SELECT COALESCE(MAX(id), 0) + 1 FROM events)",
 };
 _Static_assert(sizeof(stmt_sql) / sizeof(stmt_sql[0]) == DB_STMT__MAX,
     "stmt_sql must have one entry per enum db_stmt");
@@ -151,6 +154,8 @@ struct db {
 	                                            began the open transaction;
 	                                            0: none known */
 	uint64_t        elapsed_us;              /* time in the database */
+	uint64_t        instance;                /* db_instance(); 0: not read */
+	uint64_t        instance_at;             /* when (mono_us()) */
 	unsigned        last_errno;
 	char            last_error[256];
 };
@@ -359,6 +364,7 @@ db_disconnect(struct db *db)
 	}
 	db->pending = 0;
 	db->read_since = 0;
+	db->instance = 0;
 }
 
 void
@@ -1094,6 +1100,32 @@ db_trim(struct db *db)
 			mysql_stmt_close(db->mstmts[i].s);
 			memset(&db->mstmts[i], 0, sizeof(db->mstmts[i]));
 		}
+}
+
+uint64_t
+db_instance(struct db *db, uint64_t *max_event)
+{
+	struct db_res r;
+	uint64_t      h = 0xcbf29ce484222325u, now = mono_us();
+	size_t        i;
+
+	*max_event = 0;
+	if (db->instance != 0 && db->conn != NULL &&
+	    now - db->instance_at < DB_INSTANCE_MAX_AGE_US)
+		return db->instance;
+	db->instance = 0;
+	if (db_exec(db, DB_INSTANCE_OF, NULL, 0, &r, NULL, NULL) != DB_OK)
+		return 0;
+	if (r.nrows == 1 && r.ncols == 2 && DB_CELL(&r, 0, 0)->v != NULL &&
+	    DB_CELL(&r, 0, 1)->v != NULL) {
+		for (i = 0; i < DB_CELL(&r, 0, 0)->len; i++)
+			h = (h ^ (unsigned char)DB_CELL(&r, 0, 0)->v[i]) * 0x100000001b3u;
+		db->instance = h != 0 ? h : 1;
+		db->instance_at = now;
+		*max_event = strtoull(DB_CELL(&r, 0, 1)->v, NULL, 10);
+	}
+	db_res_free(&r);
+	return db->instance;
 }
 
 int

@@ -34,6 +34,7 @@ enum db_stmt {
 	DB_PING_QUERY,
 	DB_MIGRATION_DONE,
 	DB_MIGRATION_INSERT,
+	DB_INSTANCE_OF,
 	DB_STMT__MAX
 };
 
@@ -105,6 +106,19 @@ enum db_rc db_exec(struct db *db, enum db_stmt st, const struct db_param *p,
  * nothing happens.
  */
 void db_release(struct db *db);
+
+/*
+ * A 64-bit name of the database the connection reads, never 0: a hash of
+ * when its schema was created (the first row of schema_migrations), so a
+ * database dropped and created again under the same URL gets another
+ * name, while the nodes of a Galera cluster keep theirs. Read at most
+ * every DB_INSTANCE_MAX_AGE_US per connection (a read outside db_txn():
+ * see db_release()), with the highest events.id: *max_event gets it plus
+ * one when it was read now, else 0 (a restored backup or deleted events
+ * show as a highest id lower than before). 0 when it cannot be read.
+ */
+#define DB_INSTANCE_MAX_AGE_US 10000000u
+uint64_t db_instance(struct db *db, uint64_t *max_event);
 
 /*
  * After a request that read outside db_txn(): 1 when its transaction is
