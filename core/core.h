@@ -294,6 +294,8 @@ struct ev_result {
 	json_object    *body;
 	char           *text;                  /* or the body as JSON text
 	                                          (owned; an accepted event) */
+	int             from_memory;           /* a duplicate answered by the
+	                                          table of stored events */
 };
 
 /* Who is asking: the tenant of the key and its settings. */
@@ -312,13 +314,33 @@ struct ev_tenant {
  * not commit (nothing applied), or EV_INTERNAL.
  * `retries` (may be NULL) gets the number of transaction retries.
  */
-/* The table of keys found stored lately (n 64-bit slots, zeroed or kept
- * from before; shared by processes when mapped so): see core/ingest.c. */
-void ev_recent_attach(_Atomic uint64_t *slots, size_t n);
-/* Remember ev's key (tenant, source, externalEventId) as stored; is the
- * key of any of evs[0..n) (NULLs skipped) remembered? (Exposed for tests.) */
-void ev_recent_add(int64_t tenant, const struct ev_event *ev);
-int  ev_recent_any(int64_t tenant, struct ev_event *const *evs, size_t n);
+/* The table of events found stored lately (core/ingest.c): n slots of
+ * 32 bytes in sets of EV_RECENT_WAYS, zeroed or kept from before, shared
+ * by processes when mapped so; NULL: none. */
+#define EV_RECENT_WAYS 8
+struct ev_recent_slot { _Atomic uint64_t w[4]; };
+struct ev_recent_head {
+	_Atomic uint64_t gen;       /* entries of an older one do not match */
+	_Atomic uint64_t hwm;       /* highest events.id + 1 seen */
+};
+void ev_recent_attach(struct ev_recent_slot *slots, size_t n,
+    struct ev_recent_head *head);
+int  ev_recent_on(void);
+/* The name under which entries are put and found for database inst
+ * (db_instance(); 0: none) as it is now: max_event, when not 0, is its
+ * highest events.id + 1 read just now; lower than seen before, the
+ * database went back (a backup restored, events deleted) and every entry
+ * made before stops matching. 0: do not use the table. */
+uint64_t ev_recent_key(uint64_t inst, uint64_t max_event);
+/* Remember that the event stored under ev's key (tenant, source,
+ * externalEventId) in database inst (ev_recent_key()) has fingerprint fp,
+ * public id public_id ("evt_" + 22 characters) and events.id row_id. Is
+ * ev, with its own fingerprint, such an event? Then 1 and its public id
+ * in public_id. */
+void ev_recent_put(uint64_t inst, int64_t tenant, const struct ev_event *ev,
+    const unsigned char fp[32], const char *public_id, uint64_t row_id);
+int  ev_recent_find(uint64_t inst, int64_t tenant, const struct ev_event *ev,
+    char public_id[32]);
 
 enum ev_err ev_ingest(struct db *db, const struct ev_tenant *t,
     struct ev_event **evs, struct ev_result *res, size_t n, int dry_run,

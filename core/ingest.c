@@ -120,6 +120,8 @@ struct batch {
 	size_t                  *order;     /* processing order of the items */
 	int                      one_by_one;  /* finding an item the server refuses */
 	struct evtext           *text;      /* per item, made before the transaction */
+	uint64_t                 inst;      /* db_instance() for the table of
+	                                       stored events; 0: not used */
 };
 
 /* What is stored of an event besides its outcome, as parameter text: made
@@ -662,108 +664,244 @@ answer_stored(struct db *db, const struct gkeyrow *row, const struct ev_event *e
 }
 
 /*
- * Keys found stored (answered duplicate or conflict) lately: a table of
- * 64-bit key hashes, RECENT_WAYS-way set-associative (a key may sit in
- * any slot of its set, a new one takes a free slot or evicts one), shared by
- * the workers of a machine when the FastCGI front maps it
- * (ev_recent_attach()). A client that sent a key again often sends it
- * once more (retry loops, replayed files): a single event whose key is
- * here has it read before any transaction, which answers the duplicate
- * with one plain read instead of a locking statement and a COMMIT. A key
- * missing here only takes the longer path; a stale hash costs one read.
+ * Events found stored lately: a table shared by the workers of a machine
+ * when the FastCGI front maps it (ev_recent_attach()), so that a client
+ * sending an event again (retry loops, replayed files) is answered
+ * duplicate from memory, with no statement at all. An entry names what one
+ * database read found: the database (db_instance()), the tenant, the key
+ * (source, externalEventId) and the payload's fingerprint of the stored
+ * event, as 80 bits of a SHA-256 over all of them, and the stored event's
+ * public id. So an entry only matches the same payload under the same key
+ * against the same database; anything else (a conflict, another database
+ * under the same URL) misses it and takes the path through the database,
+ * which then answers. An entry is only written for a row another request
+ * committed: never for one this request wrote itself (a dry run or a
+ * failed transaction rolls that back).
+ *
+ * A slot is 4 words: a sequence number, odd while a writer fills it
+ * (a seqlock: a reader that sees it change or odd takes it as a miss),
+ * then 24 bytes: the 10 bytes of the digest and the public id's 22
+ * characters of 5 bits packed in 14. Slots are in sets of EV_RECENT_WAYS
+ * (one set is 4 cache lines); a new entry takes an empty slot of its set
+ * or evicts one.
  */
-static _Atomic uint64_t *recent;
-static size_t            nrecent;
+static struct ev_recent_slot *recent;
+static size_t                 nrecent;
+static struct ev_recent_head *recent_head;
 
 void
-ev_recent_attach(_Atomic uint64_t *slots, size_t n)
+ev_recent_attach(struct ev_recent_slot *slots, size_t n,
+    struct ev_recent_head *head)
 {
 	recent = slots;
-	nrecent = n;
+	nrecent = slots != NULL && head != NULL ? n - n % EV_RECENT_WAYS : 0;
+	recent_head = head;
 }
 
-/* FNV-1a of (tenant, source, externalEventId), then mixed (MurmurHash3's
- * finaliser: the FNV bits that a key's last bytes change are too few to
- * spread keys that differ only there over the sets); never 0 (an empty
- * slot). */
-static uint64_t
-key_hash(int64_t tenant, const struct ev_event *ev)
+/* The highest events.id + 1 seen rises to at least v. */
+static void
+hwm_raise(uint64_t v)
 {
-	uint64_t             h = 0xcbf29ce484222325u;
-	const unsigned char *q;
-	size_t               i;
-	unsigned char        tb[8];
+	uint64_t hwm = atomic_load(&recent_head->hwm);
 
-	for (i = 0; i < 8; i++)
-		tb[i] = (unsigned char)((uint64_t)tenant >> (8 * i));
-	for (i = 0; i < 8; i++)
-		h = (h ^ tb[i]) * 0x100000001b3u;
-	for (q = (const unsigned char *)ev->source; *q != '\0'; q++)
-		h = (h ^ *q) * 0x100000001b3u;
-	h = (h ^ 0xff) * 0x100000001b3u;       /* no byte of a source */
-	for (i = 0; i < ev->ext_id_len; i++)
-		h = (h ^ (unsigned char)ev->ext_id[i]) * 0x100000001b3u;
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdu;
-	h ^= h >> 33;
-	h *= 0xc4ceb9fe1a85ec53u;
-	h ^= h >> 33;
-	return h != 0 ? h : 1;
+	while (hwm < v && !atomic_compare_exchange_weak(&recent_head->hwm, &hwm, v))
+		;
 }
 
-/*
- * Slots per set: a set is one cache line. Direct-mapped, the bench's
- * 10,000 replayed keys kept evicting one another (a quarter of its
- * duplicates missed the table and took the locking path); in sets of 8
- * of 32,768 slots, 6 of them do not fit (fcgi/metrics.c RECENT_KEYS).
- */
-#define RECENT_WAYS 8
-
-/* The first slot of h's set. */
-static size_t
-recent_set(uint64_t h)
+uint64_t
+ev_recent_key(uint64_t inst, uint64_t max_event)
 {
-	return (size_t)(h % (nrecent / RECENT_WAYS)) * RECENT_WAYS;
-}
+	uint64_t hwm, gen, k;
 
-void
-ev_recent_add(int64_t tenant, const struct ev_event *ev)
-{
-	uint64_t h;
-	size_t   set, w, victim;
-
-	if (nrecent < RECENT_WAYS)
-		return;
-	h = key_hash(tenant, ev);
-	set = recent_set(h);
-	/* (races between workers may lose an entry: it only costs a miss) */
-	victim = set + (size_t)(h >> 59) % RECENT_WAYS;
-	for (w = set; w < set + RECENT_WAYS; w++) {
-		uint64_t v = atomic_load_explicit(&recent[w], memory_order_relaxed);
-		if (v == h)
-			return;
-		if (v == 0)
-			victim = w;
+	if (nrecent == 0 || inst == 0)
+		return 0;
+	for (;;) {
+		hwm = atomic_load(&recent_head->hwm);
+		if (max_event == 0 || max_event == hwm)
+			break;
+		if (atomic_compare_exchange_strong(&recent_head->hwm, &hwm,
+		    max_event)) {
+			/* gone back: a new generation from this point on (a
+			 * read older than a remembered event, raced with its
+			 * entry, starts one too: that only empties the table) */
+			if (max_event < hwm)
+				atomic_fetch_add(&recent_head->gen, 1);
+			break;
+		}
 	}
-	atomic_store_explicit(&recent[victim], h, memory_order_relaxed);
+	gen = atomic_load(&recent_head->gen);
+	k = (inst ^ (gen * 0x9e3779b97f4a7c15u)) * 0xff51afd7ed558ccdu;
+	return k != 0 ? k : 1;
 }
 
-/* Is the key of any of evs[0..n) in the table? */
-int
-ev_recent_any(int64_t tenant, struct ev_event *const *evs, size_t n)
+#define RECENT_DIGEST 10
+#define RECENT_ID     22        /* public id characters after "evt_" */
+
+/* SHA-256 of (instance, tenant, source, externalEventId, fingerprint),
+ * each of its length; -1 for a key too long for the buffer (not kept). */
+static int
+recent_digest(uint64_t inst, int64_t tenant, const struct ev_event *ev,
+    const unsigned char fp[32], unsigned char out[32])
+{
+	unsigned char buf[8 + 8 + 2 + 256 + 2 + 1024 + 32];
+	size_t        n = 0, slen = strlen(ev->source), i;
+
+	if (slen > 256 || ev->ext_id_len > 1024)
+		return -1;
+	for (i = 0; i < 8; i++)
+		buf[n++] = (unsigned char)(inst >> (8 * i));
+	for (i = 0; i < 8; i++)
+		buf[n++] = (unsigned char)((uint64_t)tenant >> (8 * i));
+	buf[n++] = (unsigned char)(slen >> 8);
+	buf[n++] = (unsigned char)slen;
+	memcpy(buf + n, ev->source, slen);
+	n += slen;
+	buf[n++] = (unsigned char)(ev->ext_id_len >> 8);
+	buf[n++] = (unsigned char)ev->ext_id_len;
+	memcpy(buf + n, ev->ext_id, ev->ext_id_len);
+	n += ev->ext_id_len;
+	memcpy(buf + n, fp, 32);
+	n += 32;
+	ev_sha256(buf, n, out);
+	return 0;
+}
+
+/* The first slot of the digest's set number which (0 or 1: an entry may
+ * sit in either of two sets, so that a set given more than its share
+ * overflows into another), from digest bytes not stored. */
+static size_t
+recent_set(const unsigned char d[32], int which)
+{
+	uint64_t h = 0;
+	size_t   i;
+
+	for (i = 0; i < 8; i++)
+		h = h << 8 | d[RECENT_DIGEST + 8 * (size_t)which + i];
+	return (size_t)(h % (nrecent / EV_RECENT_WAYS)) * EV_RECENT_WAYS;
+}
+
+/* The 24 bytes of an entry as 3 words. */
+static void
+recent_words(const unsigned char b[24], uint64_t w[3])
 {
 	size_t i;
 
-	for (i = 0; nrecent >= RECENT_WAYS && i < n; i++) {
-		uint64_t h;
-		size_t   set, w;
-		if (evs[i] == NULL)
+	for (i = 0; i < 24; i++)
+		w[i / 8] = (i % 8 == 0 ? 0 : w[i / 8] << 8) | b[i];
+}
+
+/* Read slot s: 0 and its 3 payload words when it held one entry all the
+ * time, -1 when empty, being written, or written meanwhile. */
+static int
+slot_read(struct ev_recent_slot *s, uint64_t w[3])
+{
+	uint64_t seq = atomic_load_explicit(&s->w[0], memory_order_acquire);
+	size_t   i;
+
+	if (seq == 0 || (seq & 1))
+		return -1;
+	for (i = 0; i < 3; i++)
+		w[i] = atomic_load_explicit(&s->w[i + 1], memory_order_relaxed);
+	atomic_thread_fence(memory_order_acquire);
+	return atomic_load_explicit(&s->w[0], memory_order_relaxed) == seq ? 0 : -1;
+}
+
+/* Write slot s, unless another writer holds it (the entry is then lost:
+ * a later duplicate only takes the longer path). */
+static void
+slot_write(struct ev_recent_slot *s, const uint64_t w[3])
+{
+	uint64_t seq = atomic_load_explicit(&s->w[0], memory_order_relaxed);
+	size_t   i;
+
+	if ((seq & 1) || !atomic_compare_exchange_strong_explicit(&s->w[0], &seq,
+	    seq + 1, memory_order_relaxed, memory_order_relaxed))
+		return;
+	atomic_thread_fence(memory_order_release);
+	for (i = 0; i < 3; i++)
+		atomic_store_explicit(&s->w[i + 1], w[i], memory_order_relaxed);
+	atomic_store_explicit(&s->w[0], seq + 2, memory_order_release);
+}
+
+void
+ev_recent_put(uint64_t inst, int64_t tenant, const struct ev_event *ev,
+    const unsigned char fp[32], const char *public_id, uint64_t row_id)
+{
+	unsigned char d[32], b[24];
+	uint64_t      w[3], x[3];
+	size_t        set, k, bit = 0, victim;
+	int           v;
+
+	if (nrecent == 0 || inst == 0 || public_id == NULL ||
+	    strncmp(public_id, "evt_", 4) != 0 || strlen(public_id) != 4 + RECENT_ID ||
+	    recent_digest(inst, tenant, ev, fp, d) != 0)
+		return;
+	memset(b, 0, sizeof(b));
+	memcpy(b, d, RECENT_DIGEST);
+	for (k = 0; k < RECENT_ID; k++) {
+		if ((v = ev_b32_value((unsigned char)public_id[4 + k])) < 0)
+			return;
+		for (int j = 4; j >= 0; j--, bit++)
+			if ((v >> j) & 1)
+				b[RECENT_DIGEST + bit / 8] |= (unsigned char)(0x80 >> (bit % 8));
+	}
+	recent_words(b, w);
+	/* an empty slot of the first set, else of the second, else one of
+	 * either chosen by the digest */
+	victim = recent_set(d, d[RECENT_DIGEST + 16] & 1) +
+	    d[RECENT_DIGEST + 17] % EV_RECENT_WAYS;
+	for (int which = 1; which >= 0; which--) {
+		set = recent_set(d, which);
+		for (k = set + EV_RECENT_WAYS; k-- > set; ) {
+			if (slot_read(&recent[k], x) == 0 && memcmp(x, w, sizeof(x)) == 0)
+				return;
+			if (atomic_load_explicit(&recent[k].w[0], memory_order_relaxed) == 0)
+				victim = k;
+		}
+	}
+	slot_write(&recent[victim], w);
+	/* the highest id seen includes every event remembered, so losing
+	 * the newest of them shows (ev_recent_key()) */
+	hwm_raise(row_id + 1);
+}
+
+int
+ev_recent_on(void)
+{
+	return nrecent > 0;
+}
+
+int
+ev_recent_find(uint64_t inst, int64_t tenant, const struct ev_event *ev,
+    char public_id[32])
+{
+	unsigned char d[32], b[24], want[24];
+	uint64_t      w[3], dw[3];
+	size_t        k, i, bit;
+
+	if (nrecent == 0 || inst == 0 ||
+	    recent_digest(inst, tenant, ev, ev->fingerprint, d) != 0)
+		return 0;
+	/* the digest's bits of the first two words, to compare */
+	memset(want, 0, sizeof(want));
+	memcpy(want, d, RECENT_DIGEST);
+	recent_words(want, dw);
+	for (k = 0; k < 2 * EV_RECENT_WAYS; k++) {
+		size_t slot = recent_set(d, k >= EV_RECENT_WAYS) + k % EV_RECENT_WAYS;
+		if (slot_read(&recent[slot], w) != 0 || w[0] != dw[0] ||
+		    (w[1] & 0xffff000000000000u) != dw[1])
 			continue;
-		h = key_hash(tenant, evs[i]);
-		set = recent_set(h);
-		for (w = set; w < set + RECENT_WAYS; w++)
-			if (atomic_load_explicit(&recent[w], memory_order_relaxed) == h)
-				return 1;
+		for (i = 0; i < 24; i++)
+			b[i] = (unsigned char)(w[i / 8] >> (8 * (7 - i % 8)));
+		memcpy(public_id, "evt_", 4);
+		for (i = 0, bit = 0; i < RECENT_ID; i++) {
+			int v = 0, j;
+			for (j = 0; j < 5; j++, bit++)
+				v = v << 1 | ((b[RECENT_DIGEST + bit / 8] >> (7 - bit % 8)) & 1);
+			public_id[4 + i] = ev_b32_alphabet[v];
+		}
+		public_id[4 + RECENT_ID] = '\0';
+		return 1;
 	}
 	return 0;
 }
@@ -783,7 +921,12 @@ answer_keys(struct group *g, struct batch *b)
 		if ((rc = answer_stored(g->db, row, it->ev, b->attempt,
 		    &b->res[it->i])) != DB_OK)
 			return rc;
-		ev_recent_add(g->t->id, it->ev);
+		/* the stored event, as committed by another request (a row of
+		 * this one's own attempts may yet be rolled back) */
+		if (row->fp_ok && !(row->attempt_ok && memcmp(row->attempt,
+		    b->attempt, EV_ATTEMPT_LEN - 1) == 0))
+			ev_recent_put(b->inst, g->t->id, it->ev, row->fp, row->public_id,
+			    (uint64_t)row->id);
 		it->done = 1;
 	}
 	return DB_OK;
@@ -2160,7 +2303,7 @@ ev_ingest(struct db *db, const struct ev_tenant *t, struct ev_event **evs,
     unsigned *retries)
 {
 	struct batch b = { t, evs, res, n, dry_run, 0, request_id, { 0 }, NULL, 0,
-	    NULL };
+	    NULL, 0 };
 	enum db_rc   rc = DB_OK;
 	size_t       i, nvalid = n, left;
 
@@ -2168,17 +2311,33 @@ ev_ingest(struct db *db, const struct ev_tenant *t, struct ev_event **evs,
 		return EV_INTERNAL;
 
 	/*
-	 * The events of a batch already seen are answered by one read before
-	 * the transaction, which then leaves them out (and a request of
-	 * duplicates only locks nothing). A single event, or a few, have
-	 * their keys read in the statement that locks their profiles
-	 * (apply_group()): a new event, the usual case, costs no round trip
-	 * for them; the texts to store are then made only for the events
-	 * accepted. Unless a key was found stored lately (ev_recent_any()): a
-	 * retry loop's duplicates are answered by the one read.
+	 * Events this machine found stored lately are answered duplicate from
+	 * the table, without a statement (ev_recent_find()). The events of a
+	 * batch already seen are answered by one read before the transaction,
+	 * which then leaves them out (and a request of duplicates only locks
+	 * nothing). A single event, or a few, have their keys read in the
+	 * statement that locks their profiles (apply_group()): a new event,
+	 * the usual case, costs no round trip for them; the texts to store are
+	 * then made only for the events accepted.
 	 */
-	if ((n > MERGED_KEYS || ev_recent_any(t->id, evs, n)) &&
-	    (rc = precheck_keys(db, &b)) == DB_OK)
+	if (ev_recent_on()) {
+		uint64_t max_event, inst = db_instance(db, &max_event);
+		b.inst = ev_recent_key(inst, max_event);
+	}
+	for (i = 0; b.inst != 0 && i < n; i++) {
+		char orig[32];
+		if (evs[i] != NULL &&
+		    ev_recent_find(b.inst, t->id, evs[i], orig)) {
+			answer_existing(&res[i], orig, 1);
+			res[i].from_memory = 1;
+			evs[i] = NULL;
+		}
+	}
+	for (i = 0, left = 0; i < n; i++)
+		left += evs[i] != NULL;
+	if (left == 0)
+		return EV_OK;
+	if (n > MERGED_KEYS && (rc = precheck_keys(db, &b)) == DB_OK)
 		b.checked = 1;
 	for (i = 0, left = 0; i < n; i++)
 		left += evs[i] != NULL;

@@ -474,7 +474,7 @@ h_ingest(struct req *rq, struct resp *r)
 	    &retries);
 	ev_event_free(&ev);
 	if (e == EV_OK)
-		fcgi_metrics_event(res.st, retries);
+		fcgi_metrics_event(res.st, retries, res.from_memory);
 	if (e != EV_OK) {
 		resp_err(r, e, e == EV_UNAVAILABLE ?
 		    "the database is unavailable; retry with the same externalEventId" :
@@ -566,7 +566,7 @@ h_batch(struct req *rq, struct resp *r)
 	ev_buf_str(&out, "{\"results\":[");
 	for (i = 0; i < n; i++) {
 		counts[res[i].st]++;
-		fcgi_metrics_event(res[i].st, i == 0 ? retries : 0);
+		fcgi_metrics_event(res[i].st, i == 0 ? retries : 0, res[i].from_memory);
 		if (i > 0)
 			ev_buf_put(&out, ",", 1);
 		ev_buf_str(&out, res[i].text != NULL ? res[i].text :

@@ -74,7 +74,7 @@ void  fcgi_metrics_init(const char *db_url);
 void  fcgi_metrics_request(size_t route, int status, uint64_t req_us,
     uint64_t db_us);
 /* Count one event result (enum ev_status) and its transaction retries. */
-void  fcgi_metrics_event(int st, unsigned retries);
+void  fcgi_metrics_event(int st, unsigned retries, int from_memory);
 /* Prometheus text exposition; caller frees. */
 char *fcgi_metrics_text(const char *const *route_names, size_t nroutes);
 

@@ -8,9 +8,9 @@
  * atomics. When the file cannot be mapped the counters are per process,
  * which is still correct for plain CGI's one-shot processes to ignore.
  *
- * The same file carries the table of keys found stored lately
- * (ev_recent_attach(), core/ingest.c): one worker's duplicate answers
- * shorten the next duplicate of that key in any worker.
+ * The same file carries the table of events found stored lately
+ * (ev_recent_attach(), core/ingest.c): once one worker has found an event
+ * stored, any worker answers the next duplicate of it from memory.
  */
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -26,8 +26,8 @@
 #include "db/db.h"
 #include "fcgi/fcgi.h"
 
-#define METRICS_MAGIC   0x72666d33u   /* "rfm3" */
-#define RECENT_KEYS     32768         /* 256 KiB of key hashes */
+#define METRICS_MAGIC   0x72666d34u   /* "rfm4" */
+#define RECENT_KEYS     16384         /* 512 KiB of stored events */
 
 static const int statuses[] = {
 	200, 201, 400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 500, 503
@@ -46,12 +46,14 @@ struct shm {
 	atomic_uint_fast64_t requests[FCGI_METRIC_ROUTES][NSTATUS];
 	atomic_uint_fast64_t events[EV_ST__MAX];
 	atomic_uint_fast64_t retries;
+	atomic_uint_fast64_t dup_memory;
 	atomic_uint_fast64_t db_bucket[NBUCKETS];
 	atomic_uint_fast64_t db_sum_us;
 	atomic_uint_fast64_t db_count;
 	atomic_uint_fast64_t req_bucket[NBUCKETS];
 	atomic_uint_fast64_t req_sum_us;
-	_Alignas(64) _Atomic uint64_t recent_keys[RECENT_KEYS];   /* sets of 8 */
+	struct ev_recent_head recent_head;
+	_Alignas(64) struct ev_recent_slot recent_keys[RECENT_KEYS];   /* sets of 8 */
 };
 
 static struct shm *m;
@@ -86,7 +88,7 @@ fcgi_metrics_init(const char *db_url)
 		close(fd);
 	}
 	if (p == MAP_FAILED) {
-		/* aligned as the type wants: a set of recent keys is a cache line */
+		/* aligned as the type wants: a set of the table starts a cache line */
 		if ((p = aligned_alloc(_Alignof(struct shm), sizeof(struct shm))) == NULL)
 			abort();
 		memset(p, 0, sizeof(struct shm));
@@ -101,7 +103,7 @@ fcgi_metrics_init(const char *db_url)
 			atomic_store(&m->magic, METRICS_MAGIC);
 		}
 	}
-	ev_recent_attach(m->recent_keys, RECENT_KEYS);
+	ev_recent_attach(m->recent_keys, RECENT_KEYS, &m->recent_head);
 }
 
 static size_t
@@ -138,11 +140,13 @@ fcgi_metrics_request(size_t route, int status, uint64_t req_us, uint64_t db_us)
 }
 
 void
-fcgi_metrics_event(int st, unsigned retries)
+fcgi_metrics_event(int st, unsigned retries, int from_memory)
 {
 	if (m == NULL || st < 0 || st >= EV_ST__MAX)
 		return;
 	atomic_fetch_add(&m->events[st], 1);
+	if (from_memory)
+		atomic_fetch_add(&m->dup_memory, 1);
 	if (retries > 0)
 		atomic_fetch_add(&m->retries, retries);
 }
@@ -237,6 +241,11 @@ fcgi_metrics_text(const char *const *route_names, size_t nroutes)
 	    "# TYPE rfevents_txn_retries_total counter\n"
 	    "rfevents_txn_retries_total %llu\n",
 	    (unsigned long long)atomic_load(&m->retries));
+	put(&b, &l, &c, "# HELP rfevents_duplicates_from_memory_total Duplicates"
+	    " answered from the table of events found stored lately, without a"
+	    " statement.\n# TYPE rfevents_duplicates_from_memory_total counter\n"
+	    "rfevents_duplicates_from_memory_total %llu\n",
+	    (unsigned long long)atomic_load(&m->dup_memory));
 	put(&b, &l, &c, "# HELP rfevents_db_seconds Database time per request.\n");
 	histogram(&b, &l, &c, "rfevents_db_seconds", m->db_bucket,
 	    atomic_load(&m->db_sum_us), atomic_load(&m->db_count));

@@ -259,8 +259,9 @@ ceiling_run() {
 # It stores events with the ceiling's SQL and answers as the service does (201
 # accepted, 200 duplicate, a batch's results), parsing the body with json-c; it
 # does no authentication, validation or rules. Events whose external id begins
-# with DUP_PREFIX take the duplicate read first (the service finds that out
-# from its table of recent keys). Needs stack_up first.
+# with DUP_PREFIX take the duplicate read first: the ceiling's SQL for a
+# duplicate (the service answers those from its table of stored events,
+# without a statement). Needs stack_up first.
 minimal_up() {
 	mkdir -p -- "$MIN_VAR"
 	cp -- "$VAR/db.env" "$MIN_VAR/db.env"

@@ -5,7 +5,7 @@ import json
 import time
 import urllib.parse
 
-from lib import (EVENTS, SOURCE, check, expect_accepted, expect_conflict,
+from lib import (EVENTS, SOURCE, batch, check, expect_accepted, expect_conflict,
                  expect_duplicate, expect_error, expect_json_object, expect_status, fetch_event,
                  get, get_event, loads_exact, now, parse_instant, phone_digits, post, purchase,
                  reader, summarise, uid, updated, writer)
@@ -49,6 +49,78 @@ def test_duplicate_same_payload():
     # another key of the same tenant sees the same duplicate
     from lib import admin
     expect_duplicate(post(ev, admin()), b["event_id"], what="retry with another key")
+
+
+def _from_memory():
+    """rfevents_duplicates_from_memory_total of this machine's workers."""
+    from lib import admin
+    r = get("/metrics", admin())
+    expect_status(r, 200, what="GET /metrics")
+    for line in r.raw.decode("utf-8", "replace").splitlines():
+        if line.startswith("rfevents_duplicates_from_memory_total "):
+            return int(line.split()[1])
+    check(False, "GET /metrics has no rfevents_duplicates_from_memory_total")
+
+
+def test_duplicate_answered_from_memory():
+    """Once a duplicate was found stored, the next ones are answered from the
+    table of stored events (no statement): the same answer, counted in
+    rfevents_duplicates_from_memory_total. A changed payload under that key
+    misses the table and is still a 409 conflict naming the original; a dry
+    run of the original is a duplicate; a batch item of it too."""
+    k = writer()
+    ev = purchase()
+    b = expect_accepted(post(ev, k))
+    first = expect_duplicate(post(ev, k), b["event_id"], what="first retry (found stored)")
+    m0 = _from_memory()
+    for i in range(3):
+        d = expect_duplicate(post(ev, k), b["event_id"], what="retry %d from memory" % (i + 1))
+        check(d == first, "answer from memory %r differs from %r" % (d, first))
+    m1 = _from_memory()
+    check(m1 - m0 == 3, "3 retries of a known duplicate: %d answered from memory" % (m1 - m0))
+    changed = dict(ev, properties=dict(ev["properties"], amount=ev["properties"]["amount"] + 1))
+    expect_conflict(post(changed, k), b["event_id"], what="changed payload of a remembered key")
+    r = post(ev, k, path=DRY)
+    expect_duplicate(r, b["event_id"], what="dry run of a remembered duplicate")
+    r = batch([ev, purchase()], k)
+    expect_status(r, 200, what="batch with a remembered duplicate")
+    items = r.body.get("results") or []
+    check(len(items) == 2 and items[0].get("status") == "duplicate" and
+          items[0].get("original_event_id") == b["event_id"] and
+          items[1].get("status") == "accepted", "batch results: %r" % items)
+    check(_from_memory() - m1 >= 2, "the dry run and the batch item were not answered from memory")
+    # the stored event is still the first one, with its outcome
+    doc = fetch_event(b["event_id"])
+    check(doc.get("externalEventId") == ev["externalEventId"], "stored event: %r" % doc)
+
+
+def test_events_deleted_by_hand_are_not_remembered():
+    """The table of stored events is bound to the database as it is: when the
+    highest event id falls (a backup restored, events deleted by hand), every
+    worker stops using what it remembered within DB_INSTANCE_MAX_AGE_US (10
+    s), so an event sent again is accepted, not answered from memory."""
+    import subprocess
+    var = os.environ.get("RFEVENTS_VAR")
+    sock = os.path.join(var or "", "mysql", "mysqld.sock")
+    check(var and os.path.exists(sock), "RFEVENTS_VAR has no database socket: %r" % sock)
+    k = writer()
+    ev = purchase()
+    b = expect_accepted(post(ev, k))
+    expect_duplicate(post(ev, k), b["event_id"], what="first retry (found stored)")
+    m0 = _from_memory()
+    expect_duplicate(post(ev, k), b["event_id"], what="second retry")
+    check(_from_memory() - m0 == 1, "the second retry was not answered from memory")
+    # the newest event goes: the highest id falls
+    sql = ("DELETE l FROM ledger l JOIN events e ON e.id = l.event_id"
+           " WHERE e.public_id = '%s'; DELETE FROM events WHERE public_id = '%s';"
+           % (b["event_id"], b["event_id"]))
+    p = subprocess.run(["mariadb", "--no-defaults", "--socket=" + sock, "-u", "root",
+                        "rfevents", "-e", sql], capture_output=True, text=True, timeout=60)
+    check(p.returncode == 0, "DELETE: %s" % p.stderr.strip())
+    time.sleep(10.5)
+    b2 = expect_accepted(post(ev, k), what="the deleted event sent again")
+    check(b2["event_id"] != b["event_id"], "the deleted event's id came back")
+    expect_duplicate(post(ev, k), b2["event_id"], what="the new one's retry")
 
 
 def test_same_external_id_other_source_is_new_event():
