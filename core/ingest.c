@@ -668,13 +668,14 @@ answer_stored(struct db *db, const struct gkeyrow *row, const struct ev_event *e
  * when the FastCGI front maps it (ev_recent_attach()), so that a client
  * sending an event again (retry loops, replayed files) is answered
  * duplicate from memory, with no statement at all. An entry names what one
- * database read found: the database (db_instance()), the tenant, the key
- * (source, externalEventId) and the payload's fingerprint of the stored
- * event, as 80 bits of a SHA-256 over all of them, and the stored event's
- * public id. So an entry only matches the same payload under the same key
- * against the same database; anything else (a conflict, another database
- * under the same URL) misses it and takes the path through the database,
- * which then answers. An entry is only written for a row another request
+ * database read found: the database as it is (ev_recent_key()), the
+ * tenant, the key (source, externalEventId) and the payload's fingerprint
+ * of the stored event, as 80 bits of a SHA-256 over all of them, and the
+ * stored event's public id. So an entry only matches the same payload
+ * under the same key against the same database; anything else (a
+ * conflict, another database under the same URL, one restored from a
+ * backup) misses it and takes the path through the database, which then
+ * answers. An entry is only written for a row another request
  * committed: never for one this request wrote itself (a dry run or a
  * failed transaction rolls that back).
  *
@@ -682,8 +683,9 @@ answer_stored(struct db *db, const struct gkeyrow *row, const struct ev_event *e
  * (a seqlock: a reader that sees it change or odd takes it as a miss),
  * then 24 bytes: the 10 bytes of the digest and the public id's 22
  * characters of 5 bits packed in 14. Slots are in sets of EV_RECENT_WAYS
- * (one set is 4 cache lines); a new entry takes an empty slot of its set
- * or evicts one.
+ * (one set is 4 cache lines); an entry may sit in either of two sets
+ * chosen by its digest, and a new one takes an empty slot of the first,
+ * else of the second, else evicts one of either.
  */
 static struct ev_recent_slot *recent;
 static size_t                 nrecent;
