@@ -642,6 +642,15 @@ read_keys(struct group *g)
 	return DB_OK;
 }
 
+/* Was the row stored by this very request (any transaction attempt of
+ * it: the request bytes of its attempt token)? */
+static int
+row_of_request(const struct gkeyrow *row, const unsigned char *attempt)
+{
+	return attempt != NULL && row->attempt_ok &&
+	    memcmp(row->attempt, attempt, EV_ATTEMPT_LEN - 1) == 0;
+}
+
 /*
  * Answer an item whose key is stored: duplicate or conflict, or accepted
  * when the row was stored by an earlier transaction attempt of this very
@@ -655,8 +664,7 @@ answer_stored(struct db *db, const struct gkeyrow *row, const struct ev_event *e
 {
 	int same = row->fp_ok && memcmp(row->fp, ev->fingerprint, 32) == 0;
 
-	if (same && attempt != NULL && row->attempt_ok &&
-	    memcmp(row->attempt, attempt, EV_ATTEMPT_LEN - 1) == 0 &&
+	if (same && row_of_request(row, attempt) &&
 	    row->attempt[EV_ATTEMPT_LEN - 1] != attempt[EV_ATTEMPT_LEN - 1])
 		return answer_own(db, row->id, row->public_id, res);
 	answer_existing(res, row->public_id, same);
@@ -879,7 +887,7 @@ ev_recent_find(uint64_t inst, int64_t tenant, const struct ev_event *ev,
 {
 	unsigned char d[32], b[24], want[24];
 	uint64_t      w[3], dw[3];
-	size_t        k, i, bit;
+	size_t        k, i, bit, set[2];
 
 	if (nrecent == 0 || inst == 0 ||
 	    recent_digest(inst, tenant, ev, ev->fingerprint, d) != 0)
@@ -888,8 +896,10 @@ ev_recent_find(uint64_t inst, int64_t tenant, const struct ev_event *ev,
 	memset(want, 0, sizeof(want));
 	memcpy(want, d, RECENT_DIGEST);
 	recent_words(want, dw);
+	set[0] = recent_set(d, 0);
+	set[1] = recent_set(d, 1);
 	for (k = 0; k < 2 * EV_RECENT_WAYS; k++) {
-		size_t slot = recent_set(d, k >= EV_RECENT_WAYS) + k % EV_RECENT_WAYS;
+		size_t slot = set[k / EV_RECENT_WAYS] + k % EV_RECENT_WAYS;
 		if (slot_read(&recent[slot], w) != 0 || w[0] != dw[0] ||
 		    (w[1] & 0xffff000000000000u) != dw[1])
 			continue;
@@ -925,8 +935,7 @@ answer_keys(struct group *g, struct batch *b)
 			return rc;
 		/* the stored event, as committed by another request (a row of
 		 * this one's own attempts may yet be rolled back) */
-		if (row->fp_ok && !(row->attempt_ok && memcmp(row->attempt,
-		    b->attempt, EV_ATTEMPT_LEN - 1) == 0))
+		if (row->fp_ok && !row_of_request(row, b->attempt))
 			ev_recent_put(b->inst, g->t->id, it->ev, row->fp, row->public_id,
 			    (uint64_t)row->id);
 		it->done = 1;
@@ -2335,10 +2344,6 @@ ev_ingest(struct db *db, const struct ev_tenant *t, struct ev_event **evs,
 			evs[i] = NULL;
 		}
 	}
-	for (i = 0, left = 0; i < n; i++)
-		left += evs[i] != NULL;
-	if (left == 0)
-		return EV_OK;
 	if (n > MERGED_KEYS && (rc = precheck_keys(db, &b)) == DB_OK)
 		b.checked = 1;
 	for (i = 0, left = 0; i < n; i++)
