@@ -246,6 +246,11 @@ struct ev_event {
 	char          *ident[IDENT__MAX];      /* normalised; NULL when absent */
 	json_object   *properties;             /* object (owned reference) */
 	unsigned char  fingerprint[32];
+	const char    *request_id;             /* the id of the HTTP request that
+	                                          sent it, when events of several
+	                                          requests share one ev_ingest()
+	                                          (not owned); NULL: its
+	                                          request_id */
 };
 
 /*

@@ -1634,7 +1634,8 @@ event_params(struct group *g, const struct gitem *it, struct db_param *q,
 	q[6] = DBP_CSTR(text[it->i].occ);
 	q[7] = DBP_CSTR(text[it->i].rec);
 	q[8] = DBP_CSTR(text[it->i].doc);
-	q[9] = DBP_CSTR(reqid ? reqid : "");
+	q[9] = DBP_CSTR(ev->request_id != NULL ? ev->request_id :
+	    reqid != NULL ? reqid : "");
 	q[10] = DBP_I64(g->profs[it->prof - 1].pid);
 	q[11] = DBP_STR(it->out.p, it->out.len);
 	q[12] = DBP_CSTR(g->ct != NULL ? g->ct->version : "");
@@ -2212,7 +2213,8 @@ batch_fn(struct db *db, void *arg)
 		if (rc == DB_ERROR) {
 			struct ev_verr verr;
 			fprintf(stderr, "rfevents: request %s: item %zu: database"
-			    " error %u: %s\n", b->reqid ? b->reqid : "-", i,
+			    " error %u: %s\n", b->evs[i]->request_id != NULL ?
+			    b->evs[i]->request_id : b->reqid ? b->reqid : "-", i,
 			    db_last_errno(db), db_last_error(db));
 			ev_verr_set(&verr, EV_INTERNAL, "this item could not be"
 			    " stored; retry it with the same externalEventId");

@@ -75,9 +75,10 @@ struct route {
 	int         scope;
 };
 
+#define ROUTE_SINGLE_EVENT "/v1/cdp/events"
 static const struct route routes[] = {
 	{ "GET",  "/v1/health",            h_health,      BODY_NONE,   -1 },
-	{ "POST", "/v1/cdp/events",        h_ingest,      BODY_SINGLE, EV_SCOPE_EVENTS_WRITE },
+	{ "POST", ROUTE_SINGLE_EVENT,      h_ingest,      BODY_SINGLE, EV_SCOPE_EVENTS_WRITE },
 	{ "POST", "/v1/cdp/events/batch",  h_batch,       BODY_BATCH,  EV_SCOPE_EVENTS_WRITE },
 	{ "GET",  "/v1/cdp/events/{id}",   h_event_get,   BODY_NONE,   EV_SCOPE_EVENTS_READ },
 	{ "GET",  "/v1/cdp/event-types",   h_event_types, BODY_NONE,   EV_SCOPE_EVENTS_WRITE },
@@ -451,6 +452,21 @@ prepare_event(struct req *rq, json_object *o, struct ev_event *ev,
 	return EV_OK;
 }
 
+/* The answer to a single event that ev_ingest() returned e for. */
+static void
+ingest_response(struct req *rq, enum ev_err e, struct ev_result *res,
+    unsigned retries, struct resp *r)
+{
+	if (e != EV_OK) {
+		resp_err(r, e, e == EV_UNAVAILABLE ?
+		    "the database is unavailable; retry with the same externalEventId" :
+		    "internal error; retry with the same externalEventId");
+		return;
+	}
+	fcgi_metrics_event(res->st, retries, res->from_memory);
+	single_response(rq, res, r);
+}
+
 static void
 h_ingest(struct req *rq, struct resp *r)
 {
@@ -473,15 +489,7 @@ h_ingest(struct req *rq, struct resp *r)
 	e = ev_ingest(rq->app->db, &rq->tenant, &evp, &res, 1, dry, rq->reqid,
 	    &retries);
 	ev_event_free(&ev);
-	if (e == EV_OK)
-		fcgi_metrics_event(res.st, retries, res.from_memory);
-	if (e != EV_OK) {
-		resp_err(r, e, e == EV_UNAVAILABLE ?
-		    "the database is unavailable; retry with the same externalEventId" :
-		    "internal error; retry with the same externalEventId");
-		return;
-	}
-	single_response(rq, &res, r);
+	ingest_response(rq, e, &res, retries, r);
 }
 
 static void
@@ -914,61 +922,84 @@ log_request(const struct req *rq, const struct resp *r, int64_t start_us)
 	free(b.p);
 }
 
-void
-fcgi_handle(struct fcgi_app *app, const struct fcgi_io *io)
+/* The request's path: REQUEST_URI without the query, else SCRIPT_NAME +
+ * PATH_INFO; cut at size - 1 bytes. */
+static void
+request_path(const struct fcgi_io *io, char *path, size_t size)
 {
-	struct req           rq;
-	struct resp          r;
+	const char *uri = io->getenv(io->ctx, "REQUEST_URI");
+	size_t      plen;
+
+	if (uri != NULL && *uri != '\0') {
+		plen = strcspn(uri, "?");
+		if (plen >= size)
+			plen = size - 1;
+		memcpy(path, uri, plen);
+		path[plen] = '\0';
+	} else {
+		const char *sn = io->getenv(io->ctx, "SCRIPT_NAME");
+		const char *pi = io->getenv(io->ctx, "PATH_INFO");
+		snprintf(path, size, "%s%s", sn ? sn : "", pi ? pi : "");
+	}
+}
+
+/* One request on its way: what its steps (call_begin(), the handler,
+ * call_end()) share. */
+struct call {
+	struct req          rq;
+	struct resp         r;
+	const struct route *rt;
+	char                allow[64];
+	char               *body;
+	size_t              blen;
+	int                 head;
+};
+
+/*
+ * The first steps of a request: route, authenticate, read and parse the
+ * body. 1: the handler c->rt->fn is to run next; 0: the answer is set
+ * already (an error). call_end() follows either way.
+ */
+static int
+call_begin(struct call *c, struct fcgi_app *app, const struct fcgi_io *io)
+{
+	struct req          *rq = &c->rq;
+	struct resp         *r = &c->r;
 	const struct route  *rt = NULL;
-	const char          *uri, *q;
-	char                 allow[64] = "";
-	size_t               i, plen, blen = 0, limit;
-	char                *body = NULL;
-	int                  head = 0;
+	const char          *q;
+	char                *allow = c->allow;
+	size_t               i, limit;
 	struct json_perr     perr;
 	enum ev_err          e;
 	struct ev_verr       verr;
 
-	memset(&rq, 0, sizeof(rq));
-	memset(&r, 0, sizeof(r));
-	rq.app = app;
-	rq.io = io;
-	rq.now_us = ts_now();
+	memset(c, 0, sizeof(*c));
+	rq->app = app;
+	rq->io = io;
+	rq->now_us = ts_now();
 	app->requests++;
-	request_id(io, rq.reqid);
-	rq.method = io->getenv(io->ctx, "REQUEST_METHOD");
-	if (rq.method == NULL)
-		rq.method = "GET";
-	if (strcmp(rq.method, "HEAD") == 0)
-		head = 1;
+	request_id(io, rq->reqid);
+	rq->method = io->getenv(io->ctx, "REQUEST_METHOD");
+	if (rq->method == NULL)
+		rq->method = "GET";
+	if (strcmp(rq->method, "HEAD") == 0)
+		c->head = 1;
 
-	/* path: REQUEST_URI without the query, else SCRIPT_NAME + PATH_INFO */
-	uri = io->getenv(io->ctx, "REQUEST_URI");
-	if (uri != NULL && *uri != '\0') {
-		plen = strcspn(uri, "?");
-		if (plen >= sizeof(rq.path))
-			plen = sizeof(rq.path) - 1;
-		memcpy(rq.path, uri, plen);
-		rq.path[plen] = '\0';
-	} else {
-		const char *sn = io->getenv(io->ctx, "SCRIPT_NAME");
-		const char *pi = io->getenv(io->ctx, "PATH_INFO");
-		snprintf(rq.path, sizeof(rq.path), "%s%s", sn ? sn : "", pi ? pi : "");
-	}
+	request_path(io, rq->path, sizeof(rq->path));
 	q = io->getenv(io->ctx, "QUERY_STRING");
-	rq.query = q != NULL ? q : "";
+	rq->query = q != NULL ? q : "";
 
-	rq.conf = conf_current(app->conf_dir, time(NULL));
+	rq->conf = conf_current(app->conf_dir, time(NULL));
 
 	/* route: 404 when no pattern matches, 405 when only the method differs */
 	for (i = 0; i < NROUTES; i++) {
 		char param[64];
-		if (!route_match(routes[i].pattern, rq.path, param, sizeof(param)))
+		if (!route_match(routes[i].pattern, rq->path, param, sizeof(param)))
 			continue;
-		if (strcmp(routes[i].method, rq.method) == 0 ||
-		    (head && strcmp(routes[i].method, "GET") == 0)) {
+		if (strcmp(routes[i].method, rq->method) == 0 ||
+		    (c->head && strcmp(routes[i].method, "GET") == 0)) {
 			rt = &routes[i];
-			memcpy(rq.param, param, sizeof(param));
+			memcpy(rq->param, param, sizeof(param));
 			break;
 		}
 		if (allow[0] != '\0')
@@ -979,104 +1010,202 @@ fcgi_handle(struct fcgi_app *app, const struct fcgi_io *io)
 	}
 	if (rt == NULL) {
 		if (allow[0] != '\0') {
-			resp_err(&r, EV_METHOD_NOT_ALLOWED, "method not allowed here");
-			r.allow = allow;
+			resp_err(r, EV_METHOD_NOT_ALLOWED, "method not allowed here");
+			r->allow = allow;
 		} else
-			resp_err(&r, EV_NOT_FOUND, "no such endpoint");
-		goto out;
+			resp_err(r, EV_NOT_FOUND, "no such endpoint");
+		return 0;
 	}
+	c->rt = rt;
 
 	/* authentication and scope */
 	if (rt->scope >= 0) {
 		if (app->db == NULL) {
-			resp_err(&r, EV_UNAVAILABLE, "the database is not configured");
-			goto out;
+			resp_err(r, EV_UNAVAILABLE, "the database is not configured");
+			return 0;
 		}
 		e = ev_key_check(app->db, io->getenv(io->ctx, "HTTP_AUTHORIZATION"),
-		    &rq.key, rq.now_us);
+		    &rq->key, rq->now_us);
 		if (e != EV_OK) {
-			resp_err(&r, e, e == EV_UNAUTHORIZED ?
+			resp_err(r, e, e == EV_UNAUTHORIZED ?
 			    "a valid API key is required (Authorization: Bearer KEY)" :
 			    "the database is unavailable");
-			goto out;
+			return 0;
 		}
-		if (!ev_key_has_scope(&rq.key, (enum ev_scope)rt->scope)) {
+		if (!ev_key_has_scope(&rq->key, (enum ev_scope)rt->scope)) {
 			ev_verr_set(&verr, EV_FORBIDDEN, "this key lacks the scope %s",
 			    ev_scope_name[rt->scope]);
-			resp_error(&r, &verr);
-			goto out;
+			resp_error(r, &verr);
+			return 0;
 		}
-		rq.tenant.id = rq.key.tenant_id;
-		rq.tenant.slug = rq.key.tenant;
-		rq.tenant.conf = rq.conf ? conf_tenant_find(rq.conf, rq.key.tenant) : NULL;
+		rq->tenant.id = rq->key.tenant_id;
+		rq->tenant.slug = rq->key.tenant;
+		rq->tenant.conf = rq->conf ? conf_tenant_find(rq->conf, rq->key.tenant) : NULL;
 		/*
 		 * A tenant whose file is missing or has never loaded cannot
 		 * validate or score events. That is for the operator to fix, so
 		 * the client is told to retry later (503) instead of dropping
 		 * the event as invalid (422).
 		 */
-		if (rq.tenant.conf == NULL && rt->scope == EV_SCOPE_EVENTS_WRITE) {
+		if (rq->tenant.conf == NULL && rt->scope == EV_SCOPE_EVENTS_WRITE) {
 			ev_verr_set(&verr, EV_UNAVAILABLE, "no configuration is loaded for"
 			    " tenant %s; retry later with the same externalEventId",
-			    rq.key.tenant);
-			resp_error(&r, &verr);
-			goto out;
+			    rq->key.tenant);
+			resp_error(r, &verr);
+			return 0;
 		}
 	}
 
 	/* body: size, content type, strict JSON */
 	if (rt->body != BODY_NONE) {
 		limit = rt->body == BODY_BATCH ?
-		    (rq.conf ? rq.conf->server.max_body_batch : 8u << 20) :
-		    (rq.conf ? rq.conf->server.max_body_single : 64u << 10);
+		    (rq->conf ? rq->conf->server.max_body_batch : 8u << 20) :
+		    (rq->conf ? rq->conf->server.max_body_single : 64u << 10);
 		{
 			const char *cl = io->getenv(io->ctx, "CONTENT_LENGTH");
 			if (cl != NULL && strtoull(cl, NULL, 10) > limit) {
-				resp_err(&r, EV_PAYLOAD_TOO_LARGE,
+				resp_err(r, EV_PAYLOAD_TOO_LARGE,
 				    "the body is larger than the limit");
-				goto out;
+				return 0;
 			}
 		}
 		if (!is_json_type(io->getenv(io->ctx, "CONTENT_TYPE"))) {
-			resp_err(&r, EV_UNSUPPORTED_MEDIA,
+			resp_err(r, EV_UNSUPPORTED_MEDIA,
 			    "Content-Type must be application/json");
-			goto out;
+			return 0;
 		}
-		if ((body = read_body(&rq, limit, &blen, &r)) == NULL)
-			goto out;
-		rq.json = json_parse_strict(body, blen, JSON_MAX_DEPTH, &perr);
-		if (rq.json == NULL) {
+		if ((c->body = read_body(rq, limit, &c->blen, r)) == NULL)
+			return 0;
+		rq->json = json_parse_strict(c->body, c->blen, JSON_MAX_DEPTH, &perr);
+		if (rq->json == NULL) {
 			ev_verr_set(&verr, EV_MALFORMED_JSON,
 			    "the body is not valid JSON: %s at byte %zu",
-			    blen == 0 ? "empty body" : perr.msg, perr.offset);
-			resp_error(&r, &verr);
-			goto out;
+			    c->blen == 0 ? "empty body" : perr.msg, perr.offset);
+			resp_error(r, &verr);
+			return 0;
 		}
-		if (!json_object_is_type(rq.json, json_type_object)) {
-			resp_err(&r, EV_MALFORMED_JSON, "the body must be a JSON object");
-			goto out;
+		if (!json_object_is_type(rq->json, json_type_object)) {
+			resp_err(r, EV_MALFORMED_JSON, "the body must be a JSON object");
+			return 0;
 		}
 	}
-	rt->fn(&rq, &r);
-out:
+	return 1;
+}
+
+/* The last step: send the answer, log and count the request, free it. */
+static void
+call_end(struct call *c)
+{
+	struct fcgi_app *app = c->rq.app;
+
 	/* frees: body, parsed JSON, key, response body */
-	if (r.body == NULL && r.json == NULL && r.text == NULL && r.status == 0)
-		resp_err(&r, EV_INTERNAL, "no response");
-	write_response(&rq, &r, head);
-	log_request(&rq, &r, rq.now_us);
-	fcgi_metrics_request(rt != NULL ? (size_t)(rt - routes) : NROUTES, r.status,
-	    (uint64_t)(ts_now() - rq.now_us), db_take_elapsed_us(app->db));
-	free(r.text);
-	free(r.json);
-	free(body);
-	if (rq.json != NULL)
-		json_object_put(rq.json);
-	ev_key_clear(&rq.key);
-	if (r.body != NULL)
-		json_object_put(r.body);
+	if (c->r.body == NULL && c->r.json == NULL && c->r.text == NULL &&
+	    c->r.status == 0)
+		resp_err(&c->r, EV_INTERNAL, "no response");
+	write_response(&c->rq, &c->r, c->head);
+	log_request(&c->rq, &c->r, c->rq.now_us);
+	fcgi_metrics_request(c->rt != NULL ? (size_t)(c->rt - routes) : NROUTES,
+	    c->r.status, (uint64_t)(ts_now() - c->rq.now_us),
+	    db_take_elapsed_us(app->db));
+	free(c->r.text);
+	free(c->r.json);
+	free(c->body);
+	if (c->rq.json != NULL)
+		json_object_put(c->rq.json);
+	ev_key_clear(&c->rq.key);
+	if (c->r.body != NULL)
+		json_object_put(c->r.body);
 	/* a large batch leaves megabytes behind: given back when idle */
-	app->last_big = blen > BIG_BODY;
+	app->last_big = c->blen > BIG_BODY;
 	app->trim_due |= app->last_big;
+	if (c->rq.io->done != NULL)
+		c->rq.io->done(c->rq.io->ctx);
+}
+
+void
+fcgi_handle(struct fcgi_app *app, const struct fcgi_io *io)
+{
+	struct call c;
+
+	if (call_begin(&c, app, io))
+		c.rt->fn(&c.rq, &c.r);
+	call_end(&c);
+}
+
+int
+fcgi_groupable(const struct fcgi_io *io)
+{
+	const char *method = io->getenv(io->ctx, "REQUEST_METHOD");
+	char        path[sizeof(((struct req *)0)->path)];
+
+	if (method == NULL || strcmp(method, "POST") != 0)
+		return 0;
+	request_path(io, path, sizeof(path));
+	return strcmp(path, ROUTE_SINGLE_EVENT) == 0;
+}
+
+void
+fcgi_handle_many(struct fcgi_app *app, const struct fcgi_io *const *ios,
+    size_t n)
+{
+	struct call       c[FCGI_GROUP_MAX];
+	struct ev_event   evs[FCGI_GROUP_MAX], *evp[FCGI_GROUP_MAX];
+	struct ev_result  res[FCGI_GROUP_MAX];
+	size_t            who[FCGI_GROUP_MAX], m = 0, i, k;
+	int               run[FCGI_GROUP_MAX], done[FCGI_GROUP_MAX];
+	const struct req *lead = NULL;
+	unsigned          retries = 0;
+	enum ev_err       e;
+
+	if (n > FCGI_GROUP_MAX)
+		abort();
+	memset(res, 0, sizeof(res));
+	memset(done, 0, sizeof(done));
+	/*
+	 * The single events of the first tenant among them (and of the same
+	 * configuration: a reload may fall between two requests) go together;
+	 * every other request is served on its own, after them.
+	 */
+	for (i = 0; i < n; i++) {
+		struct req *rq = &c[i].rq;
+		run[i] = call_begin(&c[i], app, ios[i]);
+		if (!run[i] || c[i].rt->fn != h_ingest || dry_run_flag(rq) != 0 ||
+		    (lead != NULL && (rq->tenant.id != lead->tenant.id ||
+		    rq->tenant.conf != lead->tenant.conf)))
+			continue;
+		run[i] = 0;
+		if (prepare_event(rq, rq->json, &evs[m], &res[m]) != EV_OK) {
+			single_response(rq, &res[m], &c[i].r);
+			memset(&res[m], 0, sizeof(res[m]));
+			continue;
+		}
+		if (lead == NULL)
+			lead = rq;
+		evs[m].request_id = rq->reqid;
+		evp[m] = &evs[m];
+		who[m++] = i;
+	}
+	if (m > 0) {
+		e = ev_ingest(app->db, &lead->tenant, evp, res, m, 0, lead->reqid,
+		    &retries);
+		for (k = 0; k < m; k++) {
+			i = who[k];
+			ingest_response(&c[i].rq, e, &res[k], k == 0 ? retries : 0,
+			    &c[i].r);
+			ev_event_free(&evs[k]);
+			call_end(&c[i]);
+			done[i] = 1;
+		}
+		if (e == EV_OK)
+			fcgi_metrics_group(m);
+	}
+	for (i = 0; i < n; i++) {
+		if (done[i])
+			continue;
+		if (run[i])
+			c[i].rt->fn(&c[i].rq, &c[i].r);
+		call_end(&c[i]);
+	}
 }
 
 void

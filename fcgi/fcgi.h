@@ -19,6 +19,9 @@ struct fcgi_io {
 	long        (*read)(void *ctx, char *buf, size_t n);
 	/* write n bytes; 0 or -1 */
 	int         (*write)(void *ctx, const char *buf, size_t n);
+	/* the answer is complete: send it and end the request now, before
+	 * the worker serves the others taken with it (may be NULL) */
+	void        (*done)(void *ctx);
 };
 
 /* Per-process state shared by every request. */
@@ -63,6 +66,26 @@ void fcgi_app_trim(struct fcgi_app *app);
 /* Serve one request completely (response written through io). */
 void fcgi_handle(struct fcgi_app *app, const struct fcgi_io *io);
 
+/*
+ * Single events that arrive together share a transaction. A worker that
+ * has accepted a single event (fcgi_groupable()) and finds more
+ * connections already waiting takes them too, up to the group size
+ * (RFEVENTS_GROUP, at most FCGI_GROUP_MAX; fcgi/main.c), and serves them
+ * with fcgi_handle_many(): the single events of one tenant among them are
+ * applied by one ev_ingest() call, as the items of a batch are, each
+ * answered as if sent alone, with one commit for all instead of one each.
+ * A request that arrives when the worker is idle is served at once: no
+ * request ever waits for others to arrive.
+ */
+#define FCGI_GROUP_MAX 16
+/* Is the request behind io a single event (POST /v1/cdp/events)? Read
+ * off its parameters only: its body is not read. */
+int  fcgi_groupable(const struct fcgi_io *io);
+/* Serve n (at most FCGI_GROUP_MAX) requests completely: the answers of
+ * the single events applied together first, then each other one. */
+void fcgi_handle_many(struct fcgi_app *app, const struct fcgi_io *const *ios,
+    size_t n);
+
 /* ---- metrics (fcgi/metrics.c): shared by all workers of a deployment ---- */
 
 #define FCGI_METRIC_ROUTES 16   /* routes + one for "unmatched" */
@@ -75,6 +98,9 @@ void  fcgi_metrics_request(size_t route, int status, uint64_t req_us,
     uint64_t db_us);
 /* Count one event result (enum ev_status) and its transaction retries. */
 void  fcgi_metrics_event(int st, unsigned retries, int from_memory);
+/* Count one transaction that applied the single events of `events`
+ * requests (fcgi_handle_many(); fewer than 2 are not counted). */
+void  fcgi_metrics_group(size_t events);
 /* Prometheus text exposition; caller frees. */
 char *fcgi_metrics_text(const char *const *route_names, size_t nroutes);
 

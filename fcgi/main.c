@@ -102,6 +102,19 @@ close_at_once(const FCGX_Request *req, int unix_socket)
 	    unread == 0;
 }
 
+static int listen_unix;      /* the listening socket is a unix one */
+
+/* The answer is complete: end the request (fcgi_io.done). */
+static void
+fcgx_done(void *ctx)
+{
+	FCGX_Request *req = ctx;
+
+	if (close_at_once(req, listen_unix))
+		(void)FCGX_Detach(req);
+	FCGX_Finish_r(req);
+}
+
 /* A connection waits on the listening socket (FastCGI passes it as fd 0)
  * within ms milliseconds (-1: however long it takes). */
 static int
@@ -112,14 +125,35 @@ request_waiting(int ms)
 	return poll(&p, 1, ms) > 0 && (p.revents & POLLIN) != 0;
 }
 
+/* RFEVENTS_GROUP: how many waiting requests a worker serves together
+ * (fcgi.h fcgi_handle_many()); 1 turns that off. */
+static size_t
+group_size(const char *v)
+{
+	char         *end;
+	unsigned long n;
+
+	if (v == NULL || *v == '\0')
+		return FCGI_GROUP_MAX;
+	n = strtoul(v, &end, 10);
+	if (*end != '\0' || n < 1 || n > FCGI_GROUP_MAX) {
+		fprintf(stderr, "rfevents: RFEVENTS_GROUP must be 1 to %d; using %d\n",
+		    FCGI_GROUP_MAX, FCGI_GROUP_MAX);
+		return FCGI_GROUP_MAX;
+	}
+	return n;
+}
+
 int
 main(void)
 {
 	struct fcgi_app app;
-	FCGX_Request    req;
-	struct fcgi_io  io;
+	FCGX_Request    req[FCGI_GROUP_MAX];
+	struct fcgi_io  io[FCGI_GROUP_MAX];
+	const struct fcgi_io *iop[FCGI_GROUP_MAX];
 	unsigned long   max_requests = 0;
-	int             keep = 0, nonblock, fl, unix_socket;
+	int             keep = 0, nonblock, fl;
+	size_t          group, k, j;
 	struct sockaddr_storage sa_listen;
 	socklen_t       sa_len = sizeof(sa_listen);
 	const char     *mr = getenv("RFEVENTS_MAX_REQUESTS");
@@ -137,17 +171,26 @@ main(void)
 		max_requests = strtoul(mr, NULL, 10);
 
 	if (FCGX_IsCGI()) {
-		io = (struct fcgi_io){ NULL, cgi_getenv, cgi_read, cgi_write };
-		fcgi_handle(&app, &io);
+		struct fcgi_io cgi = { NULL, cgi_getenv, cgi_read, cgi_write, NULL };
+		fcgi_handle(&app, &cgi);
 		fflush(stdout);
 		fcgi_app_free(&app);
 		return 0;
 	}
-	if (FCGX_Init() != 0 || FCGX_InitRequest(&req, 0, 0) != 0) {
+	group = group_size(getenv("RFEVENTS_GROUP"));
+	if (FCGX_Init() != 0) {
 		fprintf(stderr, "rfevents: cannot initialise FastCGI\n");
 		return 1;
 	}
-	io = (struct fcgi_io){ &req, fcgx_getenv, fcgx_read, fcgx_write };
+	for (j = 0; j < group; j++) {
+		if (FCGX_InitRequest(&req[j], 0, 0) != 0) {
+			fprintf(stderr, "rfevents: cannot initialise FastCGI\n");
+			return 1;
+		}
+		io[j] = (struct fcgi_io){ &req[j], fcgx_getenv, fcgx_read, fcgx_write,
+		    fcgx_done };
+		iop[j] = &io[j];
+	}
 	/*
 	 * The worker waits in poll(), never in accept(): the listening socket
 	 * does not block. Where several processes share it (spawn-fcgi) all
@@ -155,9 +198,9 @@ main(void)
 	 * EAGAIN and wait again, rather than sit in accept() with a read
 	 * transaction open. Where the flag cannot be set, accept() blocks and
 	 * the server's idle_readonly_transaction_timeout (db/db.c) ends such
-	 * a transaction after 10 s.
+	 * a transaction after 10 s; requests are then served one by one.
 	 */
-	unix_socket = getsockname(FCGI_LISTENSOCK_FILENO,
+	listen_unix = getsockname(FCGI_LISTENSOCK_FILENO,
 	    (struct sockaddr *)&sa_listen, &sa_len) == 0 &&
 	    sa_listen.ss_family == AF_UNIX;
 	nonblock = (fl = fcntl(FCGI_LISTENSOCK_FILENO, F_GETFL)) != -1 &&
@@ -178,15 +221,23 @@ main(void)
 			(void)request_waiting(-1);
 		if (stopping)
 			break;
-		if ((rc = FCGX_Accept_r(&req)) < 0) {
+		if ((rc = FCGX_Accept_r(&req[0])) < 0) {
 			if (nonblock && (rc == -EAGAIN || rc == -EWOULDBLOCK))
 				continue;       /* another process took it */
 			break;
 		}
-		fcgi_handle(&app, &io);
-		if (close_at_once(&req, unix_socket))
-			(void)FCGX_Detach(&req);
-		FCGX_Finish_r(&req);
+		/* single events already waiting join this one (fcgi.h); the
+		 * first request of another kind ends the group */
+		k = 1;
+		if (nonblock && fcgi_groupable(&io[0]))
+			while (k < group && !stopping && FCGX_Accept_r(&req[k]) >= 0)
+				if (!fcgi_groupable(&io[k++]))
+					break;
+		/* (each request is ended by fcgx_done() once answered) */
+		if (k == 1)
+			fcgi_handle(&app, &io[0]);
+		else
+			fcgi_handle_many(&app, iop, k);
 		keep = fcgi_app_idle(&app);
 		if (app.trim_due && !app.last_big)
 			fcgi_app_trim(&app);
@@ -194,7 +245,8 @@ main(void)
 		if (max_requests != 0 && app.requests >= max_requests)
 			break;
 	}
-	FCGX_Free(&req, 1);
+	for (j = 0; j < group; j++)
+		FCGX_Free(&req[j], 1);
 	fcgi_app_free(&app);
 	return 0;
 }

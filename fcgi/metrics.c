@@ -26,7 +26,7 @@
 #include "db/db.h"
 #include "fcgi/fcgi.h"
 
-#define METRICS_MAGIC   0x72666d34u   /* "rfm4" */
+#define METRICS_MAGIC   0x72666d35u   /* "rfm5" */
 #define RECENT_KEYS     16384         /* 512 KiB of stored events */
 
 static const int statuses[] = {
@@ -47,6 +47,8 @@ struct shm {
 	atomic_uint_fast64_t events[EV_ST__MAX];
 	atomic_uint_fast64_t retries;
 	atomic_uint_fast64_t dup_memory;
+	atomic_uint_fast64_t groups;          /* transactions shared by requests */
+	atomic_uint_fast64_t grouped;         /* the events of those */
 	atomic_uint_fast64_t db_bucket[NBUCKETS];
 	atomic_uint_fast64_t db_sum_us;
 	atomic_uint_fast64_t db_count;
@@ -151,6 +153,15 @@ fcgi_metrics_event(int st, unsigned retries, int from_memory)
 		atomic_fetch_add(&m->retries, retries);
 }
 
+void
+fcgi_metrics_group(size_t events)
+{
+	if (m == NULL || events < 2)
+		return;
+	atomic_fetch_add(&m->groups, 1);
+	atomic_fetch_add(&m->grouped, events);
+}
+
 /* Append printf output to a growing buffer; aborts on out of memory. */
 static void
 put(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
@@ -246,6 +257,15 @@ fcgi_metrics_text(const char *const *route_names, size_t nroutes)
 	    " statement.\n# TYPE rfevents_duplicates_from_memory_total counter\n"
 	    "rfevents_duplicates_from_memory_total %llu\n",
 	    (unsigned long long)atomic_load(&m->dup_memory));
+	put(&b, &l, &c, "# HELP rfevents_event_groups_total Transactions that"
+	    " stored the single events of several requests that arrived together."
+	    "\n# TYPE rfevents_event_groups_total counter\n"
+	    "rfevents_event_groups_total %llu\n"
+	    "# HELP rfevents_grouped_events_total Single events applied in such"
+	    " shared transactions.\n# TYPE rfevents_grouped_events_total counter\n"
+	    "rfevents_grouped_events_total %llu\n",
+	    (unsigned long long)atomic_load(&m->groups),
+	    (unsigned long long)atomic_load(&m->grouped));
 	put(&b, &l, &c, "# HELP rfevents_db_seconds Database time per request.\n");
 	histogram(&b, &l, &c, "rfevents_db_seconds", m->db_bucket,
 	    atomic_load(&m->db_sum_us), atomic_load(&m->db_count));

@@ -8,11 +8,12 @@ requests, so that every path of the app runs many times under valgrind.
 (the keys: an admin key of tenant acme, a key of another tenant, an acme key with
 events:write only).
 
-The mix, in cycles of 20 requests: accepted single events, duplicates, conflicts,
+The mix, in cycles of 23 requests: accepted single events, duplicates, conflicts,
 batches of 10 (with an in-batch duplicate and a bad item), dry runs, validation
 errors, malformed JSON, unknown event types, 401s (missing, unknown key), 403,
 404s, 405, 413, 415, GET event, GET profile (by id and by identity), history,
-ledger (with a cursor), event types, metrics, health. Prints the count per status
+ledger (with a cursor), event types, metrics, health, and four single events
+sent at once (served together). Prints the count per status
 and exits 1 when an answer was a 5xx or not what the mix expects. Standard library
 only."""
 import json
@@ -45,8 +46,8 @@ def _stream(rtype, data):
     return out + _record(rtype, b"")
 
 
-def fcgi(sock_path, method, uri, body=b"", headers=None):
-    """One request; returns (status, headers dict, body bytes)."""
+def request_bytes(method, uri, body=b"", headers=None):
+    """The FastCGI records of one request (responder role, request id 1)."""
     path, _, query = uri.partition("?")
     env = {"REQUEST_METHOD": method, "REQUEST_URI": uri, "QUERY_STRING": query,
            "SCRIPT_NAME": "", "PATH_INFO": path, "SERVER_PROTOCOL": "HTTP/1.1",
@@ -60,34 +61,31 @@ def fcgi(sock_path, method, uri, body=b"", headers=None):
         else:
             env["HTTP_" + k.upper().replace("-", "_")] = v
     params = b"".join(_nv(k.encode(), v.encode("latin-1")) for k, v in env.items())
-    msg = (_record(BEGIN, struct.pack(">HB5x", 1, 0)) + _stream(PARAMS, params) +
-           _stream(STDIN, body))
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(120)
-    s.connect(sock_path)
-    try:
-        s.sendall(msg)
-        buf, out = b"", b""
-        while True:
-            while len(buf) < 8:
-                d = s.recv(65536)
-                if not d:
-                    raise EOFError("the worker closed the connection")
-                buf += d
-            _v, rtype, _rid, clen, plen, _r = struct.unpack(">BBHHBB", buf[:8])
-            while len(buf) < 8 + clen + plen:
-                d = s.recv(65536)
-                if not d:
-                    raise EOFError("the worker closed the connection mid-record")
-                buf += d
-            content = buf[8:8 + clen]
-            buf = buf[8 + clen + plen:]
-            if rtype == STDOUT:
-                out += content
-            elif rtype == END:
-                break
-    finally:
-        s.close()
+    return (_record(BEGIN, struct.pack(">HB5x", 1, 0)) + _stream(PARAMS, params) +
+            _stream(STDIN, body))
+
+
+def read_answer(s):
+    """Read one answer from connected socket s: (status, headers dict, body bytes)."""
+    buf, out = b"", b""
+    while True:
+        while len(buf) < 8:
+            d = s.recv(65536)
+            if not d:
+                raise EOFError("the worker closed the connection")
+            buf += d
+        _v, rtype, _rid, clen, plen, _r = struct.unpack(">BBHHBB", buf[:8])
+        while len(buf) < 8 + clen + plen:
+            d = s.recv(65536)
+            if not d:
+                raise EOFError("the worker closed the connection mid-record")
+            buf += d
+        content = buf[8:8 + clen]
+        buf = buf[8 + clen + plen:]
+        if rtype == STDOUT:
+            out += content
+        elif rtype == END:
+            break
     head, _, rbody = out.partition(b"\r\n\r\n")
     hdrs = {}
     for ln in head.decode("latin-1").split("\r\n"):
@@ -95,6 +93,18 @@ def fcgi(sock_path, method, uri, body=b"", headers=None):
         hdrs[k.strip().lower()] = v.strip()
     status = int(hdrs.get("status", "200").split()[0])
     return status, hdrs, rbody
+
+
+def fcgi(sock_path, method, uri, body=b"", headers=None):
+    """One request; returns (status, headers dict, body bytes)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(120)
+    s.connect(sock_path)
+    try:
+        s.sendall(request_bytes(method, uri, body, headers))
+        return read_answer(s)
+    finally:
+        s.close()
 
 
 def uid(p):
@@ -132,6 +142,26 @@ def main(argv):
         except ValueError:
             return None
 
+    def burst(label, bodies, wants):
+        """Single events sent at once, all queued before the first answer is
+        read: the worker takes them as one group (fcgi_handle_many())."""
+        socks = []
+        for body in bodies[:max(0, total - sent[0])]:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(120)
+            s.connect(sock)
+            s.sendall(request_bytes("POST", "/v1/cdp/events", json.dumps(body).encode(), both))
+            socks.append(s)
+        for s, want in zip(socks, wants):
+            try:
+                st, _h, rb = read_answer(s)
+            finally:
+                s.close()
+            sent[0] += 1
+            counts[st] = counts.get(st, 0) + 1
+            if st not in want:
+                bad.append("%s: -> %d %s" % (label, st, rb[:200]))
+
     t0 = time.time()
     cycle = 0
     while sent[0] < total:
@@ -167,6 +197,9 @@ def main(argv):
         send(which + " page 2", "GET", "/v1/cdp/profiles/%s/%s?limit=2%s" % (
             state["prf"], which, "&cursor=" + cur if cur else ""), want=(200,))
         send("health", "GET", "/v1/health", headers={}, want=(200,))
+        together = [purchase(user), purchase(user)]
+        burst("together", together + [together[0], dict(purchase(), eventType="nope")],
+              [(200, 201), (201,), (200, 201), (422,)])
         # the rarer answers, one per cycle in turn
         k = cycle % 8
         if k == 0:
