@@ -26,7 +26,8 @@
 #   DB_PORT  if set, MariaDB also listens on 127.0.0.1:$DB_PORT (default: socket only)
 #   WEB_USER account Apache, nginx and spawn-fcgi switch to when started as root
 #            (default www-data; Apache refuses to serve as root)
-#   ASAN_OPTIONS, UBSAN_OPTIONS, LSAN_OPTIONS  passed on to the app when set
+#   ASAN_OPTIONS, UBSAN_OPTIONS, LSAN_OPTIONS, RFEVENTS_GROUP  passed on to the app
+#            when set
 #   FCGI_BIN, CLI_BIN  the binaries (default: <repo>/bin/rfevents.fcgi, <repo>/bin/rfevents)
 #
 # Layout under $VAR: db.env (RFEVENTS_DB=..., mode 600), mysql/{data,tmp,mysqld.sock,
@@ -413,7 +414,7 @@ check_conf() {
 lighttpd_start() {
 	local extra="" v
 	[[ -x $LIGHTTPD ]] || die "$LIGHTTPD not found: run 'tests/stack.sh deps'"
-	for v in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS; do
+	for v in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS RFEVENTS_GROUP; do
 		if [[ -n ${!v:-} ]]; then
 			extra+="$(conf_str "$v") => $(conf_str "${!v}"), "
 		fi
@@ -444,7 +445,7 @@ apache_start() {
 	rm -rf -- "$run"
 	mkdir -p -- "$run"
 	(($(id -u) == 0)) && chown -- "$RUN_USER:$RUN_GROUP" "$run"
-	for v in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS; do
+	for v in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS RFEVENTS_GROUP; do
 		if [[ -n ${!v:-} ]]; then
 			extra+="$indent$setenv $v $(conf_str "${!v}")"$'\n'
 		fi
@@ -490,7 +491,7 @@ nginx_start() {
 
 	# The app's environment, and nothing else.
 	env=(PATH=/usr/bin:/bin RFEVENTS_DB="$RFEVENTS_DB" RFEVENTS_CONF="$3")
-	for v in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS; do
+	for v in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS RFEVENTS_GROUP; do
 		[[ -n ${!v:-} ]] && env+=("$v=${!v}")
 	done
 	rm -f -- "$sock" "$VAR/spawn-fcgi.pid"
