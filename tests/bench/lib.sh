@@ -103,6 +103,12 @@ stack_down() {
 	fi
 }
 
+# metric NAME — a counter of the service's GET /metrics (every worker's), or 0.
+metric() {
+	curl -fsS -H "Authorization: Bearer $ADMIN_KEY" "http://127.0.0.1:$PORT/metrics" |
+		awk -v n="$1" '$1 == n { v = $2 } END { print v + 0 }'
+}
+
 # snapshot — copies of the binaries and the migrations under $VAR/snap, used for the
 # whole run: a rebuild in the working tree meanwhile (make, another terminal) cannot
 # swap the binary or the schema in the middle of a measurement.
@@ -154,6 +160,8 @@ stack_up() {
 	"$STACK" web-start
 	KEY=$("$CLI_BIN" key create --tenant "$TENANT" --scopes events:write,events:read \
 		--name bench) || die "could not create a key"
+	ADMIN_KEY=$("$CLI_BIN" key create --tenant "$TENANT" --scopes admin --name bench-admin) ||
+		die "could not create a key"
 	TENANT_ID=$(sql "SELECT id FROM tenants WHERE slug = '$TENANT'")
 	RULES_VERSION=$(sha256sum "$CONF/tenants/$TENANT.yaml" | cut -c1-64)
 	[[ -n $TENANT_ID ]] || die "tenant $TENANT has no id"

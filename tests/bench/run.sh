@@ -63,6 +63,7 @@ RAW=$LOGS/raw-$STAMP.tsv
 OUT=$VAR/results-$STAMP.txt
 
 need_pkg wrk wrk
+need_pkg curl curl
 need_pkg pkg-config pkg-config
 need_pkg python3 python3
 build_ceiling
@@ -132,6 +133,10 @@ done
 
 CPU_B=$(cpu_snapshot)
 CPU_LINE=$(cpu_report "$CPU_A" "$CPU_B")
+# single events that shared a transaction (fcgi_handle_many()): seeding,
+# single events and duplicates alike
+GROUPS=$(metric rfevents_event_groups_total)
+GROUPED=$(metric rfevents_grouped_events_total)
 
 # Every event the service accepted is in the database.
 SVC_ACCEPTED=$(awk -F'\t' '$1 ~ /^service (single|batch)/ { split($6, a, " "); for (i in a)
@@ -251,6 +256,8 @@ ratio_row() {
 	ratio_row "batch1000@$BATCH_CONNS / ceiling txn1000 4c" \
 		"service batch1000@$BATCH_CONNS" "ceiling txn1000 4c"
 	ratio_row "dup@16 / ceiling dup 4c" "service dup@16" "ceiling dup 4c"
+	printf '  single events in shared transactions: %s in %s groups (%s per group)\n' "$GROUPED" \
+		"$GROUPS" "$(awk -v a="$GROUPED" -v b="$GROUPS" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
 	printf '\nminimal endpoint / ceiling (the same SQL behind lighttpd, without rfevents):\n'
 	ratio_row "single@16 / ceiling accept 4c" "minimal single@16" "ceiling accept 4c"
 	ratio_row "batch1000@$BATCH_CONNS / ceiling txn1000 4c" \
