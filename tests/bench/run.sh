@@ -99,6 +99,8 @@ record() {
 
 # The order inside a round keeps each ceiling next to its service measurement.
 CPU_A=$(cpu_snapshot)
+GROUP_TXNS0=$(metric rfevents_event_groups_total)
+GROUPED0=$(metric rfevents_grouped_events_total)
 for ((round = 1; round <= ROUNDS; round++)); do
 	p=c$round-$NONCE
 	ceiling_run "$LOGS/ceil-accept-1c-$round.log" accept 1 1 "$p-a1"
@@ -133,10 +135,10 @@ done
 
 CPU_B=$(cpu_snapshot)
 CPU_LINE=$(cpu_report "$CPU_A" "$CPU_B")
-# single events that shared a transaction (fcgi_handle_many()): seeding,
-# single events and duplicates alike
-GROUPS=$(metric rfevents_event_groups_total)
-GROUPED=$(metric rfevents_grouped_events_total)
+# single events that shared a transaction (fcgi_handle_many()) during the
+# rounds: new ones and duplicates alike (the counters outlive a run)
+GROUP_TXNS=$(($(metric rfevents_event_groups_total) - GROUP_TXNS0))
+GROUPED=$(($(metric rfevents_grouped_events_total) - GROUPED0))
 
 # Every event the service accepted is in the database.
 SVC_ACCEPTED=$(awk -F'\t' '$1 ~ /^service (single|batch)/ { split($6, a, " "); for (i in a)
@@ -257,7 +259,7 @@ ratio_row() {
 		"service batch1000@$BATCH_CONNS" "ceiling txn1000 4c"
 	ratio_row "dup@16 / ceiling dup 4c" "service dup@16" "ceiling dup 4c"
 	printf '  single events in shared transactions: %s in %s groups (%s per group)\n' "$GROUPED" \
-		"$GROUPS" "$(awk -v a="$GROUPED" -v b="$GROUPS" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
+		"$GROUP_TXNS" "$(awk -v a="$GROUPED" -v b="$GROUP_TXNS" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
 	printf '\nminimal endpoint / ceiling (the same SQL behind lighttpd, without rfevents):\n'
 	ratio_row "single@16 / ceiling accept 4c" "minimal single@16" "ceiling accept 4c"
 	ratio_row "batch1000@$BATCH_CONNS / ceiling txn1000 4c" \
