@@ -1616,6 +1616,14 @@ run_rules(struct group *g, struct gitem *it)
 #define EVENT_ROWS  200
 #define LEDGER_ROWS 400
 
+/* The id of the HTTP request that sent ev: its own when requests share
+ * the call (ev_event.request_id), else the call's reqid; NULL: none. */
+static const char *
+event_reqid(const struct ev_event *ev, const char *reqid)
+{
+	return ev->request_id != NULL ? ev->request_id : reqid;
+}
+
 /* The 14 parameters of item it's event (SQL_EVENT_ROW) at q. */
 static void
 event_params(struct group *g, const struct gitem *it, struct db_param *q,
@@ -1623,6 +1631,7 @@ event_params(struct group *g, const struct gitem *it, struct db_param *q,
     struct evtext *text)
 {
 	const struct ev_event *ev = it->ev;
+	const char            *rid = event_reqid(ev, reqid);
 
 	text_make(&text[it->i], ev);
 	q[0] = DBP_I64(g->t->id);
@@ -1634,8 +1643,7 @@ event_params(struct group *g, const struct gitem *it, struct db_param *q,
 	q[6] = DBP_CSTR(text[it->i].occ);
 	q[7] = DBP_CSTR(text[it->i].rec);
 	q[8] = DBP_CSTR(text[it->i].doc);
-	q[9] = DBP_CSTR(ev->request_id != NULL ? ev->request_id :
-	    reqid != NULL ? reqid : "");
+	q[9] = DBP_CSTR(rid != NULL ? rid : "");
 	q[10] = DBP_I64(g->profs[it->prof - 1].pid);
 	q[11] = DBP_STR(it->out.p, it->out.len);
 	q[12] = DBP_CSTR(g->ct != NULL ? g->ct->version : "");
@@ -2212,9 +2220,9 @@ batch_fn(struct db *db, void *arg)
 		rc = apply_group(db, b, &i, 1, checked, 0);
 		if (rc == DB_ERROR) {
 			struct ev_verr verr;
+			const char    *rid = event_reqid(b->evs[i], b->reqid);
 			fprintf(stderr, "rfevents: request %s: item %zu: database"
-			    " error %u: %s\n", b->evs[i]->request_id != NULL ?
-			    b->evs[i]->request_id : b->reqid ? b->reqid : "-", i,
+			    " error %u: %s\n", rid != NULL ? rid : "-", i,
 			    db_last_errno(db), db_last_error(db));
 			ev_verr_set(&verr, EV_INTERNAL, "this item could not be"
 			    " stored; retry it with the same externalEventId");
