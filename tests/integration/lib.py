@@ -156,6 +156,25 @@ def _csv(v):
     return v if isinstance(v, str) else ",".join(v)
 
 
+def db_root_client():
+    """The mariadb client as root on this stack's own database socket
+    (RFEVENTS_VAR/mysql/mysqld.sock), database rfevents: the arguments
+    before its -e. Fails the test when there is no such socket."""
+    var = os.environ.get("RFEVENTS_VAR")
+    sock = os.path.join(var or "", "mysql", "mysqld.sock")
+    check(var and os.path.exists(sock), "RFEVENTS_VAR has no database socket: %r" % sock)
+    return ["mariadb", "--no-defaults", "--socket=" + sock, "-u", "root", "rfevents"]
+
+
+def sql(statements, what="mariadb"):
+    """Run statements with db_root_client(); returns what they print (tab-separated,
+    without column names)."""
+    p = subprocess.run(db_root_client() + ["--batch", "--skip-column-names", "-e", statements],
+                       capture_output=True, text=True, timeout=60)
+    check(p.returncode == 0, "%s: %s" % (what, p.stderr.strip()))
+    return p.stdout
+
+
 def make_key(tenant, scopes=None, sources=None, name=None):
     """Create a key with the CLI; returns the key string (printed alone on stdout)."""
     args = ["key", "create", "--tenant", tenant]

@@ -3,7 +3,8 @@ fcgi_handle_many()): each must still be answered exactly as if sent alone.
 
 The web server cannot be told to deliver requests at the same instant, so these
 tests run a FastCGI worker of their own: they queue requests on a listening unix
-socket first (a tiny FastCGI client below), then start bin/rfevents.fcgi on it.
+socket first (with the valgrind driver's FastCGI client, tests/leaks_driver.py),
+then start bin/rfevents.fcgi on it.
 The worker finds them all waiting and takes them as one group, deterministically.
 Its metrics go to a file of its own, so the group counts are exact."""
 import json
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 
-from lib import EVENTS, check, check_error_body, make_key, purchase, uid, writer
+from lib import EVENTS, check, check_error_body, make_key, purchase, sql, uid, writer
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from leaks_driver import read_answer, request_bytes  # noqa: E402  (the FastCGI client)
@@ -71,7 +72,8 @@ class Worker:
                 self.proc.send_signal(signal.SIGTERM)
                 # the signal ends its wait in poll(); a connection wakes it too
                 try:
-                    socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect(self.path)
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as wake:
+                        wake.connect(self.path)
                 except OSError:
                     pass
                 rc = self.proc.wait(timeout=60)
@@ -98,34 +100,25 @@ def _post(w, ev, key, reqid=None, query=""):
     return w.send("POST", EVENTS + query, _json(ev), h)
 
 
-def _metric(w, key, name):
-    s = w.send("GET", "/metrics", headers={"Authorization": "Bearer " + key})
+def _get(w, path, key, what):
+    """GET path from the worker with key: its JSON body (or bytes), status 200."""
+    s = w.send("GET", path, headers={"Authorization": "Bearer " + key})
     st, _, body = _read_answer(s)
     s.close()
-    check(st == 200, "GET /metrics from the worker: %s %r" % (st, body))
+    check(st == 200, "%s from the worker: %s %r" % (what, st, body))
+    return body
+
+
+def _metric(w, key, name):
+    body = _get(w, "/metrics", key, "GET /metrics")
     m = re.search(r"^%s (\d+)$" % re.escape(name), body.decode(), re.M)
     check(m, "no %s in the worker's metrics" % name)
     return int(m.group(1))
 
 
-def _db(sql):
-    var = os.environ.get("RFEVENTS_VAR") or ""
-    sock = os.path.join(var, "mysql", "mysqld.sock")
-    check(os.path.exists(sock), "RFEVENTS_VAR has no database socket: %r" % sock)
-    p = subprocess.run(["mariadb", "--no-defaults", "--socket=" + sock, "-u", "root",
-                        "--batch", "--skip-column-names", "rfevents", "-e", sql],
-                       capture_output=True, text=True, timeout=60)
-    check(p.returncode == 0, "mariadb: %s" % p.stderr.strip())
-    return p.stdout
-
-
 def _profile_points(w, key, profile_id):
-    s = w.send("GET", "/v1/cdp/profiles/" + profile_id,
-               headers={"Authorization": "Bearer " + key})
-    st, _, body = _read_answer(s)
-    s.close()
-    check(st == 200, "GET profile: %s %r" % (st, body))
-    return body["balances"]["points"]["balance"]
+    doc = _get(w, "/v1/cdp/profiles/" + profile_id, key, "GET profile")
+    return doc["balances"]["points"]["balance"]
 
 
 def test_waiting_single_events_are_served_as_one_group():
@@ -220,14 +213,14 @@ def test_waiting_single_events_are_served_as_one_group():
         check(_profile_points(w, ka, first["profile_id"]) == want,
               "points of the user: want %d" % want)
         # each stored event names the request that sent it
-        rows = _db("SELECT public_id, request_id FROM events WHERE public_id IN (%s)" % ",".join(
+        rows = sql("SELECT public_id, request_id FROM events WHERE public_id IN (%s)" % ",".join(
             "'%s'" % got[n][2]["event_id"] for n in ("e2", "e_v", "e5", "e6")))
         stored = dict(line.split("\t") for line in rows.strip().split("\n"))
         for n in ("e2", "e_v", "e5", "e6"):
             check(stored.get(got[n][2]["event_id"]) == ids[n],
                   "%s stored with request id %r, sent %r" % (n, stored.get(got[n][2]["event_id"]), ids[n]))
         check(stored and len(set(stored.values())) == 4, "request ids: %r" % stored)
-        dry_rows = _db("SELECT COUNT(*) FROM events WHERE external_event_id = '%s'"
+        dry_rows = sql("SELECT COUNT(*) FROM events WHERE external_event_id = '%s'"
                        % dry["externalEventId"])
         check(dry_rows.strip() == "0", "the dry run was stored: %r" % dry_rows)
     finally:
@@ -284,7 +277,7 @@ def test_many_waiting_events_of_one_user_add_up():
         check(_metric(w, ka, "rfevents_grouped_events_total") == 40,
               "%d of 40 events grouped" % _metric(w, ka, "rfevents_grouped_events_total"))
         ids = ",".join("'%s'" % b["event_id"] for _, _, b in answers)
-        after = _db("SELECT COUNT(DISTINCT l.balance_after), COUNT(*) FROM ledger l"
+        after = sql("SELECT COUNT(DISTINCT l.balance_after), COUNT(*) FROM ledger l"
                     " JOIN events e ON e.id = l.event_id WHERE e.public_id IN (%s)" % ids)
         check(after.split() == ["40", "40"], "ledger rows (distinct balances, rows): %r" % after)
     finally:

@@ -5,10 +5,10 @@ import json
 import time
 import urllib.parse
 
-from lib import (EVENTS, SOURCE, batch, check, expect_accepted, expect_conflict,
+from lib import (EVENTS, SOURCE, batch, check, db_root_client, expect_accepted, expect_conflict,
                  expect_duplicate, expect_error, expect_json_object, expect_status, fetch_event,
                  get, get_event, loads_exact, now, parse_instant, phone_digits, post, purchase,
-                 reader, summarise, uid, updated, writer)
+                 reader, sql, summarise, uid, updated, writer)
 
 DRY = EVENTS + "?dry_run=true"
 
@@ -99,10 +99,7 @@ def test_events_deleted_by_hand_are_not_remembered():
     highest event id falls (a backup restored, events deleted by hand), every
     worker stops using what it remembered within DB_INSTANCE_MAX_AGE_US (10
     s), so an event sent again is accepted, not answered from memory."""
-    import subprocess
-    var = os.environ.get("RFEVENTS_VAR")
-    sock = os.path.join(var or "", "mysql", "mysqld.sock")
-    check(var and os.path.exists(sock), "RFEVENTS_VAR has no database socket: %r" % sock)
+    db_root_client()            # the test needs the stack's own database
     k = writer()
     ev = purchase()
     b = expect_accepted(post(ev, k))
@@ -111,12 +108,10 @@ def test_events_deleted_by_hand_are_not_remembered():
     expect_duplicate(post(ev, k), b["event_id"], what="second retry")
     check(_from_memory() - m0 == 1, "the second retry was not answered from memory")
     # the newest event goes: the highest id falls
-    sql = ("DELETE l FROM ledger l JOIN events e ON e.id = l.event_id"
-           " WHERE e.public_id = '%s'; DELETE FROM events WHERE public_id = '%s';"
-           % (b["event_id"], b["event_id"]))
-    p = subprocess.run(["mariadb", "--no-defaults", "--socket=" + sock, "-u", "root",
-                        "rfevents", "-e", sql], capture_output=True, text=True, timeout=60)
-    check(p.returncode == 0, "DELETE: %s" % p.stderr.strip())
+    delete = ("DELETE l FROM ledger l JOIN events e ON e.id = l.event_id"
+              " WHERE e.public_id = '%s'; DELETE FROM events WHERE public_id = '%s';"
+              % (b["event_id"], b["event_id"]))
+    sql(delete, "DELETE")
     time.sleep(10.5)
     b2 = expect_accepted(post(ev, k), what="the deleted event sent again")
     check(b2["event_id"] != b["event_id"], "the deleted event's id came back")

@@ -12,8 +12,8 @@ import random
 import threading
 import urllib.parse
 
-from lib import (BATCH, EVENTS, check, event, expect_json_object, expect_status, get,
-                 loads_exact, profiles_reader, request, uid, writer)
+from lib import (BATCH, EVENTS, check, db_root_client, event, expect_json_object,
+                 expect_status, get, loads_exact, profiles_reader, request, uid, writer)
 
 TENANT = "rules"
 PROFILES = "/v1/cdp/profiles"
@@ -345,12 +345,9 @@ def test_lock_wait_timeout_then_retry_completes():
     connection on its next execute when the error came in the middle of the
     rows, which this test does not manage to provoke; tests/bench's ceiling
     author reproduced that with a deadlock)."""
-    import os
     import subprocess
     import time
-    var = os.environ.get("RFEVENTS_VAR")
-    sock = os.path.join(var or "", "mysql", "mysqld.sock")
-    check(var and os.path.exists(sock), "RFEVENTS_VAR has no database socket: %r" % sock)
+    root = db_root_client()
     users = sorted(uid("lock") for _ in range(20))
 
     def items(amount):
@@ -361,9 +358,8 @@ def test_lock_wait_timeout_then_retry_completes():
     check(first.json().get("accepted") == 20, "first batch: %r" % first.json())
     hold = 13
     locker = subprocess.Popen(
-        ["mariadb", "--no-defaults", "--socket=" + sock, "-u", "root", "rfevents", "-e",
-         "BEGIN; SELECT profile_id FROM identities WHERE type = 0 AND value = '%s'"
-         " FOR UPDATE; SELECT SLEEP(%d); ROLLBACK;" % (users[10], hold)],
+        root + ["-e", "BEGIN; SELECT profile_id FROM identities WHERE type = 0 AND"
+                " value = '%s' FOR UPDATE; SELECT SLEEP(%d); ROLLBACK;" % (users[10], hold)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         time.sleep(1.0)          # the lock is taken
