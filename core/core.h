@@ -204,7 +204,7 @@ struct ev_json_style {
 void ev_buf_json_as(struct ev_buf *b, json_object *v, const struct ev_json_style *st);
 
 /* SHA-256 of data (NULL: empty), and as 64 lower-case hex characters +
- * NUL. Abort only when libcrypto cannot hash at all (out of memory). */
+ * NUL. Never fails, never allocates. */
 void ev_sha256(const void *data, size_t len, unsigned char out[32]);
 void ev_sha256_hex(const void *data, size_t len, char out[65]);
 

@@ -22,6 +22,7 @@
 #include <mysql.h>
 #include <mysqld_error.h>
 #include <errmsg.h>
+#include <openssl/crypto.h>
 
 #include "db/db.h"
 #include "db/sql.h"
@@ -330,6 +331,17 @@ db_open(const char *url, char *err, size_t errsz)
 		snprintf(err, errsz, "RFEVENTS_DB is not set");
 		return NULL;
 	}
+	/*
+	 * Before the connector starts: it initialises libssl with
+	 * OPENSSL_INIT_LOAD_CONFIG, and reading openssl.cnf that way made
+	 * about 1 MB of libcrypto resident in every worker (VmRSS of one
+	 * process: 5.7 MB after mysql_library_init(), 4.7 MB with this). Our
+	 * connections use no TLS (the URL has no option for it) and
+	 * libcrypto only hashes (ev_sha256()), so nothing in that file
+	 * changes what the process does. The first initialisation decides:
+	 * the connector's later request to load the file does nothing.
+	 */
+	OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, NULL);
 	if ((db = calloc(1, sizeof(*db))) == NULL) {
 		snprintf(err, errsz, "out of memory");
 		return NULL;
