@@ -1010,12 +1010,36 @@ get_mstmt(struct db *db, enum db_multi m, const size_t *counts, size_t ng,
 	return s;
 }
 
+/*
+ * After an INSERT IGNORE of n rows sent as sent rows (n, then padded
+ * repeats of the last), stored of them stored: is that what the caller
+ * may see? Each row not stored is one duplicate-key warning: the repeats
+ * always, and a row of the n only where the statement returns the stored
+ * rows (returns: events, whose keys may be claimed meanwhile; elsewhere
+ * every row must be stored). A warning more means a row was stored
+ * truncated or converted.
+ */
+static int
+ignored_ok(struct db *db, uint64_t stored, size_t n, size_t sent, int returns)
+{
+	if (stored > n || (!returns && stored != n)) {
+		set_error(db, 0, "INSERT IGNORE left out a row it had to store");
+		return 0;
+	}
+	if (mysql_warning_count(db->conn) > sent - stored) {
+		set_error(db, 0, "INSERT IGNORE stored a row with warnings");
+		return 0;
+	}
+	return 1;
+}
+
 static enum db_rc
 multi_once(struct db *db, enum db_multi m, const size_t *counts, size_t ng,
     const struct db_param *p, size_t np, struct db_res *res, uint64_t *affected)
 {
 	MYSQL_STMT   *s;
 	enum db_rc    rc;
+	uint64_t      stored;
 	size_t        want, to[DB_MULTI_GROUPS];
 	/* the lengths it is sent with: counts, or padded ones in to */
 	const size_t *shape = multi_info(m)->pads &&
@@ -1055,18 +1079,17 @@ multi_once(struct db *db, enum db_multi m, const size_t *counts, size_t ng,
 	}
 	if ((rc = bind_execute(db, s, p, np)) != DB_OK)
 		return rc;
+	stored = (uint64_t)mysql_stmt_affected_rows(s);
 	if (affected != NULL)
-		*affected = (uint64_t)mysql_stmt_affected_rows(s);
+		*affected = stored;
 	if (res != NULL)
 		rc = fetch_all(db, s, res);
 	else
 		mysql_stmt_free_result(s);
-	/* INSERT IGNORE: each row not returned is one duplicate-key warning;
-	 * more warnings mean a row was stored truncated or converted */
-	if (rc == DB_OK && is_insert_ignore(multi_sql[m]) && res != NULL &&
-	    mysql_warning_count(db->conn) > counts[0] - res->nrows) {
-		db_res_free(res);
-		set_error(db, 0, "INSERT IGNORE stored a row with warnings");
+	if (rc == DB_OK && is_insert_ignore(multi_sql[m]) && !ignored_ok(db,
+	    res != NULL ? res->nrows : stored, counts[0], shape[0], res != NULL)) {
+		if (res != NULL)
+			db_res_free(res);
 		return DB_ERROR;
 	}
 	return rc;

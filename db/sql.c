@@ -148,8 +148,13 @@ db_sql_padded(size_t n, size_t max)
 {
 	size_t top = 1;
 
-	if (n <= 16)
-		return n;
+	if (n == 0)
+		return 0;
+	if (n <= 16) {
+		while (top < n)
+			top *= 2;
+		return top <= max ? top : max > n ? max : n;
+	}
 	while (top <= n / 2)
 		top *= 2;
 	n = (n + top / 8 - 1) / (top / 8) * (top / 8);
@@ -175,7 +180,7 @@ db_sql_pads(const char *t)
 	static const char *const pads[] = {
 		SQL_M_EVENT_KEYS, SQL_M_IDENT_LOCK, SQL_M_STATE_OF,
 		SQL_M_IDENT_STATE_LOCK, SQL_M_BALANCE_UPSERT, SQL_M_VAR_UPSERT,
-		SQL_M_PROFILE_TOUCH,
+		SQL_M_PROFILE_TOUCH, SQL_M_EVENT_INSERT, SQL_M_LEDGER_INSERT,
 	};
 	size_t i;
 

@@ -34,14 +34,16 @@ char *db_sql_expand(const char *t, const size_t *counts, size_t *nparams);
 /*
  * Padding, for the templates whose lists may repeat an entry without
  * changing what the statement does (an IN list; an upsert that sets
- * values, not one that adds): a list of n is sent as db_sql_padded(n, max)
- * entries, the last one repeated. Lengths up to 16 stay as they are;
- * longer ones are rounded up to a multiple of an eighth of the power of
- * two at or below them (at most max): a batch's varying counts of
- * profiles and identities then fall on a few shapes, each prepared once
- * per connection, where every new length cost a prepare (the server
- * parses the text anew, the client reads a description of every
- * parameter), and the repeats cost at most an eighth more entries.
+ * values, not one that adds; an INSERT IGNORE whose repeated row hits a
+ * unique key): a list of n is sent as db_sql_padded(n, max) entries, the
+ * last one repeated. Lengths up to 16 are rounded up to a power of two;
+ * longer ones to a multiple of an eighth of the power of two at or below
+ * them (at most max). A batch's varying counts of profiles and
+ * identities, and the events of a shared transaction (1 to 16), then
+ * fall on a few shapes, each prepared once per connection, where every
+ * new length cost a prepare (the server parses the text anew, the client
+ * reads a description of every parameter) and a cached statement of
+ * the connector about 17 kB of a worker's heap.
  */
 size_t db_sql_padded(size_t n, size_t max);
 
@@ -52,11 +54,12 @@ int db_sql_pad_counts(const size_t *counts, size_t ng, size_t max, size_t *to);
 
 /* 1 when template t (one of the SQL_M_ texts here, compared by text) is
  * one whose lists may be padded: the reads (SQL_M_EVENT_KEYS,
- * SQL_M_IDENT_LOCK, SQL_M_STATE_OF, SQL_M_IDENT_STATE_LOCK) and the
- * writes that set values (SQL_M_BALANCE_UPSERT, SQL_M_VAR_UPSERT,
- * SQL_M_PROFILE_TOUCH). Never SQL_M_COUNTER_ADD, which adds (a repeated
- * row would count twice), nor an INSERT. The service and the ceiling both
- * ask here. */
+ * SQL_M_IDENT_LOCK, SQL_M_STATE_OF, SQL_M_IDENT_STATE_LOCK), the writes
+ * that set values (SQL_M_BALANCE_UPSERT, SQL_M_VAR_UPSERT,
+ * SQL_M_PROFILE_TOUCH) and the inserts that ignore a duplicate key
+ * (SQL_M_EVENT_INSERT, SQL_M_LEDGER_INSERT). Never SQL_M_COUNTER_ADD,
+ * which adds (a repeated row would count twice), nor a plain INSERT. The
+ * service and the ceiling both ask here. */
 int db_sql_pads(const char *t);
 
 /* The parameters of template t for lengths to[] (each at least counts[],
@@ -144,7 +147,7 @@ size_t db_sql_pad_params(const char *t, const size_t *counts, const size_t *to,
 	" created_at) VALUES {,(?, ?, ?, ?, ?, UTC_TIMESTAMP(6))}"
 
 /* SQL_M_EVENT_INSERT: the dedup key claimed with the outcome; a row
- * claimed meanwhile is not returned */
+ * claimed meanwhile is not returned, nor a padded repeat of the last */
 #define SQL_EVENT_COLUMNS \
 	"INSERT IGNORE INTO events (tenant_id, source, external_event_id, public_id," \
 	" fingerprint, event_type, occurred_at, received_at, doc, request_id," \
@@ -155,12 +158,15 @@ size_t db_sql_pad_params(const char *t, const size_t *counts, const size_t *to,
 
 /* SQL_M_LEDGER_INSERT: created_at is taken while the profiles are
  * locked and ids grow in row order, so (created_at, id) is the order
- * the changes were applied in */
-#define SQL_LEDGER_ROWS(event_id) \
-	"INSERT INTO ledger (profile_id, event_id, seq, rule_id, balance_name, delta," \
-	" balance_after, created_at) VALUES {,(?, " event_id ", ?, ?, ?, ?, ?," \
-	" UTC_TIMESTAMP(6))}"
-#define SQL_M_LEDGER_INSERT SQL_LEDGER_ROWS("?")
+ * the changes were applied in. IGNORE only so that its list may be
+ * padded: a repeat of the last row hits ledger_event_seq and is dropped,
+ * and db/db.c requires every row sent once to be stored and no other
+ * warning. Inside SQL_M_WRITE_ONE, never padded, it is a plain INSERT. */
+#define SQL_LEDGER_ROWS(verb, event_id) \
+	verb " INTO ledger (profile_id, event_id, seq, rule_id, balance_name," \
+	" delta, balance_after, created_at) VALUES {,(?, " event_id ", ?, ?, ?," \
+	" ?, ?, UTC_TIMESTAMP(6))}"
+#define SQL_M_LEDGER_INSERT SQL_LEDGER_ROWS("INSERT IGNORE", "?")
 
 /* SQL_M_BALANCE_UPSERT: the state after the last change */
 #define SQL_M_BALANCE_UPSERT \
@@ -209,7 +215,7 @@ size_t db_sql_pad_params(const char *t, const size_t *counts, const size_t *to,
 	" IF w <> 0 THEN SIGNAL SQLSTATE '45000' SET MYSQL_ERRNO = 1644," \
 	" MESSAGE_TEXT = 'INSERT IGNORE stored a row with warnings'; END IF;" \
 	" SET e = LAST_INSERT_ID();" \
-	"[ " SQL_LEDGER_ROWS("e") ";]" \
+	"[ " SQL_LEDGER_ROWS("INSERT", "e") ";]" \
 	"[ " SQL_M_BALANCE_UPSERT ";]" \
 	"[ " SQL_M_VAR_UPSERT ";]" \
 	"[ " SQL_M_COUNTER_ADD ";]" \

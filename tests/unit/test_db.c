@@ -207,15 +207,26 @@ test_expand(void)
 	}
 }
 
-/* db_sql_padded(): lengths up to 16 kept, longer ones rounded up to an
- * eighth of their power of two, never beyond max */
+/* db_sql_padded(): lengths up to 16 rounded up to a power of two, longer
+ * ones to an eighth of their power of two, never beyond max (nor, up to
+ * 16, below the length) */
 static const struct {
 	int    line;
 	size_t n, max, want;
 } padcases[] = {
 	{ __LINE__, 0, 1000, 0 },
 	{ __LINE__, 1, 1000, 1 },
+	{ __LINE__, 2, 1000, 2 },
+	{ __LINE__, 3, 1000, 4 },         /* 1..16: powers of two */
+	{ __LINE__, 4, 1000, 4 },
+	{ __LINE__, 5, 1000, 8 },
+	{ __LINE__, 8, 1000, 8 },
+	{ __LINE__, 9, 1000, 16 },
+	{ __LINE__, 15, 1000, 16 },
 	{ __LINE__, 16, 1000, 16 },
+	{ __LINE__, 5, 6, 6 },            /* 8 capped */
+	{ __LINE__, 5, 5, 5 },
+	{ __LINE__, 5, 3, 5 },            /* never below the length */
 	{ __LINE__, 17, 1000, 18 },       /* 16..31: steps of 2 */
 	{ __LINE__, 31, 1000, 32 },
 	{ __LINE__, 33, 1000, 36 },       /* 32..63: steps of 4 */
@@ -266,10 +277,12 @@ test_pad(void)
 	{
 		size_t to[3] = { 0 };
 		T_OK(db_sql_pad_counts((size_t[3]){ 632, 0, 3 }, 3, 1000, to) == 1 &&
-		    to[0] == 640 && to[1] == 0 && to[2] == 3,
+		    to[0] == 640 && to[1] == 0 && to[2] == 4,
 		    "pad_counts: %zu %zu %zu", to[0], to[1], to[2]);
 		T_OK(db_sql_pad_counts((size_t[2]){ 640, 16 }, 2, 1000, to) == 0 &&
 		    to[0] == 640 && to[1] == 16, "pad_counts: nothing to pad");
+		T_OK(db_sql_pad_counts((size_t[2]){ 8, 0 }, 2, 1000, to) == 0 &&
+		    to[0] == 8 && to[1] == 0, "pad_counts: a power of two");
 	}
 	for (i = 0; i < sizeof(pcases) / sizeof(pcases[0]); i++) {
 		size_t n;
@@ -285,13 +298,15 @@ test_pad(void)
 			    "got \"%.*s\", want \"%s\"", (int)n, out, pcases[i].want);
 	}
 	/* which templates may be padded: a repeated entry must change
-	 * nothing (COUNTER_ADD adds, an INSERT would store a row twice) */
+	 * nothing (COUNTER_ADD adds, a plain INSERT would store a row twice;
+	 * an INSERT IGNORE drops it on a unique key) */
 	{
 		static const int want[DB_M__MAX] = {
 			[DB_M_EVENT_KEYS] = 1, [DB_M_IDENT_LOCK] = 1,
 			[DB_M_STATE_OF] = 1, [DB_M_IDENT_STATE_LOCK] = 1,
 			[DB_M_BALANCE_UPSERT] = 1, [DB_M_VAR_UPSERT] = 1,
-			[DB_M_PROFILE_TOUCH] = 1,
+			[DB_M_PROFILE_TOUCH] = 1, [DB_M_EVENT_INSERT] = 1,
+			[DB_M_LEDGER_INSERT] = 1,
 		};
 		for (i = 0; i < DB_M__MAX; i++)
 			T_OK(db_sql_pads(db_multi_template((enum db_multi)i)) == want[i],
