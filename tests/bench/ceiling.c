@@ -1250,7 +1250,10 @@ accept_txn(struct worker *w, struct txn *t, int check, int *committed)
 			n = event_params(w, t, &t->evs[c0 + j], n);
 		if ((rc = run(w, ST_M_EVENT_INSERT, &c, n)) != 0)
 			return rc;
-		if (w->res.nrows != c || mysql_warning_count(w->conn) > 0) {
+		/* a list padded as the service pads it (db_sql_pads()):
+		 * each repeat of the last row is one duplicate-key warning */
+		if (w->res.nrows != c || mysql_warning_count(w->conn) >
+		    (st_pads[ST_M_EVENT_INSERT] ? db_sql_padded(c, MAX_LIST) : c) - c) {
 			fail(w, "INSERT IGNORE events", "the new events were not all"
 			    " stored cleanly");
 			return -1;
