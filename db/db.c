@@ -334,8 +334,8 @@ db_open(const char *url, char *err, size_t errsz)
 	/*
 	 * Before the connector starts: it initialises libssl with
 	 * OPENSSL_INIT_LOAD_CONFIG, and reading openssl.cnf that way made
-	 * about 1 MB of libcrypto resident in every worker (VmRSS of one
-	 * process: 5.7 MB after mysql_library_init(), 4.7 MB with this). Our
+	 * about 1 MB of libcrypto resident (a test program's VmRSS: 5.7 MB
+	 * after mysql_library_init(), 4.7 MB with this first). Our
 	 * connections use no TLS (the URL has no option for it) and
 	 * libcrypto only hashes (ev_sha256()), so nothing in that file
 	 * changes what the process does. The first initialisation decides:
