@@ -687,13 +687,21 @@ answer_stored(struct db *db, const struct gkeyrow *row, const struct ev_event *e
  * committed: never for one this request wrote itself (a dry run or a
  * failed transaction rolls that back).
  *
- * A slot is 4 words: a sequence number, odd while a writer fills it
- * (a seqlock: a reader that sees it change or odd takes it as a miss),
- * then 24 bytes: the 10 bytes of the digest and the public id's 22
- * characters of 5 bits packed in 14. Slots are in sets of EV_RECENT_WAYS
- * (one set is 4 cache lines); an entry may sit in either of two sets
- * chosen by its digest, and a new one takes an empty slot of the first,
- * else of the second, else evicts one of either.
+ * A slot is 4 words. The first holds a sequence number in its low 32
+ * bits, odd while a writer fills the slot (a seqlock: a reader that sees
+ * it change or odd takes it as a miss), and in its high 32 bits a tag of
+ * the name the entry was put under (ev_recent_key()). Then 24 bytes: the
+ * 10 bytes of the digest and the public id's 22 characters of 5 bits
+ * packed in 14. Slots are in sets of EV_RECENT_WAYS (one set is 4 cache
+ * lines); an entry may sit in either of two sets chosen by its digest,
+ * and a new one takes a free slot of the first, else of the second, else
+ * evicts one of either. A slot is free when empty or when its tag is not
+ * the name's now: entries put before the database went back (or under a
+ * database this URL named before) can never match again, and without
+ * the tag they kept the whole table full, so that every new entry
+ * evicted one still in use (the bench's 10,000 replayed events, in a
+ * table left by an earlier run: a quarter of them were read from the
+ * database again in every round).
  */
 static struct ev_recent_slot *recent;
 static size_t                 nrecent;
@@ -800,15 +808,33 @@ recent_words(const unsigned char b[24], uint64_t w[3])
 		w[i / 8] = (i % 8 == 0 ? 0 : w[i / 8] << 8) | b[i];
 }
 
-/* Read slot s: 0 and its 3 payload words when it held one entry all the
- * time, -1 when empty, being written, or written meanwhile. */
+#define SEQ_MASK 0xffffffffu
+
+/* The tag of the name inst (ev_recent_key()) in a slot's first word. */
+static uint64_t
+recent_tag(uint64_t inst)
+{
+	return (inst ^ (inst >> 32)) << 32;
+}
+
+/* May a slot whose first word is seq take a new entry under tag? */
 static int
-slot_read(struct ev_recent_slot *s, uint64_t w[3])
+slot_free(uint64_t seq, uint64_t tag)
+{
+	return (seq & SEQ_MASK) == 0 ||
+	    (!(seq & 1) && (seq & ~(uint64_t)SEQ_MASK) != tag);
+}
+
+/* Read slot s: 0 and its 3 payload words when it held one entry put
+ * under tag all the time, -1 when empty, of another name, being written,
+ * or written meanwhile. */
+static int
+slot_read(struct ev_recent_slot *s, uint64_t tag, uint64_t w[3])
 {
 	uint64_t seq = atomic_load_explicit(&s->w[0], memory_order_acquire);
 	size_t   i;
 
-	if (seq == 0 || (seq & 1))
+	if ((seq & SEQ_MASK) == 0 || (seq & 1) || (seq & ~(uint64_t)SEQ_MASK) != tag)
 		return -1;
 	for (i = 0; i < 3; i++)
 		w[i] = atomic_load_explicit(&s->w[i + 1], memory_order_relaxed);
@@ -816,21 +842,27 @@ slot_read(struct ev_recent_slot *s, uint64_t w[3])
 	return atomic_load_explicit(&s->w[0], memory_order_relaxed) == seq ? 0 : -1;
 }
 
-/* Write slot s, unless another writer holds it (the entry is then lost:
- * a later duplicate only takes the longer path). */
+/* Write slot s under tag, unless another writer holds it (the entry is
+ * then lost: a later duplicate only takes the longer path). The sequence
+ * number only grows (its 32 bits wrap after 2^31 writes of one slot,
+ * past 0, which means empty), so a reader never takes a slot rewritten
+ * while it read for the one it began with. */
 static void
-slot_write(struct ev_recent_slot *s, const uint64_t w[3])
+slot_write(struct ev_recent_slot *s, uint64_t tag, const uint64_t w[3])
 {
 	uint64_t seq = atomic_load_explicit(&s->w[0], memory_order_relaxed);
+	uint64_t n = (seq & SEQ_MASK) + 2;
 	size_t   i;
 
+	if ((n & SEQ_MASK) == 0)
+		n = 2;
 	if ((seq & 1) || !atomic_compare_exchange_strong_explicit(&s->w[0], &seq,
-	    seq + 1, memory_order_relaxed, memory_order_relaxed))
+	    tag | (n - 1), memory_order_relaxed, memory_order_relaxed))
 		return;
 	atomic_thread_fence(memory_order_release);
 	for (i = 0; i < 3; i++)
 		atomic_store_explicit(&s->w[i + 1], w[i], memory_order_relaxed);
-	atomic_store_explicit(&s->w[0], seq + 2, memory_order_release);
+	atomic_store_explicit(&s->w[0], tag | n, memory_order_release);
 }
 
 void
@@ -838,7 +870,7 @@ ev_recent_put(uint64_t inst, int64_t tenant, const struct ev_event *ev,
     const unsigned char fp[32], const char *public_id, uint64_t row_id)
 {
 	unsigned char d[32], b[24];
-	uint64_t      w[3], x[3];
+	uint64_t      w[3], x[3], tag = recent_tag(inst);
 	size_t        set, k, bit = 0, victim;
 	int           v;
 
@@ -856,20 +888,22 @@ ev_recent_put(uint64_t inst, int64_t tenant, const struct ev_event *ev,
 				b[RECENT_DIGEST + bit / 8] |= (unsigned char)(0x80 >> (bit % 8));
 	}
 	recent_words(b, w);
-	/* an empty slot of the first set, else of the second, else one of
+	/* a free slot of the first set, else of the second, else one of
 	 * either chosen by the digest */
 	victim = recent_set(d, d[RECENT_DIGEST + 16] & 1) +
 	    d[RECENT_DIGEST + 17] % EV_RECENT_WAYS;
 	for (int which = 1; which >= 0; which--) {
 		set = recent_set(d, which);
 		for (k = set + EV_RECENT_WAYS; k-- > set; ) {
-			if (slot_read(&recent[k], x) == 0 && memcmp(x, w, sizeof(x)) == 0)
+			if (slot_read(&recent[k], tag, x) == 0 &&
+			    memcmp(x, w, sizeof(x)) == 0)
 				return;
-			if (atomic_load_explicit(&recent[k].w[0], memory_order_relaxed) == 0)
+			if (slot_free(atomic_load_explicit(&recent[k].w[0],
+			    memory_order_relaxed), tag))
 				victim = k;
 		}
 	}
-	slot_write(&recent[victim], w);
+	slot_write(&recent[victim], tag, w);
 	/* the highest id seen includes every event remembered, so losing
 	 * the newest of them shows (ev_recent_key()) */
 	hwm_raise(row_id + 1);
@@ -886,7 +920,7 @@ ev_recent_find(uint64_t inst, int64_t tenant, const struct ev_event *ev,
     char public_id[32])
 {
 	unsigned char d[32], b[24], want[24];
-	uint64_t      w[3], dw[3];
+	uint64_t      w[3], dw[3], tag = recent_tag(inst);
 	size_t        k, i, bit, set[2];
 
 	if (nrecent == 0 || inst == 0 ||
@@ -900,7 +934,7 @@ ev_recent_find(uint64_t inst, int64_t tenant, const struct ev_event *ev,
 	set[1] = recent_set(d, 1);
 	for (k = 0; k < 2 * EV_RECENT_WAYS; k++) {
 		size_t slot = set[k / EV_RECENT_WAYS] + k % EV_RECENT_WAYS;
-		if (slot_read(&recent[slot], w) != 0 || w[0] != dw[0] ||
+		if (slot_read(&recent[slot], tag, w) != 0 || w[0] != dw[0] ||
 		    (w[1] & 0xffff000000000000u) != dw[1])
 			continue;
 		for (i = 0; i < 24; i++)

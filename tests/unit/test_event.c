@@ -452,6 +452,36 @@ run_recent(void)
 	T_OK(key != key2 && ev_recent_find(key, 2, &ev, want) == 0,
 	    "the newest remembered event's loss went unnoticed");
 
+	/* the slots of a name no longer in use are free: a table that an
+	 * earlier database (or the database before it went back) left full
+	 * keeps the next one's 10,000 events as an empty table does */
+	memset(slots, 0, sizeof(slots));
+	for (k = 0; k < 40000; k++) {
+		recent_event(&ev, ext, sizeof(ext), 100000 + k);
+		recent_id(k, id);
+		ev_recent_put(key, 2, &ev, ev.fingerprint, id, 1);
+	}
+	for (k = 0, used = 0; k < 16384; k++)
+		used += atomic_load(&slots[k].w[0]) != 0;
+	T_OK(used > 16000, "40,000 entries filled %zu of 16384 slots", used);
+	key2 = ev_recent_key(7, 440);
+	for (k = 0; k < 10000; k++) {
+		recent_event(&ev, ext, sizeof(ext), k);
+		recent_id(k, id);
+		ev_recent_put(key2, 2, &ev, ev.fingerprint, id, 1);
+	}
+	for (k = 0, found = 0, wrong = 0; k < 10000; k++) {
+		recent_event(&ev, ext, sizeof(ext), k);
+		if (ev_recent_find(key2, 2, &ev, id)) {
+			found++;
+			recent_id(k, want);
+			wrong += strcmp(id, want) != 0;
+		}
+	}
+	T_OK(found >= 9950 && wrong == 0,
+	    "%zu of 10000 events kept over a full table of another name (%zu wrong)",
+	    found, wrong);
+
 	/* one set: eight of nine events are kept, the newest among them */
 	memset(one_set, 0, sizeof(one_set));
 	ev_recent_attach(one_set, EV_RECENT_WAYS, &head);
