@@ -93,6 +93,7 @@ record() {
 		p99=$(awk -v v="${R[p99_us]}" 'BEGIN { printf "%.3f", v / 1000 }')
 		note="req=${R[requests]} acc=${R[accepted]} dup=${R[duplicate]}"
 		note+=" item_err=${R[item_errors]} http_err=${R[http_errors]} sock_err=${R[socket_errors]}"
+		[[ -z ${R[from_memory]:-} ]] || note+=" from_memory=${R[from_memory]}"
 	fi
 	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$eps" "$p50" "$p99" "$note" >>"$RAW"
 	say "round $2 $(printf '%-22s' "$1") $(printf '%10s' "$eps") ev/s  p50 ${p50} ms  p99 ${p99} ms  $note"
@@ -128,7 +129,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
 
 	ceiling_run "$LOGS/ceil-dup-4c-$round.log" dup 4 1 "$p-d4"
 	record "ceiling dup 4c" "$round"
+	# how many of them no statement answered (the first duplicate of each
+	# key is read from the database, the next ones from the shared table)
+	mem0=$(metric rfevents_duplicates_from_memory_total)
 	wrk_run "$LOGS/svc-dup-16-$round.log" "$SECS" 16 replay BENCH_NONCE="r-$round-$NONCE"
+	R[from_memory]=$(($(metric rfevents_duplicates_from_memory_total) - mem0))
 	record "service dup@16" "$round"
 	minimal_wrk "$LOGS/min-dup-16-$round.log" "$SECS" 16 replay BENCH_NONCE="mr-$round-$NONCE"
 	record "minimal dup@16" "$round"
